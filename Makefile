@@ -1,0 +1,29 @@
+# robustlab: `make demo` writes a robustness report on the bundled digits dataset (offline);
+# `make test` runs the whole test suite. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+OUT ?= out/demo
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/robustlab run notebooks/robustness_report.ipynb --out $(OUT) -p dataset digits
+	@echo "open $(OUT)/report.html"
+
+test: $(STAMP)
+	$(PY) -m ruff check robustlab tests benchmarks
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check robustlab tests benchmarks
+
+clean:
+	rm -rf out .pytest_cache .ruff_cache

@@ -1,0 +1,54 @@
+"""robustlab: an adversarial robustness workbench for Keras 3 / TensorFlow models.
+
+The public API is imported lazily, so ``import robustlab`` is cheap and does not start
+TensorFlow until an attack, model or evaluation is used::
+
+    import robustlab as rl
+    data = rl.load("digits")
+    model = rl.load_or_train("", data)
+    result = rl.evaluate(model, data, "fgsm, pgd", "0, 0.1, 0.2, 0.3")
+    rl.write_report(result, "out")
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load": "robustlab.data", "Dataset": "robustlab.data",
+    "build_model": "robustlab.models", "train": "robustlab.models",
+    "load_model": "robustlab.models", "save_model": "robustlab.models",
+    "load_or_train": "robustlab.models", "check_logits": "robustlab.models",
+    "fgsm": "robustlab.attacks", "pgd": "robustlab.attacks",
+    "AttackSpec": "robustlab.attacks", "parse_attacks": "robustlab.attacks",
+    "evaluate": "robustlab.evaluate", "EvaluationResult": "robustlab.evaluate",
+    "write_report": "robustlab.report", "render_html": "robustlab.report",
+    "run_notebook": "robustlab.runner",
+    "RobustlabError": "robustlab.errors", "ValidationError": "robustlab.errors",
+}
+
+__all__ = [*_EXPORTS, "setup_logging", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'robustlab' has no attribute {name!r}")
+
+
+def setup_logging(level: int | str = "INFO") -> None:
+    """Send robustlab's log records to stderr at ``level`` (for notebooks and scripts)."""
+    logger = logging.getLogger("robustlab")
+    if not any(getattr(h, "_robustlab", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s",
+                                               "%H:%M:%S"))
+        handler._robustlab = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(level)

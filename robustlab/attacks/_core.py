@@ -1,0 +1,215 @@
+"""The shared math under every attack: the one input-gradient function, the steepest-ascent
+direction per norm, and the threat model (projection onto the epsilon-ball and clipping to
+the input bounds), enforced here and nowhere else.
+
+Shapes: images ``x`` are ``(N, H, W, C)`` float32; labels ``y`` are ``(N,)`` int.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from robustlab._validate import check_float, parse_enum
+from robustlab.errors import ValidationError
+
+# Numerical floor used in L2 normalisations (same value as CleverHans' avoid_zero_div).
+_TINY = 1e-12
+
+
+class Norm(str, Enum):
+    """The norm that measures a perturbation: ``linf`` (max abs pixel change) or ``l2``."""
+
+    LINF = "linf"
+    L2 = "l2"
+
+
+_NORM_ALIASES = {"inf": "linf", "l_inf": "linf", "l-inf": "linf", "np.inf": "linf",
+                 "l∞": "linf", "2": "l2", "l_2": "l2", "l-2": "l2"}
+
+
+def parse_norm(value: Any, name: str = "norm") -> Norm:
+    """``"linf"``, ``"inf"``, ``np.inf`` -> ``Norm.LINF``; ``"l2"``, ``2`` -> ``Norm.L2``."""
+    if isinstance(value, Norm):
+        return value
+    if isinstance(value, float) and np.isinf(value):
+        return Norm.LINF
+    key = str(value).strip().lower()
+    return parse_enum(name, _NORM_ALIASES.get(key, key), Norm)
+
+
+class Loss(str, Enum):
+    """Loss the attack ascends: cross-entropy on logits, or the scale-invariant margin
+    ``max_{j != y} z_j - z_y`` (Carlini & Wagner 2017, https://arxiv.org/abs/1608.04644)."""
+
+    CE = "ce"
+    MARGIN = "margin"
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """What an adversary may do: move each image at most ``epsilon`` in ``norm``, staying
+    inside ``bounds`` (pixel units, e.g. ``(0.0, 1.0)``)."""
+
+    epsilon: float
+    norm: Norm = Norm.LINF
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+    @classmethod
+    def parse(cls, epsilon: Any, norm: Any = "linf",
+              bounds: tuple[float, float] = (0.0, 1.0)) -> ThreatModel:
+        eps = check_float("epsilon", epsilon, low=0.0)
+        try:
+            low, high = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise ValidationError(f"expected bounds to be (low, high), got {bounds!r}") from None
+        if not (np.isfinite(low) and np.isfinite(high) and low < high):
+            raise ValidationError(f"expected bounds low < high (finite), got {bounds!r}")
+        return cls(eps, parse_norm(norm), (low, high))
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorFlow math (called inside tf.function)
+
+
+def per_example_loss(logits: Any, y: Any, loss: Loss, targeted: bool) -> Any:
+    """The quantity the attack maximises, one value per example, shape ``(N,)``.
+
+    Untargeted: cross-entropy of the true label (or the margin of the best other class).
+    Targeted: minus the cross-entropy of the target (or the target's margin).
+    """
+    import tensorflow as tf
+
+    logits = tf.cast(logits, tf.float32)
+    if loss is Loss.CE:
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+        return -ce if targeted else ce
+    onehot = tf.one_hot(y, tf.shape(logits)[-1], dtype=logits.dtype)
+    label_logit = tf.reduce_sum(onehot * logits, axis=-1)
+    other = tf.reduce_max(logits - 1e9 * onehot, axis=-1)
+    return label_logit - other if targeted else other - label_logit
+
+
+def input_gradient(model: Any, x: Any, y: Any, loss: Loss, targeted: bool) -> tuple[Any, Any]:
+    """Gradient of :func:`per_example_loss` w.r.t. the input ``x`` (the only one in robustlab).
+
+    The model runs with ``training=False`` (no dropout noise, frozen batch-norm statistics).
+    Returns ``(gradient (N, H, W, C) float32, logits (N, K))``.
+    """
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = model(x, training=False)
+        objective = per_example_loss(logits, y, loss, targeted)
+    grad = tape.gradient(objective, x)
+    return tf.cast(grad, tf.float32), logits
+
+
+def steepest_direction(grad: Any, norm: Norm) -> Any:
+    """Unit-norm steepest-ascent direction: ``sign(g)`` for L∞, ``g / ||g||_2`` for L2."""
+    import tensorflow as tf
+
+    if norm is Norm.LINF:
+        return tf.sign(grad)
+    axes = list(range(1, len(grad.shape)))
+    sq = tf.maximum(_TINY, tf.reduce_sum(tf.square(grad), axis=axes, keepdims=True))
+    return grad / tf.sqrt(sq)
+
+
+def project(x_adv: Any, x: Any, epsilon: Any, norm: Norm, low: Any, high: Any) -> Any:
+    """The threat model: move ``x_adv`` back into the ``epsilon``-ball around ``x`` and into
+    ``[low, high]``. Clipping to the box after the ball cannot leave the ball (the box
+    contains ``x``, so clipping only shortens each coordinate of the perturbation)."""
+    import tensorflow as tf
+
+    delta = x_adv - x
+    if norm is Norm.LINF:
+        delta = tf.clip_by_value(delta, -epsilon, epsilon)
+    else:
+        axes = list(range(1, len(delta.shape)))
+        length = tf.sqrt(tf.maximum(_TINY, tf.reduce_sum(tf.square(delta), axis=axes,
+                                                          keepdims=True)))
+        delta = delta * tf.minimum(1.0, epsilon / length)
+    return tf.clip_by_value(x + delta, low, high)
+
+
+def enforce_threat_model(x_adv: np.ndarray, x: np.ndarray, threat: ThreatModel) -> np.ndarray:
+    """NumPy twin of :func:`project`, applied to every attack's output (whatever the backend),
+    so no attack can report an example outside the budget."""
+    delta = x_adv.astype(np.float32) - x.astype(np.float32)
+    eps = np.float32(threat.epsilon)
+    if threat.norm is Norm.LINF:
+        delta = np.clip(delta, -eps, eps)
+    else:
+        flat = delta.reshape(len(delta), -1)
+        length = np.sqrt(np.maximum(_TINY, np.sum(flat.astype(np.float64) ** 2, axis=1)))
+        factor = np.minimum(1.0, threat.epsilon / length).astype(np.float32)
+        delta = delta * factor.reshape((-1,) + (1,) * (delta.ndim - 1))
+    low, high = (np.float32(b) for b in threat.bounds)
+    return np.clip(x.astype(np.float32) + delta, low, high)
+
+
+def perturbation_norms(x_adv: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example ``(L∞, L2)`` norms of ``x_adv - x``, each of shape ``(N,)``."""
+    flat = (x_adv.astype(np.float64) - x.astype(np.float64)).reshape(len(x), -1)
+    return np.abs(flat).max(axis=1), np.sqrt((flat**2).sum(axis=1))
+
+
+def random_start(rng: np.random.Generator, x: np.ndarray, threat: ThreatModel) -> np.ndarray:
+    """A uniform random point of the ε-ball around ``x`` (clipped to bounds).
+
+    L∞: uniform in the cube. L2: uniform in the ball (Gaussian direction, radius
+    ``ε·u^(1/d)``).
+    """
+    eps = threat.epsilon
+    if threat.norm is Norm.LINF:
+        delta = rng.uniform(-eps, eps, size=x.shape)
+    else:
+        flat = rng.standard_normal(size=(len(x), int(np.prod(x.shape[1:]))))
+        flat /= np.maximum(_TINY, np.linalg.norm(flat, axis=1, keepdims=True))
+        radius = eps * rng.uniform(size=(len(x), 1)) ** (1.0 / flat.shape[1])
+        delta = (flat * radius).reshape(x.shape)
+    low, high = threat.bounds
+    return np.clip(x + delta.astype(np.float32), low, high).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# compiled functions, cached per model
+
+_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Callable[..., Any]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def compiled(model: Any, key: tuple[Any, ...], build: Callable[[], Callable[..., Any]]
+             ) -> Callable[..., Any]:
+    """Return the compiled function ``key`` for ``model``, building it once.
+
+    Compiled functions take their scalars (epsilon, step size, bounds) as tensors so that a
+    new epsilon does not retrace.
+    """
+    per_model = _CACHE.setdefault(model, {})
+    if key not in per_model:
+        per_model[key] = build()
+    return per_model[key]
+
+
+def score_fn(model: Any, loss: Loss, targeted: bool, jit: bool) -> Callable[..., Any]:
+    """Compiled ``(x, y) -> (success (N,) bool, objective (N,) float32, logits)``."""
+    import tensorflow as tf
+
+    def build() -> Callable[..., Any]:
+        @tf.function(jit_compile=jit, reduce_retracing=True)
+        def score(x: Any, y: Any) -> tuple[Any, Any, Any]:
+            logits = model(x, training=False)
+            pred = tf.argmax(logits, axis=-1, output_type=y.dtype)
+            success = tf.equal(pred, y) if targeted else tf.not_equal(pred, y)
+            return success, per_example_loss(logits, y, loss, targeted), logits
+        return score
+
+    return compiled(model, ("score", loss, targeted, jit), build)

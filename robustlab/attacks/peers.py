@@ -1,0 +1,96 @@
+"""CleverHans 4 and ART implementations behind robustlab's attack signature, so every
+native result can be cross-checked against two independent implementations.
+
+They take their randomness from global seeds (TensorFlow's for CleverHans, NumPy's for ART),
+which these adapters set from ``seed``. Both support the cross-entropy loss only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from robustlab.attacks._core import Loss, Norm, ThreatModel
+from robustlab.errors import ValidationError
+
+
+def _ce_only(loss: Loss, backend: str) -> None:
+    if loss is not Loss.CE:
+        raise ValidationError(f"expected loss='ce' with backend={backend!r} (only the native "
+                              f"backend has loss={loss.value!r})")
+
+
+def _np_norm(norm: Norm) -> float:
+    return np.inf if norm is Norm.LINF else 2.0
+
+
+def cleverhans_fgsm(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
+                    targeted: bool, loss: Loss, **_: Any) -> np.ndarray:
+    """CleverHans 4 ``fast_gradient_method`` on one batch."""
+    from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
+
+    _ce_only(loss, "cleverhans")
+    low, high = threat.bounds
+    out = fast_gradient_method(model, x, threat.epsilon, _np_norm(threat.norm), clip_min=low,
+                               clip_max=high, y=y, targeted=targeted, sanity_checks=False)
+    return np.asarray(out)
+
+
+def cleverhans_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
+                   targeted: bool, loss: Loss, seed: int, random_start: bool,
+                   step_size: float, steps: int, **_: Any) -> np.ndarray:
+    """CleverHans 4 ``projected_gradient_descent`` on one batch (one restart)."""
+    import tensorflow as tf
+    from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
+
+    _ce_only(loss, "cleverhans")
+    tf.random.set_seed(seed)
+    low, high = threat.bounds
+    out = projected_gradient_descent(
+        model, x, threat.epsilon, step_size, steps, _np_norm(threat.norm), clip_min=low,
+        clip_max=high, y=y, targeted=targeted, rand_init=random_start,
+        rand_minmax=threat.epsilon if random_start else None, sanity_checks=False)
+    return np.asarray(out)
+
+
+def _art_classifier(model: Any, x: np.ndarray, threat: ThreatModel) -> Any:
+    import keras
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    return TensorFlowV2Classifier(
+        model=model, nb_classes=int(model.output_shape[-1]), input_shape=x.shape[1:],
+        loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        clip_values=threat.bounds)
+
+
+def _onehot(y: np.ndarray, k: int) -> np.ndarray:
+    return np.eye(k, dtype=np.float32)[y]
+
+
+def art_fgsm(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
+             targeted: bool, loss: Loss, **_: Any) -> np.ndarray:
+    """ART ``FastGradientMethod`` on one batch."""
+    from art.attacks.evasion import FastGradientMethod
+
+    _ce_only(loss, "art")
+    clf = _art_classifier(model, x, threat)
+    attack = FastGradientMethod(clf, norm=_np_norm(threat.norm), eps=threat.epsilon,
+                                targeted=targeted, batch_size=len(x))
+    return attack.generate(x, _onehot(y, clf.nb_classes))
+
+
+def art_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
+            targeted: bool, loss: Loss, seed: int, random_start: bool, step_size: float,
+            steps: int, **_: Any) -> np.ndarray:
+    """ART ``ProjectedGradientDescent`` (its TensorFlow v2 variant) on one batch."""
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    _ce_only(loss, "art")
+    np.random.seed(seed)  # noqa: NPY002 - ART draws its random start from NumPy's global RNG
+    clf = _art_classifier(model, x, threat)
+    attack = ProjectedGradientDescent(
+        clf, norm=_np_norm(threat.norm), eps=threat.epsilon, eps_step=step_size,
+        max_iter=steps, targeted=targeted, num_random_init=1 if random_start else 0,
+        batch_size=len(x), verbose=False)
+    return attack.generate(x, _onehot(y, clf.nb_classes))

@@ -1,0 +1,248 @@
+"""Model builders, seeded training, safe save/load and the logits check.
+
+Models are Keras 3 models mapping ``(N, H, W, C)`` float32 images to ``(N, K)`` *logits*.
+Attacks differentiate cross-entropy computed from logits; a softmax at the end makes those
+gradients vanish for confident predictions, a classic source of false robustness
+(Carlini & Wagner 2017, https://arxiv.org/abs/1608.04644), hence :func:`check_logits`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robustlab._io import atomic_path
+from robustlab._validate import check_int, check_seed
+from robustlab.data import Dataset
+from robustlab.errors import InputTypeError, RobustlabWarning, UnsafeModelError, ValidationError
+
+__all__ = ["build_model", "build_small_cnn", "build_resnet", "train", "save_model",
+           "load_model", "load_or_train", "check_logits", "num_outputs"]
+
+log = logging.getLogger(__name__)
+
+_KERAS_MEMBERS = {"config.json", "metadata.json"}
+
+
+def build_small_cnn(input_shape: tuple[int, int, int], num_classes: int, *,
+                    seed: int = 0) -> Any:
+    """A small CNN for greyscale 8x8 or 28x28 images, returning logits.
+
+    Two 3x3 convolutions (32 and 64 filters, ReLU); images of 16 pixels or more are
+    max-pooled after each; then a 128-unit dense layer and a linear output of ``num_classes``,
+    with dropout 0.3 before and after the dense layer (inactive at attack time).
+    """
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(check_seed(seed))
+    big = min(input_shape[:2]) >= 16
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1")(inputs)
+    if big:
+        x = layers.MaxPooling2D(name="pool1")(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(name="pool2")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dropout(0.3, name="dropout1")(x)
+    x = layers.Dense(128, activation="relu", name="dense")(x)
+    x = layers.Dropout(0.3, name="dropout2")(x)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name="small_cnn")
+
+
+def build_resnet(input_shape: tuple[int, int, int], num_classes: int, *, width: int = 32,
+                 blocks_per_stage: int = 1, seed: int = 0) -> Any:
+    """A small residual net (He et al. 2016, https://arxiv.org/abs/1512.03385) for 32x32
+    colour images: a stem convolution, three stages of residual blocks (``width``,
+    ``2*width``, ``4*width`` filters, stride 2 between stages), global pooling, linear logits.
+    """
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(check_seed(seed))
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    for stage in range(3):
+        filters = width * 2**stage
+        for block in range(blocks_per_stage):
+            stride = 2 if stage > 0 and block == 0 else 1
+            prefix = f"s{stage}b{block}"
+            shortcut = x
+            y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
+                              name=f"{prefix}_conv1")(x)
+            y = layers.BatchNormalization(name=f"{prefix}_bn1")(y)
+            y = layers.ReLU(name=f"{prefix}_relu1")(y)
+            y = layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                              name=f"{prefix}_conv2")(y)
+            y = layers.BatchNormalization(name=f"{prefix}_bn2")(y)
+            if stride != 1 or shortcut.shape[-1] != filters:
+                shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False,
+                                         name=f"{prefix}_proj")(shortcut)
+            x = layers.ReLU(name=f"{prefix}_out")(layers.Add(name=f"{prefix}_add")([y, shortcut]))
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name="resnet_small")
+
+
+def build_model(input_shape: tuple[int, int, int], num_classes: int, *, seed: int = 0) -> Any:
+    """The default architecture for an input shape: a residual net for colour images of
+    32x32 or more, the small CNN otherwise."""
+    if len(input_shape) != 3:
+        raise ValidationError(f"expected input_shape (H, W, C), got {input_shape!r}")
+    num_classes = check_int("num_classes", num_classes, low=2)
+    if input_shape[2] == 3 and min(input_shape[:2]) >= 32:
+        return build_resnet(input_shape, num_classes, seed=seed)
+    return build_small_cnn(input_shape, num_classes, seed=seed)
+
+
+def num_outputs(model: Any) -> int:
+    """Number of classes the model predicts (size of its last output axis)."""
+    shape = getattr(model, "output_shape", None)
+    if not shape or shape[-1] is None:
+        raise InputTypeError(f"expected a Keras classifier with a (N, K) output, got "
+                             f"{type(model).__name__} with output shape {shape}")
+    return int(shape[-1])
+
+
+def default_epochs(n_train: int) -> int:
+    """About 45,000 example presentations, between 3 and 30 epochs (digits: 30, MNIST-8k: 5)."""
+    return max(3, min(30, 45_000 // max(1, n_train)))
+
+
+def train(model: Any, data: Dataset, *, epochs: int | None = None, batch_size: int = 32,
+          learning_rate: float = 1e-3, seed: int = 0, verbose: int = 0) -> dict[str, Any]:
+    """Train ``model`` on ``data.x_train`` with Adam and cross-entropy on logits (seeded).
+
+    ``epochs`` None picks :func:`default_epochs`. Returns a dict with the Keras history,
+    seconds taken and the final test accuracy.
+    """
+    import keras
+
+    epochs = default_epochs(len(data.x_train)) if epochs is None else \
+        check_int("epochs", epochs, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    keras.utils.set_random_seed(check_seed(seed))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    start = time.perf_counter()
+    history = model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
+                        shuffle=True, verbose=verbose)
+    seconds = time.perf_counter() - start
+    _, test_acc = model.evaluate(data.x_test, data.y_test, verbose=0,
+                                 batch_size=max(batch_size, 256))
+    log.info("trained %s for %d epochs in %.1f s; test accuracy %.4f", model.name, epochs,
+             seconds, test_acc)
+    return {"history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+            "seconds": seconds, "test_accuracy": float(test_acc)}
+
+
+def save_model(model: Any, path: str | Path) -> Path:
+    """Save ``model`` as a ``.keras`` archive, atomically (temporary file + rename)."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValidationError(f"expected path to end in .keras (the only format robustlab "
+                              f"writes), got {str(path)!r}")
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+    return path
+
+
+def _check_keras_archive(path: Path) -> None:
+    """Refuse anything that is not a `.keras` zip archive, by content, before Keras parses it."""
+    if not path.exists():
+        raise UnsafeModelError(f"model file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise UnsafeModelError(
+            f"model path {str(path)!r} is a directory (a SavedModel?). SavedModels can run "
+            f"arbitrary TensorFlow ops; robustlab loads only .keras archives: rebuild the "
+            f"architecture in code and load the weights, then save it with save_model().")
+    head = path.read_bytes()[:8]
+    if not head:
+        raise UnsafeModelError(f"model file {str(path)!r} is empty")
+    if head.startswith(b"\x89HDF"):
+        raise UnsafeModelError(
+            f"model file {str(path)!r} is HDF5 (.h5); Keras' HDF5 loader ignores safe_mode. "
+            f"Rebuild the architecture in code, load_weights() it, and save as .keras.")
+    if head[:1] == b"\x80" or head.startswith((b"(dp", b"cnumpy")):
+        raise UnsafeModelError(f"model file {str(path)!r} is a pickle; unpickling runs code, "
+                               f"so robustlab refuses it. Save the model as .keras instead.")
+    if not zipfile.is_zipfile(path):
+        raise UnsafeModelError(f"model file {str(path)!r} is not a .keras archive (not a zip "
+                               f"file, or truncated)")
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+    missing = _KERAS_MEMBERS - names
+    if missing:
+        raise UnsafeModelError(f"model file {str(path)!r} is a zip but not a .keras archive: "
+                               f"missing {', '.join(sorted(missing))}")
+
+
+def load_model(path: str | Path) -> Any:
+    """Load a ``.keras`` model with Keras' ``safe_mode`` on (never off).
+
+    The file is checked by content first: HDF5, pickles, SavedModel directories and zips that
+    are not Keras archives are refused with :class:`~robustlab.errors.UnsafeModelError`.
+    """
+    import keras
+
+    path = Path(path)
+    _check_keras_archive(path)
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types; name the file
+        raise UnsafeModelError(f"Keras refused to load {str(path)!r}: {exc}") from exc
+
+
+def check_logits(model: Any, x: np.ndarray, *, atol: float = 1e-3) -> bool:
+    """Warn when ``model`` looks like it outputs probabilities rather than logits.
+
+    Returns True if the outputs look like logits. A probability output is detected either
+    from a softmax activation on the last layer or from outputs that lie in [0, 1] and
+    sum to 1 per row on the sample ``x`` (shape ``(N, H, W, C)``).
+    """
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    activation = getattr(getattr(last, "activation", None), "__name__", "")
+    out = np.asarray(model(x[:64], training=False))
+    rows_sum_to_one = bool(np.all(np.abs(out.sum(axis=-1) - 1.0) < atol)
+                           and out.min() >= 0.0 and out.max() <= 1.0)
+    if activation == "softmax" or type(last).__name__ == "Softmax" or rows_sum_to_one:
+        warnings.warn(
+            f"model {model.name!r} seems to output probabilities (softmax) instead of logits. "
+            "Cross-entropy gradients through a softmax vanish for confident predictions, "
+            "which makes attacks fail and robustness look better than it is. Remove the "
+            "softmax (attacks and training here expect logits).",
+            RobustlabWarning, stacklevel=2)
+        return False
+    return True
+
+
+def load_or_train(model_path: str | Path | None, data: Dataset, *, epochs: int | None = None,
+                  batch_size: int = 32, seed: int = 0, save_to: str | Path | None = None
+                  ) -> Any:
+    """Load ``model_path`` if given (non-empty), else build and train the default model.
+
+    A trained model is saved to ``save_to`` when given. The logits check runs either way.
+    """
+    if model_path:
+        model = load_model(model_path)
+        outputs = num_outputs(model)
+        if outputs != data.num_classes:
+            raise ValidationError(f"expected a model with {data.num_classes} outputs for "
+                                  f"{data.name}, got {outputs} outputs from {model_path}")
+    else:
+        model = build_model(data.input_shape, data.num_classes, seed=seed)
+        train(model, data, epochs=epochs, batch_size=batch_size, seed=seed)
+        if save_to:
+            save_model(model, save_to)
+    check_logits(model, data.x_test)
+    return model

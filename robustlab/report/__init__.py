@@ -1,0 +1,76 @@
+"""Reports: ``report.json`` and a self-contained ``report.html`` rendered from an
+:class:`~robustlab.evaluate.EvaluationResult` through an autoescaped Jinja2 template.
+
+The HTML has no JavaScript and no external URL: plots are PNG data URIs, the style sheet is
+inline and allowed by its hash in a Content-Security-Policy that forbids everything else.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from robustlab._io import write_json, write_text
+from robustlab.report.plots import curves_png, examples_png
+
+__all__ = ["render_html", "render_summary_html", "write_report", "CSS"]
+
+CSS = (resources.files(__package__) / "templates" / "report.css").read_text("utf-8")
+
+
+def _environment() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("robustlab.report", "templates"),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+        lstrip_blocks=True)
+    env.filters["pct"] = lambda v: f"{100 * float(v):.1f}"
+    env.filters["num"] = lambda v: f"{float(v):.4g}"
+    return env
+
+
+def _data_uri(png: bytes | None) -> str | None:
+    return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def _csp() -> str:
+    digest = base64.b64encode(hashlib.sha256(CSS.encode("utf-8")).digest()).decode()
+    return (f"default-src 'none'; img-src data:; style-src 'sha256-{digest}'; "
+            "base-uri 'none'; form-action 'none'")
+
+
+def _context(result: Any) -> dict[str, Any]:
+    class_names = result.dataset.get("class_names") or [
+        str(i) for i in range(result.model["num_classes"])]
+    return {"r": result, "class_names": class_names, "css": CSS, "csp": _csp(),
+            "params": sorted(result.parameters.items()),
+            "versions": sorted(result.versions.items())}
+
+
+def render_html(result: Any) -> str:
+    """The full, self-contained report page as a string."""
+    ctx = _context(result)
+    ctx["curves_uri"] = _data_uri(curves_png(result))
+    ctx["examples_uri"] = _data_uri(examples_png(result, ctx["class_names"]))
+    return _environment().get_template("report.html.j2").render(**ctx)
+
+
+def render_summary_html(result: Any) -> str:
+    """A compact HTML table of the result, for Jupyter's rich display."""
+    return _environment().get_template("summary.html.j2").render(**_context(result))
+
+
+def write_report(result: Any, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``report.json`` and ``report.html`` into ``out_dir`` (atomically).
+
+    Returns ``{"json": path, "html": path}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": write_json(out / "report.json", result.to_dict()),
+             "html": write_text(out / "report.html", render_html(result))}
+    return paths

@@ -1,0 +1,71 @@
+"""Figures for reports, rendered with matplotlib's Agg backend to PNG bytes."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    return Figure(figsize=(width, height), dpi=110)
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def curves_png(result: Any) -> bytes:
+    """Robust accuracy (%) vs ε for each attack and the worst case, with 95% CI bands."""
+    fig = _figure(6.4, 4.0)
+    ax = fig.subplots()
+    for curve in (*result.curves, result.worst_case):
+        eps = [p.epsilon for p in curve.points]
+        acc = [100 * p.accuracy for p in curve.points]
+        style = dict(color="black", linestyle="--") if curve is result.worst_case else {}
+        line, = ax.plot(eps, acc, marker="o", label=curve.label, **style)
+        ax.fill_between(eps, [100 * p.ci_low for p in curve.points],
+                        [100 * p.ci_high for p in curve.points], alpha=0.15,
+                        color=line.get_color())
+    ax.set_xlabel(f"ε ({result.norm}, pixel units)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(f"Robust accuracy on {result.n_examples} examples")
+    return _png(fig)
+
+
+def examples_png(result: Any, class_names: list[str] | None = None) -> bytes | None:
+    """Grid: clean image, adversarial image, perturbation amplified to the full range."""
+    images = result.example_images
+    if not result.examples or "clean" not in images:
+        return None
+    names = class_names or [str(i) for i in range(result.model["num_classes"])]
+    clean, adv = images["clean"], images["adversarial"]
+    n = len(result.examples)
+    fig = _figure(1.9 * n, 6.2)
+    axes = np.atleast_2d(fig.subplots(3, n, squeeze=False))
+    for j, ex in enumerate(result.examples):
+        delta = adv[j] - clean[j]
+        scale = float(np.abs(delta).max()) or 1.0
+        panels = ((clean[j], f"label {names[ex.label]}\npred {names[ex.clean_pred]} "
+                   f"({100 * ex.clean_confidence:.0f}%)"),
+                  (adv[j], f"adv pred {names[ex.adv_pred]}\n({100 * ex.adv_confidence:.0f}%)"),
+                  (0.5 + 0.5 * delta / scale, f"perturbation\n×{0.5 / scale:.1f}"))
+        for row, (img, title) in enumerate(panels):
+            ax = axes[row, j]
+            img = np.clip(img, 0.0, 1.0)
+            if img.shape[-1] == 1:
+                ax.imshow(img[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+            else:
+                ax.imshow(img)
+            ax.set_title(title, fontsize=7,
+                         color="crimson" if row == 1 and ex.adv_pred != ex.label else "black")
+            ax.axis("off")
+    return _png(fig)

@@ -1,0 +1,121 @@
+"""Execute a parameterized notebook with papermill into an output directory.
+
+The run happens in a staging directory inside the output directory; only a successful run
+moves its files into place, so a failed run never overwrites earlier good outputs. A failed
+run keeps its executed notebook as ``<name>.failed.ipynb`` and raises
+:class:`~robustlab.errors.NotebookExecutionError` naming the cell.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from robustlab.errors import InputTypeError, NotebookExecutionError, ValidationError
+
+log = logging.getLogger(__name__)
+
+_TYPE_NAMES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
+               "list": (list, tuple), "dict": (dict,)}
+
+
+def parse_cli_value(text: str) -> Any:
+    """A ``-p name value`` value: JSON (numbers, true/false/null, lists) or else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def notebook_parameters(notebook: Path) -> dict[str, dict[str, Any]]:
+    """The notebook's declared parameters: ``{name: {"default": ..., "type": ...}}``."""
+    import papermill
+
+    params = papermill.inspect_notebook(str(notebook))
+    return {name: {"default": p.get("default"), "type": p.get("inferred_type_name")}
+            for name, p in params.items()}
+
+
+def check_parameters(notebook: Path, parameters: dict[str, Any]) -> None:
+    """Check names and value types against the notebook's parameters cell before any kernel
+    starts: unknown names, names that are not identifiers and wrong types are refused."""
+    declared = notebook_parameters(notebook)
+    if not declared:
+        raise ValidationError(f"expected {notebook} to have a cell tagged 'parameters'")
+    for name, value in parameters.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValidationError(f"expected parameter names to be Python identifiers, "
+                                  f"got {name!r}")
+        if name not in declared:
+            raise ValidationError(f"unknown parameter {name!r} for {notebook.name}; it takes "
+                                  f"{', '.join(sorted(declared))}")
+        expected = _TYPE_NAMES.get(str(declared[name]["type"]))
+        default = declared[name]["default"]
+        if expected and value is not None and default != "None" and \
+                (not isinstance(value, expected) or (bool not in expected and
+                                                     isinstance(value, bool))):
+            raise InputTypeError(f"expected parameter {name} to be {declared[name]['type']}, "
+                                 f"got {type(value).__name__} {value!r}")
+
+
+def run_notebook(notebook: str | Path, out_dir: str | Path,
+                 parameters: dict[str, Any] | None = None, *, kernel_name: str | None = None,
+                 output_param: str = "output_dir", timeout: float | None = None) -> Path:
+    """Execute ``notebook`` with ``parameters`` and leave the executed copy and everything
+    the notebook wrote (via its ``output_dir`` parameter) in ``out_dir``.
+
+    Returns the path of the executed notebook. Raises NotebookExecutionError on failure.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook = Path(notebook)
+    if not notebook.is_file() or notebook.suffix != ".ipynb":
+        raise ValidationError(f"expected notebook to be an existing .ipynb file, "
+                              f"got {str(notebook)!r}")
+    params = dict(parameters or {})
+    check_parameters(notebook, params)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    executed = staging / notebook.name
+    if output_param in notebook_parameters(notebook):
+        params[output_param] = str(staging)
+    os.environ.setdefault("ROBUSTLAB_PROGRESS", "0")  # no widget bars in executed notebooks
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel inherits this
+    try:
+        papermill.execute_notebook(str(notebook), str(executed), parameters=params,
+                                   kernel_name=kernel_name, progress_bar=False,
+                                   log_output=False, cwd=os.getcwd(),
+                                   execution_timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
+        kept = out / f"{notebook.stem}.failed.ipynb"
+        if executed.exists():
+            os.replace(executed, kept)
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, PapermillExecutionError):
+            first_line = next((ln for ln in (exc.source or "").splitlines() if ln.strip()), "")
+            message = (f"cell {exc.cell_index} (execution count {exc.exec_count}, starting "
+                       f"{first_line.strip()[:60]!r}) of {notebook.name} failed: "
+                       f"{exc.ename}: {exc.evalue}")
+            cell = exc.cell_index
+        else:
+            message = f"running {notebook.name} failed: {type(exc).__name__}: {exc}"
+            cell = None
+        if executed.exists() or kept.exists():
+            message += f"; the executed notebook is kept at {kept}"
+        raise NotebookExecutionError(message, cell_index=cell,
+                                     executed_path=str(kept) if kept.exists() else None) \
+            from exc
+    for item in staging.iterdir():
+        target = out / item.name
+        if target.is_dir() and not item.is_dir():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    staging.rmdir()
+    return out / notebook.name

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("ROBUSTLAB_PROGRESS", "0")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST_DIR = ROOT.parent / "shared" / "datasets" / "mnist-t10k"
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from robustlab.data import load
+
+    return load("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits):
+    """The default CNN trained on digits (seeded): about 98-99% test accuracy."""
+    from robustlab.models import build_model, train
+
+    model = build_model(digits.input_shape, digits.num_classes, seed=0)
+    info = train(model, digits, seed=0)
+    assert info["test_accuracy"] > 0.96
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """An untrained, seeded CNN for 8x8 greyscale images (10 classes)."""
+    from robustlab.models import build_small_cnn
+
+    return build_small_cnn((8, 8, 1), 10, seed=1)
+
+
+@pytest.fixture()
+def batch(digits):
+    return digits.x_test[:32].copy(), digits.y_test[:32].copy()
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"MNIST test split not found at {MNIST_DIR} (see datasets/README.md)")
+    return MNIST_DIR
+
+
+def accuracy(model, x, y):
+    return float(np.mean(np.argmax(np.asarray(model(x, training=False)), axis=1) == y))

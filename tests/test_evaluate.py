@@ -1,0 +1,83 @@
+import json
+
+import numpy as np
+import pytest
+
+from robustlab.attacks import AttackSpec
+from robustlab.errors import RobustlabError, ValidationError
+from robustlab.evaluate import evaluate, wilson_interval
+
+
+@pytest.fixture(scope="module")
+def result(digits_model, digits):
+    return evaluate(digits_model, digits, "fgsm, pgd", "0, 0.1, 0.3", n=120, seed=0,
+                    parameters={"note": "test"})
+
+
+def test_result_numbers_are_consistent(result):
+    assert result.n_examples == 120 and result.epsilons == (0.0, 0.1, 0.3)
+    assert result.clean_accuracy > 0.95
+    fgsm_curve, pgd_curve = result.curves
+    assert [c.label for c in result.curves] == ["FGSM", "PGD-40"]
+    for curve in (*result.curves, result.worst_case):
+        assert curve.points[0].accuracy == pytest.approx(result.clean_accuracy)
+        accs = [p.accuracy for p in curve.points]
+        assert all(a <= result.clean_accuracy for a in accs)
+        for p in curve.points:
+            assert p.ci_low <= p.accuracy <= p.ci_high
+            assert p.n_correct == round(p.accuracy * 120)
+    for eps in result.epsilons:
+        assert result.worst_case.accuracy_at(eps) <= min(c.accuracy_at(eps)
+                                                         for c in result.curves)
+    assert pgd_curve.accuracy_at(0.3) < 0.05
+    assert pgd_curve.points[1].max_linf <= 0.1 + 1e-6
+    assert pgd_curve.points[2].mean_linf > 0.1
+
+
+def test_result_serialises(result):
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert data["parameters"] == {"note": "test"}
+    assert data["versions"]["tensorflow"].startswith("2.")
+    assert data["device"]["type"] in ("CPU", "GPU")
+    assert "example_images" not in data and len(data["examples"]) == 8
+    assert result.example_images["clean"].shape == (8, 8, 8, 1)
+
+
+def test_worst_case_is_per_example(digits_model, digits):
+    from robustlab.attacks import fgsm, pgd
+
+    x, y = digits.x_test[:60], digits.y_test[:60]
+    res = evaluate(digits_model, (x, y), [AttackSpec("fgsm"), AttackSpec("pgd", steps=5)],
+                   [0.0, 0.12], seed=1)
+
+    def correct(xa):
+        return np.argmax(np.asarray(digits_model(xa)), 1) == y
+
+    both = correct(x) & correct(fgsm(digits_model, x, y, epsilon=0.12)) & correct(
+        pgd(digits_model, x, y, epsilon=0.12, steps=5, seed=1))
+    assert res.worst_case.points[1].n_correct == int(both.sum())
+
+
+def test_budget_violations_are_caught(digits_model, digits, monkeypatch):
+    def cheat(self, model, x, y, **kw):
+        return np.clip(x + 0.5, 0, 1)
+
+    monkeypatch.setattr(AttackSpec, "run", cheat)
+    with pytest.raises(RobustlabError, match="outside the threat model"):
+        evaluate(digits_model, digits, "pgd", [0.1], n=10)
+
+
+def test_bad_arguments(digits_model, digits):
+    with pytest.raises(ValidationError, match="epsilons"):
+        evaluate(digits_model, digits, "pgd", "0.1, -1")
+    with pytest.raises(ValidationError, match="expected n >= 1"):
+        evaluate(digits_model, digits, "pgd", [0.1], n=0)
+    with pytest.raises(ValidationError, match="data to be a Dataset"):
+        evaluate(digits_model, 42, "pgd", [0.1])
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)
+    lo, hi = wilson_interval(0, 20)
+    assert lo == 0.0 and hi == pytest.approx(0.1611, abs=1e-4)

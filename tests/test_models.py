@@ -1,0 +1,101 @@
+import pickle
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+
+from robustlab.errors import RobustlabWarning, UnsafeModelError, ValidationError
+from robustlab.models import (
+    build_model,
+    check_logits,
+    default_epochs,
+    load_model,
+    load_or_train,
+    save_model,
+)
+
+
+def test_builders_pick_architecture():
+    assert build_model((8, 8, 1), 10).name == "small_cnn"
+    assert build_model((28, 28, 1), 10).name == "small_cnn"
+    resnet = build_model((32, 32, 3), 10)
+    assert resnet.name == "resnet_small" and resnet.output_shape == (None, 10)
+    assert any(type(layer).__name__ == "Add" for layer in resnet.layers)
+
+
+def test_builders_are_seeded():
+    a, b = build_model((8, 8, 1), 10, seed=5), build_model((8, 8, 1), 10, seed=5)
+    x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(a(x)), np.asarray(b(x)))
+
+
+def test_default_epochs():
+    assert default_epochs(1437) == 30 and default_epochs(8000) == 5
+    assert default_epochs(60000) == 3
+
+
+def test_save_load_roundtrip(tiny_model, tmp_path, batch):
+    path = save_model(tiny_model, tmp_path / "m.keras")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp file left"
+    loaded = load_model(path)
+    np.testing.assert_allclose(np.asarray(loaded(batch[0])), np.asarray(tiny_model(batch[0])),
+                               atol=1e-6)
+    with pytest.raises(ValidationError, match=r"path to end in \.keras"):
+        save_model(tiny_model, tmp_path / "m.h5")
+
+
+def test_refuses_hostile_and_broken_files(tmp_path):
+    cases = {
+        "pickle.keras": pickle.dumps({"a": 1}),
+        "weights.keras": b"\x89HDF\r\n\x1a\n" + b"\0" * 64,
+        "empty.keras": b"",
+        "text.keras": b"hello, not a model",
+    }
+    expected = {"pickle.keras": "pickle", "weights.keras": "HDF5", "empty.keras": "empty",
+                "text.keras": "not a .keras archive"}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(UnsafeModelError, match=expected[name]):
+            load_model(tmp_path / name)
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as z:
+        z.writestr("payload.txt", "x")
+    with pytest.raises(UnsafeModelError, match="missing config.json"):
+        load_model(tmp_path / "other.keras")
+    (tmp_path / "saved_model").mkdir()
+    with pytest.raises(UnsafeModelError, match="SavedModel"):
+        load_model(tmp_path / "saved_model")
+    with pytest.raises(UnsafeModelError, match="does not exist"):
+        load_model(tmp_path / "missing.keras")
+
+
+def test_truncated_archive_is_refused(tiny_model, tmp_path):
+    path = save_model(tiny_model, tmp_path / "m.keras")
+    data = path.read_bytes()
+    (tmp_path / "cut.keras").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UnsafeModelError, match=r"cut\.keras"):
+        load_model(tmp_path / "cut.keras")
+
+
+def test_softmax_output_warns(batch):
+    import keras
+
+    logits_model = build_model((8, 8, 1), 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_logits(logits_model, batch[0])
+    probs = keras.Sequential([logits_model, keras.layers.Softmax()])
+    with pytest.warns(RobustlabWarning, match="probabilities"):
+        assert not check_logits(probs, batch[0])
+
+
+def test_load_or_train_checks_outputs(tiny_model, tmp_path, digits):
+    import keras
+
+    path = save_model(tiny_model, tmp_path / "m.keras")
+    assert load_or_train(path, digits).output_shape == (None, 10)
+    five = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                             keras.layers.Dense(5)])
+    save_model(five, tmp_path / "five.keras")
+    with pytest.raises(ValidationError, match="10 outputs.*got 5"):
+        load_or_train(tmp_path / "five.keras", digits)
