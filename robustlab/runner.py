@@ -8,9 +8,11 @@ run keeps its executed notebook as ``<name>.failed.ipynb`` and raises
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,8 +22,9 @@ from robustlab.errors import InputTypeError, NotebookExecutionError, ValidationE
 
 log = logging.getLogger(__name__)
 
-_TYPE_NAMES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
-               "list": (list, tuple), "dict": (dict,)}
+_TYPE_NAMES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
+    "list": (list, tuple), "dict": (dict,)}
 
 
 def parse_cli_value(text: str) -> Any:
@@ -41,6 +44,26 @@ def notebook_parameters(notebook: Path) -> dict[str, dict[str, Any]]:
             for name, p in params.items()}
 
 
+def _allowed_types(declared: dict[str, Any]) -> tuple[type, ...] | None:
+    """Types a parameter accepts: from its annotation (``n: int | None = None``) when it has
+    one, else from its default literal; None when nothing is known."""
+    annotation = str(declared.get("type") or "None")
+    if annotation != "None":  # papermill writes "None" for "no annotation"
+        names = re.findall(r"[A-Za-z_]+", annotation.replace("Optional", "None"))
+    else:
+        try:
+            default = ast.literal_eval(str(declared.get("default")))
+        except (ValueError, SyntaxError):
+            return None
+        if default is None:
+            return None
+        names = [type(default).__name__]
+    allowed: list[type] = []
+    for name in names:
+        allowed += _TYPE_NAMES.get(name, (type(None),) if name == "None" else ())
+    return tuple(allowed) or None
+
+
 def check_parameters(notebook: Path, parameters: dict[str, Any]) -> None:
     """Check names and value types against the notebook's parameters cell before any kernel
     starts: unknown names, names that are not identifiers and wrong types are refused."""
@@ -54,12 +77,13 @@ def check_parameters(notebook: Path, parameters: dict[str, Any]) -> None:
         if name not in declared:
             raise ValidationError(f"unknown parameter {name!r} for {notebook.name}; it takes "
                                   f"{', '.join(sorted(declared))}")
-        expected = _TYPE_NAMES.get(str(declared[name]["type"]))
-        default = declared[name]["default"]
-        if expected and value is not None and default != "None" and \
-                (not isinstance(value, expected) or (bool not in expected and
-                                                     isinstance(value, bool))):
-            raise InputTypeError(f"expected parameter {name} to be {declared[name]['type']}, "
+        allowed = _allowed_types(declared[name])
+        if allowed is None:
+            continue
+        is_bool = isinstance(value, bool)
+        if not isinstance(value, allowed) or (is_bool and bool not in allowed):
+            names = " or ".join(sorted({t.__name__ for t in allowed}))
+            raise InputTypeError(f"expected parameter {name} to be {names}, "
                                  f"got {type(value).__name__} {value!r}")
 
 

@@ -65,3 +65,16 @@ def test_parameters_are_checked_before_the_kernel_starts(tmp_path):
     proc = cli("run", str(NOTEBOOK), "--out", str(tmp_path), "-p", "bogus", "1")
     assert proc.returncode == 2 and "unknown parameter 'bogus'" in proc.stderr
     assert issubclass(NotebookExecutionError, RuntimeError)
+
+
+def test_optional_parameters_accept_none_and_int(tmp_path):
+    from robustlab.runner import check_parameters
+
+    check_parameters(NOTEBOOK, {"n_test": None, "split": 8000, "epochs": 3, "seed": 1})
+    with pytest.raises(InputTypeError, match="n_test to be NoneType or int, got str"):
+        check_parameters(NOTEBOOK, {"n_test": "all"})
+    with pytest.raises(InputTypeError, match="seed to be int, got bool"):
+        check_parameters(NOTEBOOK, {"seed": True})
+    check_parameters(NOTEBOOK, {"epsilons": [0, 0.1], "attacks": "pgd"})
+    with pytest.raises(InputTypeError, match="epsilons"):
+        check_parameters(NOTEBOOK, {"epsilons": {"a": 1}})
