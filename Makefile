@@ -19,11 +19,11 @@ demo: $(STAMP)
 	@echo "open $(OUT)/report.html"
 
 test: $(STAMP)
-	$(PY) -m ruff check robustlab tests benchmarks
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check robustlab tests benchmarks
+	$(PY) -m ruff check .
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

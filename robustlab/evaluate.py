@@ -23,7 +23,6 @@ from robustlab._validate import check_optional_int, check_seed, parse_epsilons
 from robustlab.attacks._core import (
     Norm,
     ThreatModel,
-    enforce_threat_model,
     parse_norm,
     perturbation_norms,
 )
@@ -256,7 +255,6 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
                 x_adv = spec.run(model, x, y, epsilon=eps, norm=norm_enum, bounds=bounds,
                                  seed=seed, batch_size=batch_size, jit_compile=jit_compile)
                 _check_budget(x_adv, x, threat, spec.label)
-                x_adv = enforce_threat_model(x_adv, x, threat)
             pred = _logits(model, x_adv, batch_size).argmax(axis=1)
             robust[spec][eps] = pred == y
             norms[spec][eps] = (*perturbation_norms(x_adv, x), time.perf_counter() - t0)

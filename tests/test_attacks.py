@@ -130,3 +130,5 @@ def test_attack_spec_parsing():
     assert AttackSpec.parse({"name": "pgd", "backend": "art"}).label == "PGD-40 [art]"
     with pytest.raises(ValidationError, match="expected attack to be one of fgsm, pgd"):
         parse_attacks("pgd, deepfool")
+    with pytest.raises(ValidationError, match="each attack once"):
+        parse_attacks("pgd, PGD")

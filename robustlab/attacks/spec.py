@@ -117,4 +117,7 @@ def parse_attacks(value: Any, **defaults: Any) -> tuple[AttackSpec, ...]:
         [value] if isinstance(value, (AttackSpec, dict)) else list(value))
     if not items:
         raise ValidationError(f"expected attacks to name at least one attack, got {value!r}")
-    return tuple(AttackSpec.parse(item, **defaults) for item in items)
+    specs = tuple(AttackSpec.parse(item, **defaults) for item in items)
+    if len(set(specs)) != len(specs):
+        raise ValidationError(f"expected each attack once, got {[s.label for s in specs]}")
+    return specs
