@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
+
 from robustlab._io import write_json, write_text
 from robustlab.report.plots import curves_png, examples_png
 
@@ -46,7 +48,9 @@ def _csp() -> str:
 def _context(result: Any) -> dict[str, Any]:
     class_names = result.dataset.get("class_names") or [
         str(i) for i in range(result.model["num_classes"])]
-    return {"r": result, "class_names": class_names, "css": CSS, "csp": _csp(),
+    # CSS and CSP are robustlab's own constants (no user data), so they go in unescaped.
+    css, csp = Markup(CSS), Markup(_csp())  # noqa: S704
+    return {"r": result, "class_names": class_names, "css": css, "csp": csp,
             "params": sorted(result.parameters.items()),
             "versions": sorted(result.versions.items())}
 
