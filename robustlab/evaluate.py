@@ -141,7 +141,7 @@ def _model_info(model: Any) -> dict[str, Any]:
     return {"name": str(getattr(model, "name", type(model).__name__)),
             "class": type(model).__name__,
             "parameters": int(model.count_params()) if hasattr(model, "count_params") else None,
-            "input_shape": [d for d in (getattr(model, "input_shape", None) or [])][1:],
+            "input_shape": list(getattr(model, "input_shape", None) or [])[1:],
             "num_classes": model_num_classes(model)}
 
 

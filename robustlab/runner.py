@@ -64,9 +64,10 @@ def _allowed_types(declared: dict[str, Any]) -> tuple[type, ...] | None:
     return tuple(allowed) or None
 
 
-def check_parameters(notebook: Path, parameters: dict[str, Any]) -> None:
+def check_parameters(notebook: Path, parameters: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Check names and value types against the notebook's parameters cell before any kernel
-    starts: unknown names, names that are not identifiers and wrong types are refused."""
+    starts: unknown names, names that are not identifiers and wrong types are refused.
+    Returns the declared parameters."""
     declared = notebook_parameters(notebook)
     if not declared:
         raise ValidationError(f"expected {notebook} to have a cell tagged 'parameters'")
@@ -85,6 +86,7 @@ def check_parameters(notebook: Path, parameters: dict[str, Any]) -> None:
             names = " or ".join(sorted({t.__name__ for t in allowed}))
             raise InputTypeError(f"expected parameter {name} to be {names}, "
                                  f"got {type(value).__name__} {value!r}")
+    return declared
 
 
 def run_notebook(notebook: str | Path, out_dir: str | Path,
@@ -103,12 +105,12 @@ def run_notebook(notebook: str | Path, out_dir: str | Path,
         raise ValidationError(f"expected notebook to be an existing .ipynb file, "
                               f"got {str(notebook)!r}")
     params = dict(parameters or {})
-    check_parameters(notebook, params)
+    declared = check_parameters(notebook, params)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     executed = staging / notebook.name
-    if output_param in notebook_parameters(notebook):
+    if output_param in declared:
         params[output_param] = str(staging)
     os.environ.setdefault("ROBUSTLAB_PROGRESS", "0")  # no widget bars in executed notebooks
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel inherits this
