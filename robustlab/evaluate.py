@@ -26,10 +26,11 @@ from robustlab.attacks._core import (
     parse_norm,
     perturbation_norms,
 )
-from robustlab.attacks._runner import DEFAULT_BATCH_SIZE, model_num_classes
+from robustlab.attacks._runner import DEFAULT_BATCH_SIZE
 from robustlab.attacks.spec import AttackSpec, parse_attacks
 from robustlab.data import Dataset, validate_arrays
 from robustlab.errors import RobustlabError, ValidationError
+from robustlab.models import num_outputs
 
 __all__ = ["evaluate", "EvaluationResult", "CurvePoint", "AttackCurve", "Example",
            "wilson_interval"]
@@ -142,7 +143,7 @@ def _model_info(model: Any) -> dict[str, Any]:
             "class": type(model).__name__,
             "parameters": int(model.count_params()) if hasattr(model, "count_params") else None,
             "input_shape": list(getattr(model, "input_shape", None) or [])[1:],
-            "num_classes": model_num_classes(model)}
+            "num_classes": num_outputs(model)}
 
 
 def _logits(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -222,7 +223,7 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
         bounds = bounds or (0.0, 1.0)
         dataset_info = {"name": "arrays"}
         class_names = None
-    num_classes = model_num_classes(model)
+    num_classes = num_outputs(model)
     x, y = validate_arrays(x, y, num_classes=num_classes, bounds=bounds, name="x",
                            label_name="y")
     if n is not None:

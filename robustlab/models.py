@@ -107,9 +107,9 @@ def build_model(input_shape: tuple[int, int, int], num_classes: int, *, seed: in
 def num_outputs(model: Any) -> int:
     """Number of classes the model predicts (size of its last output axis)."""
     shape = getattr(model, "output_shape", None)
-    if not shape or shape[-1] is None:
-        raise InputTypeError(f"expected a Keras classifier with a (N, K) output, got "
-                             f"{type(model).__name__} with output shape {shape}")
+    if not callable(model) or not shape or shape[-1] is None:
+        raise InputTypeError(f"expected model to be a Keras classifier with a (N, K) output, "
+                             f"got {type(model).__name__} with output shape {shape}")
     return int(shape[-1])
 
 

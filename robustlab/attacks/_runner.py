@@ -14,7 +14,8 @@ from robustlab._env import default_jit_compile
 from robustlab._validate import check_int, check_optional_int, check_seed, parse_enum
 from robustlab.attacks._core import Loss, ThreatModel, enforce_threat_model, score_fn
 from robustlab.data import validate_arrays
-from robustlab.errors import InputTypeError, ValidationError
+from robustlab.errors import ValidationError
+from robustlab.models import num_outputs
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,6 @@ class Backend(str, Enum):
 BatchAttack = Callable[..., np.ndarray]
 
 
-def model_num_classes(model: Any) -> int:
-    shape = getattr(model, "output_shape", None)
-    if not callable(model) or not shape or shape[-1] is None:
-        raise InputTypeError(f"expected model to be a Keras classifier with output shape "
-                             f"(N, K), got {type(model).__name__}")
-    return int(shape[-1])
-
-
 def predict_labels(model: Any, x: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE
                    ) -> np.ndarray:
     """``argmax`` of the model's logits, batched; shape ``(N,)`` int64."""
@@ -54,7 +47,7 @@ def prepare(model: Any, x: Any, y: Any, *, threat: ThreatModel, targeted: bool
             ) -> tuple[np.ndarray, np.ndarray]:
     """Validate the batch against the model and the bounds; default labels for untargeted
     attacks are the model's own predictions (avoids label leaking, Kurakin et al. 2016)."""
-    num_classes = model_num_classes(model)
+    num_classes = num_outputs(model)
     if y is None:
         if targeted:
             raise ValidationError("expected y (target labels) for a targeted attack, got None")
