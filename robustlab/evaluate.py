@@ -242,7 +242,7 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     robust = {spec: {} for spec in specs}   # spec -> eps -> bool array
     norms: dict[AttackSpec, dict[float, tuple[np.ndarray, np.ndarray, float]]] = \
         {spec: {} for spec in specs}
-    shown_adv: dict[float, np.ndarray] = {}
+    shown_adv: dict[float, tuple[np.ndarray, np.ndarray]] = {}
     if progress is None:
         progress = os.environ.get("ROBUSTLAB_PROGRESS", "1") != "0"
     bar = tqdm(total=len(specs) * len(eps_list), desc="attacks", disable=not progress,
@@ -262,7 +262,7 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
             robust[spec][eps] = pred == y
             norms[spec][eps] = (*perturbation_norms(x_adv, x), time.perf_counter() - t0)
             if spec is specs[-1]:  # the grid draws from the first 4,096 examples only
-                shown_adv[eps] = x_adv[:_SHOW_POOL]
+                shown_adv[eps] = (x_adv[:_SHOW_POOL], pred[:_SHOW_POOL])
             bar.update(1)
     bar.close()
 
@@ -304,7 +304,8 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
 
 
 def _pick_examples(model: Any, x: np.ndarray, y: np.ndarray, clean_logits: np.ndarray,
-                   adv_by_eps: dict[float, np.ndarray], eps_list: Sequence[float],
+                   adv_by_eps: dict[float, tuple[np.ndarray, np.ndarray]],
+                   eps_list: Sequence[float],
                    attack: str, n_show: int, batch_size: int
                    ) -> tuple[tuple[Example, ...], dict[str, np.ndarray]]:
     """Pick examples for the grid at the smallest ε > 0 where the last attack broke at least
@@ -315,7 +316,7 @@ def _pick_examples(model: Any, x: np.ndarray, y: np.ndarray, clean_logits: np.nd
     positive = [e for e in eps_list if e > 0] or list(eps_list)
     chosen_eps, adv_pred = positive[-1], None
     for eps in positive:
-        pred = _logits(model, adv_by_eps[eps], batch_size).argmax(axis=1)
+        pred = adv_by_eps[eps][1]  # predictions already made by evaluate()
         broken = (clean_pred[: len(pred)] == y[: len(pred)]) & (pred != y[: len(pred)])
         if broken.sum() >= n_show or eps == positive[-1]:
             chosen_eps = eps
@@ -327,7 +328,7 @@ def _pick_examples(model: Any, x: np.ndarray, y: np.ndarray, clean_logits: np.nd
     broken = np.flatnonzero((clean_pred[:m] == y[:m]) & (adv_pred != y[:m]))
     rest = np.setdiff1d(np.arange(m), broken)
     idx = np.concatenate([broken, rest])[:n_show]
-    x_adv = adv_by_eps[chosen_eps][idx]
+    x_adv = adv_by_eps[chosen_eps][0][idx]
     adv_prob = _softmax(_logits(model, x_adv, batch_size))
     clean_prob = _softmax(clean_logits[idx])
     examples = tuple(Example(
