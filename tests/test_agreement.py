@@ -57,8 +57,17 @@ def test_native_pgd_never_weaker_than_peers(digits_model, xy, eps):
     # From the clean point the three run the same algorithm: same robust accuracy.
     fixed = {b: acc(b, random_start=False) for b in ("native", "cleverhans", "art")}
     assert fixed["native"] <= min(fixed["cleverhans"], fixed["art"]) + 0.005, fixed
-    # With random starts one seed moves accuracy by about +-1 point on 360 examples (each
-    # peer draws its own starts), so compare the mean over four seeds.
+    # With random starts one seed moves accuracy by about +-1 point on 360 examples for every
+    # implementation (each draws its own starts), so the mean over four seeds still varies by
+    # about 0.5 point between implementations: allow 3 times that.
     seeds = range(4)
     mean = {b: np.mean([acc(b, seed=s) for s in seeds]) for b in ("native", "cleverhans", "art")}
-    assert mean["native"] <= min(mean["cleverhans"], mean["art"]) + 0.005, mean
+    assert mean["native"] <= min(mean["cleverhans"], mean["art"]) + 0.015, mean
+
+
+def test_keep_best_never_weaker_than_last_iterate_per_example(digits_model, xy):
+    x, y = xy
+    kwargs = dict(epsilon=0.1, steps=20, seed=3)
+    best = predictions(digits_model, pgd(digits_model, x, y, **kwargs)) != y
+    last = predictions(digits_model, pgd(digits_model, x, y, keep_best=False, **kwargs)) != y
+    assert not (last & ~best).any()  # every example the last iterate fools stays fooled

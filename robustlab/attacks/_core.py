@@ -161,22 +161,45 @@ def perturbation_norms(x_adv: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np
     return np.abs(flat).max(axis=1), np.sqrt((flat**2).sum(axis=1))
 
 
-def random_start(rng: np.random.Generator, x: np.ndarray, threat: ThreatModel) -> np.ndarray:
-    """A uniform random point of the ε-ball around ``x`` (clipped to bounds).
+# Random starts are drawn in blocks of this many examples, one generator per block, so that an
+# example's start depends on (seed, restart, its id) only, never on which examples share a call.
+_NOISE_BLOCK = 64
+
+
+def random_start(x: np.ndarray, threat: ThreatModel, *, seed: int, restart: int = 0,
+                 ids: np.ndarray | None = None) -> np.ndarray:
+    """A uniform random point of the ε-ball around each image of ``x`` (clipped to bounds).
 
     L∞: uniform in the cube. L2: uniform in the ball (Gaussian direction, radius
-    ``ε·u^(1/d)``).
+    ``ε·u^(1/d)``). Example ``i`` of ``x`` gets the point numbered ``ids[i]`` (default
+    ``0..N-1``) of the stream ``(seed, restart)``, so attacking a subset of a dataset (as the
+    robustness curve and restarts do) starts every example exactly where attacking the whole
+    set would have.
     """
+    ids = np.arange(len(x)) if ids is None else np.asarray(ids, dtype=np.int64)
+    dim = int(np.prod(x.shape[1:]))
     eps = threat.epsilon
-    if threat.norm is Norm.LINF:
-        delta = rng.uniform(-eps, eps, size=x.shape)
-    else:
-        flat = rng.standard_normal(size=(len(x), int(np.prod(x.shape[1:]))))
-        flat /= np.maximum(_TINY, np.linalg.norm(flat, axis=1, keepdims=True))
-        radius = eps * rng.uniform(size=(len(x), 1)) ** (1.0 / flat.shape[1])
-        delta = (flat * radius).reshape(x.shape)
+    delta = np.empty((len(x), dim), np.float32)
+    blocks = ids // _NOISE_BLOCK
+    for block in np.unique(blocks):
+        rng = np.random.default_rng([seed, restart, int(block)])
+        if threat.norm is Norm.LINF:
+            noise = rng.uniform(-eps, eps, size=(_NOISE_BLOCK, dim))
+        else:
+            noise = rng.standard_normal(size=(_NOISE_BLOCK, dim))
+            noise /= np.maximum(_TINY, np.linalg.norm(noise, axis=1, keepdims=True))
+            noise *= eps * rng.uniform(size=(_NOISE_BLOCK, 1)) ** (1.0 / dim)
+        rows = blocks == block
+        delta[rows] = noise[ids[rows] % _NOISE_BLOCK]
     low, high = threat.bounds
-    return np.clip(x + delta.astype(np.float32), low, high).astype(np.float32)
+    return np.clip(x + delta.reshape(x.shape), low, high).astype(np.float32)
+
+
+def batch_seed(seed: int, restart: int, ids: np.ndarray) -> int:
+    """One integer seed for a whole batch and restart, for implementations that draw from a
+    global generator (CleverHans, ART): fixed by the seed, the restart and the first id."""
+    first = int(ids[0]) if len(ids) else 0
+    return int(np.random.SeedSequence([seed, restart, first]).generate_state(1)[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,3 +236,36 @@ def score_fn(model: Any, loss: Loss, targeted: bool, jit: bool) -> Callable[...,
         return score
 
     return compiled(model, ("score", loss, targeted, jit), build)
+
+
+def ascent_fn(model: Any, norm: Norm, loss: Loss, targeted: bool, jit: bool, steps: int
+              ) -> Callable[..., Any]:
+    """Compiled ``steps`` projected steepest-ascent steps (unrolled in one graph, so no host
+    round trip between them), shared by FGSM (one step of size ε) and PGD.
+
+    ``(x_adv, best, found, x, y, epsilon, step_size, low, high) -> (x_adv', best', found')``:
+    each step ascends the attack loss by ``step_size`` along :func:`steepest_direction` and
+    projects onto the threat model (:func:`project`). ``found`` (N,) bool marks examples
+    whose iterate has fooled the model and ``best`` holds that first fooling iterate; both are
+    read off the
+    logits of the forward pass the gradient needs anyway, so tracking them is free. Whether
+    the returned ``x_adv'`` fools the model is not yet known (it is scored by the next call).
+    """
+    import tensorflow as tf
+
+    def build() -> Callable[..., Any]:
+        @tf.function(jit_compile=jit, reduce_retracing=True)
+        def ascend(x_adv: Any, best: Any, found: Any, x: Any, y: Any, epsilon: Any,
+                   step_size: Any, low: Any, high: Any) -> tuple[Any, Any, Any]:
+            for _ in range(steps):
+                grad, logits = input_gradient(model, x_adv, y, loss, targeted)
+                pred = tf.argmax(logits, axis=-1, output_type=y.dtype)
+                success = tf.equal(pred, y) if targeted else tf.not_equal(pred, y)
+                best = tf.where((success & ~found)[:, None, None, None], x_adv, best)
+                found = found | success
+                moved = x_adv + step_size * steepest_direction(grad, norm)
+                x_adv = project(moved, x, epsilon, norm, low, high)
+            return x_adv, best, found
+        return ascend
+
+    return compiled(model, ("ascent", norm, loss, targeted, jit, steps), build)

@@ -1,16 +1,17 @@
-"""What every attack shares around its math: argument checks, labels, batching, restarts
-with the per-example strongest result, and the threat model enforced on the output."""
+"""What every attack shares around its math: argument checks, labels, batch size, batching,
+restarts with the per-example strongest result, and the threat model enforced on the output."""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
 import numpy as np
 
-from robustlab._env import default_jit_compile
+from robustlab._env import default_jit_compile, device_info
 from robustlab._validate import check_int, check_optional_int, check_seed, parse_enum
 from robustlab.attacks._core import Loss, ThreatModel, enforce_threat_model, score_fn
 from robustlab.data import validate_arrays
@@ -19,7 +20,12 @@ from robustlab.models import num_outputs
 
 log = logging.getLogger(__name__)
 
+# Batch size when the model's memory needs cannot be estimated (a subclassed model).
 DEFAULT_BATCH_SIZE = 500
+# Memory an attack batch may use: on a CPU an eighth of what is available, at most 1 GiB; on a
+# GPU 4 GiB (the ResourceExhausted fallback below halves the batch if even that is too much).
+_CPU_BUDGET, _GPU_BUDGET = 1 << 30, 4 << 30
+_MAX_BATCH = 4096
 
 
 class Backend(str, Enum):
@@ -30,8 +36,9 @@ class Backend(str, Enum):
     ART = "art"
 
 
-# A batch implementation: (model, x, y, *, threat, targeted, loss, seed, random_start, jit,
-# **attack params) -> x_adv, all numpy, for one batch and one restart.
+# A batch implementation: (model, x, y, *, threat, targeted, loss, seed, restart, ids,
+# random_start, jit, **attack params) -> x_adv, all numpy, for one batch and one restart;
+# ``ids`` (the examples' numbers in the caller's whole set) seed per-example randomness.
 BatchAttack = Callable[..., np.ndarray]
 
 
@@ -65,48 +72,141 @@ def prepare(model: Any, x: Any, y: Any, *, threat: ThreatModel, targeted: bool
     return x_checked, y_checked
 
 
+def _available_memory() -> int:
+    """Bytes of memory available to this process now (Linux ``MemAvailable``; else 4 GiB)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def bytes_per_example(model: Any, image_shape: tuple[int, ...]) -> int | None:
+    """Estimated memory one example needs in a PGD step, in bytes, or None if unknown.
+
+    A gradient step keeps every layer's activation for the backward pass and makes a gradient
+    of each; counted as 3 float32 copies of all layer outputs plus 8 copies of the image
+    (clean, iterate, best, gradient, noise and temporaries).
+    """
+    total = 0
+    for layer in getattr(model, "layers", []):
+        shape = getattr(getattr(layer, "output", None), "shape", None)
+        if shape is None:
+            return None
+        try:
+            total += int(np.prod([d for d in shape[1:]]))
+        except TypeError:  # an unknown (None) dimension
+            return None
+    if total == 0:
+        return None
+    return 4 * (3 * total + 8 * int(np.prod(image_shape)))
+
+
+def auto_batch_size(model: Any, image_shape: tuple[int, ...]) -> int:
+    """Examples per attack batch that fit the memory budget (see ``_CPU_BUDGET``).
+
+    ``ROBUSTLAB_BATCH_SIZE`` overrides it; a model whose layer sizes are unknown gets
+    ``DEFAULT_BATCH_SIZE``. The result is between 1 and 4096.
+    """
+    forced = os.environ.get("ROBUSTLAB_BATCH_SIZE", "").strip()
+    if forced:
+        return check_int("ROBUSTLAB_BATCH_SIZE", forced, low=1)
+    per_example = bytes_per_example(model, image_shape)
+    if per_example is None:
+        return DEFAULT_BATCH_SIZE
+    budget = _GPU_BUDGET if device_info()["type"] == "GPU" else \
+        min(_CPU_BUDGET, _available_memory() // 8)
+    size = max(1, min(_MAX_BATCH, budget // per_example))
+    return size - size % 32 if size >= 64 else size
+
+
+def resolve_batch_size(batch_size: Any, model: Any, image_shape: tuple[int, ...]) -> int:
+    """``batch_size`` checked, or :func:`auto_batch_size` when it is None."""
+    size = check_optional_int("batch_size", batch_size, low=1)
+    return size if size is not None else auto_batch_size(model, image_shape)
+
+
+def _attack_split_on_oom(impl: BatchAttack, model: Any, x: np.ndarray, y: np.ndarray,
+                         ids: np.ndarray, state: dict[str, int], **kwargs: Any) -> np.ndarray:
+    """Run ``impl``; if the device runs out of memory, halve the batch (and every later
+    batch, via ``state["batch_size"]``) and run the halves."""
+    import tensorflow as tf
+
+    try:
+        return impl(model, x, y, ids=ids, **kwargs)
+    except tf.errors.ResourceExhaustedError:
+        if len(x) == 1:
+            raise
+        half = len(x) // 2
+        state["batch_size"] = max(1, min(state["batch_size"], half))
+        log.warning("out of device memory with a batch of %d; retrying with %d", len(x), half)
+        return np.concatenate([
+            _attack_split_on_oom(impl, model, x[sl], y[sl], ids[sl], state, **kwargs)
+            for sl in (slice(0, half), slice(half, None))])
+
+
 def run_attack(impl: BatchAttack, model: Any, x: Any, y: Any, *, threat: ThreatModel,
                targeted: bool, loss: Any, restarts: int, random_start: bool, seed: Any,
-               batch_size: Any, jit_compile: bool | None, **params: Any) -> np.ndarray:
+               batch_size: Any, jit_compile: bool | None, ids: Any = None,
+               **params: Any) -> np.ndarray:
     """Run ``impl`` over batches and restarts and return the strongest result per example.
 
     "Strongest": a successful example (misclassified, or classified as the target) beats an
-    unsuccessful one; between equals, the higher attack loss wins. The output is re-projected
-    onto the threat model and has the input's shape and dtype.
+    unsuccessful one; between failures, the higher attack loss wins. A restart runs only on
+    the examples no earlier restart has fooled. ``ids`` (N,) numbers the examples for their
+    random starts (default ``0..N-1``). The output is re-projected onto the threat model and
+    has the input's shape and dtype.
     """
     loss = parse_enum("loss", loss, Loss)
     restarts = check_int("restarts", restarts, low=1)
     seed = check_seed(seed)
-    batch_size = check_optional_int("batch_size", batch_size, low=1) or DEFAULT_BATCH_SIZE
     if restarts > 1 and not random_start:
         raise ValidationError(f"expected random_start=True when restarts > 1 (without a random "
                               f"start every restart is the same), got restarts={restarts}")
     dtype = np.asarray(x).dtype if np.issubdtype(np.asarray(x).dtype, np.floating) \
         else np.float32
     x_np, y_np = prepare(model, x, y, threat=threat, targeted=targeted)
+    ids = _check_ids(ids, len(x_np))
+    state = {"batch_size": resolve_batch_size(batch_size, model, x_np.shape[1:])}
     if threat.epsilon == 0.0:
         return x_np.astype(dtype, copy=True)
     jit = default_jit_compile() if jit_compile is None else bool(jit_compile)
     score = score_fn(model, loss, targeted, jit)
-    out = np.empty_like(x_np)
-    for start in range(0, len(x_np), batch_size):
-        xb, yb = x_np[start:start + batch_size], y_np[start:start + batch_size]
-        best, best_success, best_obj = xb, None, None
-        for restart in range(restarts):
-            # One seed per (batch, restart) pair: results do not depend on earlier batches.
-            run_seed = int(np.random.SeedSequence([seed, start, restart]).generate_state(1)[0])
-            cand = impl(model, xb, yb, threat=threat, targeted=targeted, loss=loss,
-                        seed=run_seed, random_start=random_start, jit=jit, **params)
+    out = x_np.copy()
+    fooled = np.zeros(len(x_np), bool)
+    objective = np.full(len(x_np), -np.inf, np.float32)
+    for restart in range(restarts):
+        todo = np.flatnonzero(~fooled)
+        start = 0
+        while start < len(todo):
+            rows = todo[start:start + state["batch_size"]]
+            start += len(rows)
+            xb = x_np[rows]
+            cand = _attack_split_on_oom(
+                impl, model, xb, y_np[rows], ids[rows], state, threat=threat,
+                targeted=targeted, loss=loss, seed=seed, restart=restart,
+                random_start=random_start, jit=jit, **params)
             cand = enforce_threat_model(np.asarray(cand, dtype=np.float32), xb, threat)
             if restarts == 1:
-                best = cand
-                break
-            success, obj, _ = (np.asarray(t) for t in score(cand, yb))
-            if best_success is None:
-                best, best_success, best_obj = cand, success, obj
+                out[rows] = cand
                 continue
-            better = (success & ~best_success) | ((success == best_success) & (obj > best_obj))
-            best = np.where(better[:, None, None, None], cand, best)
-            best_success, best_obj = best_success | success, np.where(better, obj, best_obj)
-        out[start:start + len(xb)] = best
+            success, obj, _ = (np.asarray(t) for t in score(cand, y_np[rows]))
+            # every row here is unfooled so far: a success, or a higher loss, is better
+            better = success | (obj > objective[rows])
+            out[rows[better]] = cand[better]
+            fooled[rows] |= success
+            objective[rows] = np.where(better, obj, objective[rows])
     return out.astype(dtype, copy=False)
+
+
+def _check_ids(ids: Any, n: int) -> np.ndarray:
+    if ids is None:
+        return np.arange(n, dtype=np.int64)
+    arr = np.asarray(ids)
+    if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer) or (arr < 0).any():
+        raise ValidationError(f"expected ids to be {n} non-negative integers (one per "
+                              f"example), got shape {arr.shape} dtype {arr.dtype}")
+    return arr.astype(np.int64)

@@ -12,50 +12,21 @@ import numpy as np
 
 from robustlab._validate import parse_enum
 from robustlab.attacks import peers
-from robustlab.attacks._core import (
-    Loss,
-    Norm,
-    ThreatModel,
-    compiled,
-    input_gradient,
-    project,
-    steepest_direction,
-)
+from robustlab.attacks._core import Loss, ThreatModel, ascent_fn
 from robustlab.attacks._runner import Backend, BatchAttack, run_attack
-
-
-def step_fn(model: Any, norm: Norm, loss: Loss, targeted: bool, jit: bool) -> Any:
-    """Compiled gradient step ``(x_adv, x, y, eps, step, low, high) -> (x_adv', success)``:
-    ascend the attack loss by ``step`` along the steepest direction, then project onto the
-    threat model. ``success`` (N,) says whether the *input* iterate ``x_adv`` already fooled
-    the model (read off the logits of the same forward pass, so it is free). PGD repeats the
-    step; FGSM is one step of size ε from ``x``."""
-    import tensorflow as tf
-
-    def build() -> Any:
-        @tf.function(jit_compile=jit, reduce_retracing=True)
-        def step(x_adv: Any, x: Any, y: Any, epsilon: Any, step_size: Any, low: Any,
-                 high: Any) -> tuple[Any, Any]:
-            grad, logits = input_gradient(model, x_adv, y, loss, targeted)
-            moved = x_adv + step_size * steepest_direction(grad, norm)
-            pred = tf.argmax(logits, axis=-1, output_type=y.dtype)
-            success = tf.equal(pred, y) if targeted else tf.not_equal(pred, y)
-            return project(moved, x, epsilon, norm, low, high), success
-        return step
-
-    return compiled(model, ("step", norm, loss, targeted, jit), build)
 
 
 def native_fgsm(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
                 targeted: bool, loss: Loss, jit: bool, **_: Any) -> np.ndarray:
-    """One batch of native FGSM (see :func:`fgsm`)."""
+    """One batch of native FGSM (see :func:`fgsm`): one ascent step of size ε from ``x``."""
     import tensorflow as tf
 
-    step = step_fn(model, threat.norm, loss, targeted, jit)
+    ascend = ascent_fn(model, threat.norm, loss, targeted, jit, 1)
     xt = tf.constant(x)
     eps = tf.constant(threat.epsilon, tf.float32)
     low, high = (tf.constant(b, tf.float32) for b in threat.bounds)
-    return step(xt, xt, tf.constant(y), eps, eps, low, high)[0].numpy()
+    found = tf.zeros(len(x), tf.bool)
+    return ascend(xt, xt, found, xt, tf.constant(y), eps, eps, low, high)[0].numpy()
 
 
 FGSM_BACKENDS: dict[Backend, BatchAttack] = {
@@ -68,7 +39,7 @@ FGSM_BACKENDS: dict[Backend, BatchAttack] = {
 def fgsm(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
          targeted: bool = False, loss: Any = "ce", bounds: tuple[float, float] = (0.0, 1.0),
          backend: Any = "native", batch_size: int | None = None,
-         jit_compile: bool | None = None, seed: int = 0) -> np.ndarray:
+         jit_compile: bool | None = None, seed: int = 0, ids: Any = None) -> np.ndarray:
     """Fast Gradient Sign Method (L∞) / Fast Gradient Method (L2).
 
     Args:
@@ -82,9 +53,9 @@ def fgsm(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
         loss: ``"ce"`` (cross-entropy) or ``"margin"`` (native backend only).
         bounds: ``(low, high)`` valid pixel range.
         backend: ``"native"``, ``"cleverhans"`` or ``"art"``.
-        batch_size: examples per batch (default 500).
+        batch_size: examples per batch (None: sized from available memory).
         jit_compile: XLA on/off; None chooses per device (on for GPUs).
-        seed: unused by FGSM (deterministic); accepted for a uniform signature.
+        seed, ids: unused by FGSM (deterministic); accepted for a uniform signature.
 
     Returns:
         Adversarial images, same shape and dtype as ``x``, inside the ε-ball and bounds.
@@ -98,4 +69,4 @@ def fgsm(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
     impl = FGSM_BACKENDS[parse_enum("backend", backend, Backend)]
     return run_attack(impl, model, x, y, threat=threat, targeted=targeted, loss=loss,
                       restarts=1, random_start=False, seed=seed, batch_size=batch_size,
-                      jit_compile=jit_compile)
+                      jit_compile=jit_compile, ids=ids)

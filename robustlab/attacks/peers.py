@@ -2,7 +2,8 @@
 native result can be cross-checked against two independent implementations.
 
 They take their randomness from global seeds (TensorFlow's for CleverHans, NumPy's for ART),
-which these adapters set from ``seed``. Both support the cross-entropy loss only.
+which these adapters set from ``seed``, the restart and the batch's first example id. Both
+support the cross-entropy loss only.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from robustlab.attacks._core import Loss, Norm, ThreatModel
+from robustlab.attacks._core import Loss, Norm, ThreatModel, batch_seed
 from robustlab.errors import ValidationError
 
 
@@ -38,14 +39,14 @@ def cleverhans_fgsm(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatM
 
 
 def cleverhans_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
-                   targeted: bool, loss: Loss, seed: int, random_start: bool,
-                   step_size: float, steps: int, **_: Any) -> np.ndarray:
+                   targeted: bool, loss: Loss, seed: int, restart: int, ids: np.ndarray,
+                   random_start: bool, step_size: float, steps: int, **_: Any) -> np.ndarray:
     """CleverHans 4 ``projected_gradient_descent`` on one batch (one restart)."""
     import tensorflow as tf
     from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
     _ce_only(loss, "cleverhans")
-    tf.random.set_seed(seed)
+    tf.random.set_seed(batch_seed(seed, restart, ids))
     low, high = threat.bounds
     out = projected_gradient_descent(
         model, x, threat.epsilon, step_size, steps, _np_norm(threat.norm), clip_min=low,
@@ -81,13 +82,13 @@ def art_fgsm(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
 
 
 def art_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
-            targeted: bool, loss: Loss, seed: int, random_start: bool, step_size: float,
-            steps: int, **_: Any) -> np.ndarray:
+            targeted: bool, loss: Loss, seed: int, restart: int, ids: np.ndarray,
+            random_start: bool, step_size: float, steps: int, **_: Any) -> np.ndarray:
     """ART ``ProjectedGradientDescent`` (its TensorFlow v2 variant) on one batch."""
     from art.attacks.evasion import ProjectedGradientDescent
 
     _ce_only(loss, "art")
-    np.random.seed(seed)  # noqa: NPY002 - ART draws its random start from NumPy's global RNG
+    np.random.seed(batch_seed(seed, restart, ids))  # noqa: NPY002 - ART draws its random start from NumPy's global RNG
     clf = _art_classifier(model, x, threat)
     attack = ProjectedGradientDescent(
         clf, norm=_np_norm(threat.norm), eps=threat.epsilon, eps_step=step_size,

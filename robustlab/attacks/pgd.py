@@ -12,44 +12,77 @@ import numpy as np
 
 from robustlab._validate import check_float, check_int, parse_enum
 from robustlab.attacks import peers
-from robustlab.attacks._core import Loss, ThreatModel
+from robustlab.attacks._core import Loss, ThreatModel, ascent_fn
 from robustlab.attacks._core import random_start as random_point
 from robustlab.attacks._runner import Backend, BatchAttack, run_attack
-from robustlab.attacks.fgsm import step_fn
 from robustlab.errors import ValidationError
 
 # Madry et al.'s step size: 2.5 * epsilon / steps, so the walk can cross the whole ball.
 DEFAULT_REL_STEP = 2.5
+# Steps per compiled call. Between calls the engine reads which examples are fooled and drops
+# them; 8 keeps the per-call overhead under 1% of a small CNN's step on a CPU.
+CHUNK_STEPS = 8
+
+
+def _bucket(m: int, n: int) -> int:
+    """Padded size for ``m`` active examples out of ``n`` under XLA: ``n / 2^k`` rounded up
+    to a multiple of 8, so the compacting batch takes only about log2(n) shapes (each new
+    shape is a new XLA compilation)."""
+    size = n
+    while size // 2 >= m and size > 8:
+        size //= 2
+    return max(m, -(-size // 8) * 8) if size < n else n
 
 
 def native_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
-               targeted: bool, loss: Loss, seed: int, random_start: bool, jit: bool,
-               step_size: float, steps: int, keep_best: bool = True, **_: Any) -> np.ndarray:
+               targeted: bool, loss: Loss, seed: int, restart: int, ids: np.ndarray,
+               random_start: bool, jit: bool, step_size: float, steps: int,
+               keep_best: bool = True, early_stop: bool = True, **_: Any) -> np.ndarray:
     """One batch, one restart of native PGD (see :func:`pgd`).
 
-    With ``keep_best`` each example returns its first iterate that fooled the model (else the
-    last iterate); without it, the last iterate, exactly as CleverHans and Madry et al.
+    The steps run in compiled chunks of ``CHUNK_STEPS``. With ``keep_best`` each example
+    returns its first iterate that fooled the model (else its last iterate); with
+    ``early_stop`` too, examples found between chunks leave the batch, which is compacted,
+    so they stop costing gradient steps. That changes no result: a found example's output
+    is already fixed, and every example's steps depend on itself alone.
     """
     import tensorflow as tf
 
-    step = step_fn(model, threat.norm, loss, targeted, jit)
-    start = random_point(np.random.default_rng(seed), x, threat) if random_start else x
-    xt, yt = tf.constant(x), tf.constant(y)
+    start = random_point(x, threat, seed=seed, restart=restart, ids=ids) if random_start \
+        else x
     eps, alpha = tf.constant(threat.epsilon, tf.float32), tf.constant(step_size, tf.float32)
     low, high = (tf.constant(b, tf.float32) for b in threat.bounds)
-    x_adv = tf.constant(start)
-    best, found = x_adv, tf.zeros(len(x), tf.bool)
-    for _ in range(steps):
-        x_next, success = step(x_adv, xt, yt, eps, alpha, low, high)
-        if keep_best:
-            new = success & ~found
-            best = tf.where(new[:, None, None, None], x_adv, best)
-            found = found | success
-        x_adv = x_next
-    if not keep_best:
-        return x_adv.numpy()
-    # examples no iterate fooled (the last one is unscored) keep the last iterate
-    return tf.where(found[:, None, None, None], best, x_adv).numpy()
+    n = len(x)
+    out = np.empty_like(x)
+    active = np.arange(n)  # rows of x still being attacked
+    x_t, y_t = tf.constant(x), tf.constant(y)
+    x_adv, best, found = tf.constant(start), tf.constant(start), tf.zeros(n, tf.bool)
+    done = 0
+    while done < steps:
+        k = min(CHUNK_STEPS, steps - done)
+        ascend = ascent_fn(model, threat.norm, loss, targeted, jit, k)
+        x_adv, best, found = ascend(x_adv, best, found, x_t, y_t, eps, alpha, low, high)
+        done += k
+        if not (keep_best and early_stop) or done >= steps:
+            continue
+        hit = found.numpy()[:len(active)]  # the one host read per chunk: N booleans
+        if not hit.any():
+            continue
+        out[active[hit]] = tf.boolean_mask(best[:len(active)], hit).numpy()
+        keep = np.flatnonzero(~hit)
+        if not len(keep):
+            return out
+        active = active[keep]
+        # under XLA pad with copies of the first row (ignored) to one of few shapes
+        rows = np.concatenate([keep, np.full(_bucket(len(keep), n) - len(keep), keep[0])]) \
+            if jit else keep
+        x_adv, best, found, x_t, y_t = (tf.gather(t, rows) for t in
+                                        (x_adv, best, found, x_t, y_t))
+    m = len(active)
+    last = x_adv[:m] if not keep_best else \
+        tf.where(found[:m, None, None, None], best[:m], x_adv[:m])
+    out[active] = last.numpy()
+    return out
 
 
 PGD_BACKENDS: dict[Backend, BatchAttack] = {
@@ -73,7 +106,8 @@ def pgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
         steps: int = 40, step_size: Any = None, random_start: bool = True, restarts: int = 1,
         targeted: bool = False, loss: Any = "ce", bounds: tuple[float, float] = (0.0, 1.0),
         seed: int = 0, backend: Any = "native", batch_size: int | None = None,
-        jit_compile: bool | None = None, keep_best: bool = True) -> np.ndarray:
+        jit_compile: bool | None = None, keep_best: bool = True, early_stop: bool = True,
+        ids: Any = None) -> np.ndarray:
     """Projected Gradient Descent with random start and restarts (L∞ or L2).
 
     Each restart runs ``steps`` steps of size ``step_size`` from a uniform random point of
@@ -97,11 +131,16 @@ def pgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
         bounds: ``(low, high)`` valid pixel range.
         seed: seeds the random starts (same seed, same output).
         backend: ``"native"``, ``"cleverhans"`` or ``"art"``.
-        batch_size: examples per batch (default 500).
+        batch_size: examples per batch (None: sized from available memory).
         jit_compile: XLA on/off; None chooses per device (on for GPUs).
         keep_best: native backend: return each example's first iterate that fooled the model
             rather than the last iterate (which can drift back to the right class); the
             peers always return their last iterate. False reproduces CleverHans exactly.
+        early_stop: native backend with ``keep_best``: stop stepping examples once they are
+            fooled (their result is final). Same output; False runs every step (for timing).
+        ids: ``(N,)`` non-negative ints numbering the examples (default ``0..N-1``); an
+            example's random starts depend only on ``seed`` and its id, so attacking a
+            subset with the matching ids reproduces the whole set's result on it.
 
     Returns:
         Adversarial images, same shape and dtype as ``x``, inside the ε-ball and bounds.
@@ -118,4 +157,5 @@ def pgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
     return run_attack(impl, model, x, y, threat=threat, targeted=targeted, loss=loss,
                       restarts=restarts, random_start=bool(random_start), seed=seed,
                       batch_size=batch_size, jit_compile=jit_compile, step_size=alpha,
-                      steps=steps, keep_best=bool(keep_best))
+                      steps=steps, keep_best=bool(keep_best), early_stop=bool(early_stop),
+                      ids=ids)

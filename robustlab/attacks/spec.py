@@ -80,11 +80,13 @@ class AttackSpec:
 
     def run(self, model: Any, x: Any, y: Any, *, epsilon: float, norm: Any = "linf",
             bounds: tuple[float, float] = (0.0, 1.0), seed: int = 0,
-            batch_size: int | None = None, jit_compile: bool | None = None) -> np.ndarray:
-        """Run the attack at one ε (untargeted, labels ``y``); returns adversarial images."""
+            batch_size: int | None = None, jit_compile: bool | None = None,
+            ids: Any = None) -> np.ndarray:
+        """Run the attack at one ε (untargeted, labels ``y``); returns adversarial images.
+        ``ids`` number the examples for their random starts (see :func:`pgd`)."""
         common = dict(epsilon=epsilon, norm=norm, bounds=bounds, loss=self.loss,
                       backend=self.backend, batch_size=batch_size, jit_compile=jit_compile,
-                      seed=seed)
+                      seed=seed, ids=ids)
         if self.name == "fgsm":
             return fgsm(model, x, y, **common)
         rel = DEFAULT_REL_STEP / self.steps if self.rel_step_size is None else self.rel_step_size
