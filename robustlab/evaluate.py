@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,7 +25,7 @@ from robustlab.attacks._core import (
     parse_norm,
     perturbation_norms,
 )
-from robustlab.attacks._runner import DEFAULT_BATCH_SIZE
+from robustlab.attacks._runner import resolve_batch_size
 from robustlab.attacks.spec import AttackSpec, parse_attacks
 from robustlab.data import Dataset, validate_arrays
 from robustlab.errors import RobustlabError, ValidationError
@@ -37,8 +36,6 @@ __all__ = ["evaluate", "EvaluationResult", "CurvePoint", "AttackCurve", "Example
 
 log = logging.getLogger(__name__)
 
-# Examples the report grid is picked from (bounds the adversarial copies kept in memory).
-_SHOW_POOL = 4096
 # Tolerance of the re-check that every adversarial example respects the threat model.
 _BUDGET_TOL = 1e-5
 
@@ -60,7 +57,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
 
 @dataclass(frozen=True)
 class CurvePoint:
-    """Robust accuracy at one ε. Norms are of ``x_adv - x`` in pixel units over all examples."""
+    """Robust accuracy at one ε. Norms are of ``x_adv - x`` in pixel units over all examples;
+    ``n_attacked`` examples were attacked at this ε (the others were already misclassified
+    at a smaller ε, or clean), ``seconds`` is the time that took."""
 
     epsilon: float
     accuracy: float
@@ -72,6 +71,7 @@ class CurvePoint:
     mean_l2: float = 0.0
     max_l2: float = 0.0
     seconds: float = 0.0
+    n_attacked: int = 0
 
 
 @dataclass(frozen=True)
@@ -174,12 +174,20 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
              n: int | None = None, seed: int = 0, batch_size: int | None = None,
              bounds: tuple[float, float] | None = None, n_show: int = 8,
              jit_compile: bool | None = None, progress: bool | None = None,
-             parameters: dict[str, Any] | None = None) -> EvaluationResult:
+             parameters: dict[str, Any] | None = None, reuse: bool = True
+             ) -> EvaluationResult:
     """Measure clean and robust accuracy of ``model`` on the test split of ``data``.
 
-    For every attack and every ε, the attack runs on all ``n`` examples against their true
-    labels; an example counts as robust at ε if it is still classified correctly. The worst
-    case at ε counts an example as robust only if *every* attack failed on it.
+    An example counts as robust at ε if it is classified correctly, clean and after the
+    attack (against its true label). The worst case at ε counts an example as robust only if
+    *every* attack failed on it.
+
+    The curve reuses work (``reuse``): ε runs in increasing order, and an example already
+    misclassified (clean, or by an adversarial example found at a smaller ε, which lies
+    inside every larger ball) is not attacked again. Every other example is attacked exactly
+    as an independent run at that ε would attack it (the same random starts, see ``ids`` in
+    :func:`~robustlab.attacks.pgd`), so the reported accuracy is never higher than that of
+    independent runs; it only skips work whose outcome is known.
 
     Args:
         model: Keras model returning logits, ``(N, H, W, C) -> (N, K)``.
@@ -189,12 +197,13 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
         norm: ``"linf"`` or ``"l2"`` (one threat model for the whole evaluation).
         n: evaluate the first ``n`` test examples (None: all).
         seed: seeds the attacks' random starts.
-        batch_size: examples per batch (default 500; memory grows linearly with it).
+        batch_size: examples per attack batch (None: sized from available memory).
         bounds: pixel range (default: the dataset's, else ``(0, 1)``).
         n_show: number of examples kept for the report's grid.
         jit_compile: XLA on/off; None chooses per device.
         progress: show a tqdm progress bar (None: unless ``ROBUSTLAB_PROGRESS=0``).
         parameters: free-form run parameters recorded in the result.
+        reuse: skip examples already fooled at a smaller ε (False: attack all at every ε).
 
     Returns:
         :class:`EvaluationResult`.
@@ -209,7 +218,6 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     eps_list = parse_epsilons(epsilons)
     norm_enum = parse_norm(norm)
     specs = parse_attacks(attacks)
-    batch_size = check_optional_int("batch_size", batch_size, low=1) or DEFAULT_BATCH_SIZE
     n = check_optional_int("n", n, low=1)
     if isinstance(data, Dataset):
         x, y, bounds = data.x_test, data.y_test, bounds or data.bounds
@@ -228,6 +236,8 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
                            label_name="y")
     if n is not None:
         x, y = x[:n], y[:n]
+    batch_size = resolve_batch_size(batch_size, model, x.shape[1:])
+    log.info("attack batch size %d", batch_size)
     dataset_info = {**dataset_info, "n_evaluated": len(x)}
     if class_names is not None:
         dataset_info["class_names"] = class_names
@@ -239,47 +249,51 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     n_clean = int(clean_correct.sum())
     log.info("clean accuracy %.4f on %d examples", n_clean / n_total, n_total)
 
-    robust = {spec: {} for spec in specs}   # spec -> eps -> bool array
-    norms: dict[AttackSpec, dict[float, tuple[np.ndarray, np.ndarray, float]]] = \
-        {spec: {} for spec in specs}
-    shown_adv: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    robust: dict[AttackSpec, dict[float, np.ndarray]] = {spec: {} for spec in specs}
+    stats: dict[AttackSpec, dict[float, dict[str, Any]]] = {spec: {} for spec in specs}
     if progress is None:
         progress = os.environ.get("ROBUSTLAB_PROGRESS", "1") != "0"
     bar = tqdm(total=len(specs) * len(eps_list), desc="attacks", disable=not progress,
                leave=False)
+    shown: tuple[float, np.ndarray, np.ndarray] | None = None  # (eps, rows, x_adv[rows])
     for spec in specs:
-        for eps in eps_list:
+        x_adv, pred = x.copy(), clean_pred.copy()
+        alive = clean_correct.copy()  # not yet fooled at any smaller epsilon
+        for eps in eps_list:  # ascending (parse_epsilons sorts)
             bar.set_postfix_str(f"{spec.label} eps={eps:g}")
             t0 = time.perf_counter()
-            threat = ThreatModel(eps, norm_enum, tuple(bounds))
-            if eps == 0.0:
-                x_adv = x
-            else:
-                x_adv = spec.run(model, x, y, epsilon=eps, norm=norm_enum, bounds=bounds,
-                                 seed=seed, batch_size=batch_size, jit_compile=jit_compile)
-                _check_budget(x_adv, x, threat, spec.label)
-            pred = _logits(model, x_adv, batch_size).argmax(axis=1)
-            robust[spec][eps] = pred == y
-            norms[spec][eps] = (*perturbation_norms(x_adv, x), time.perf_counter() - t0)
-            if spec is specs[-1]:  # the grid draws from the first 4,096 examples only
-                shown_adv[eps] = (x_adv[:_SHOW_POOL], pred[:_SHOW_POOL])
+            rows = np.flatnonzero(alive) if reuse else np.arange(n_total)
+            if eps > 0 and len(rows):
+                threat = ThreatModel(eps, norm_enum, tuple(bounds))
+                found = spec.run(model, x[rows], y[rows], epsilon=eps, norm=norm_enum,
+                                 bounds=bounds, seed=seed, batch_size=batch_size,
+                                 jit_compile=jit_compile, ids=rows)
+                _check_budget(found, x[rows], threat, spec.label)
+                x_adv[rows] = found
+                pred[rows] = _logits(model, found, batch_size).argmax(axis=1)
+            alive = clean_correct & (pred == y)
+            robust[spec][eps] = alive
+            linf, l2 = perturbation_norms(x_adv, x)
+            stats[spec][eps] = dict(mean_linf=float(linf.mean()), max_linf=float(linf.max()),
+                                    mean_l2=float(l2.mean()), max_l2=float(l2.max()),
+                                    seconds=time.perf_counter() - t0,
+                                    n_attacked=int(len(rows)) if eps > 0 else 0)
+            if spec is specs[-1] and shown is None and eps > 0:
+                idx = _pick_examples(clean_correct, alive, n_show, last=eps == eps_list[-1])
+                if idx is not None:
+                    shown = (eps, idx, x_adv[idx].copy())
             bar.update(1)
     bar.close()
 
-    def make_point(eps: float, correct: np.ndarray, stats: tuple[Any, ...] | None) -> CurvePoint:
+    def make_point(eps: float, correct: np.ndarray, extra: dict[str, Any] | None) -> CurvePoint:
         k = int(correct.sum())
         lo, hi = wilson_interval(k, n_total)
-        extra = {}
-        if stats is not None:
-            linf, l2, secs = stats
-            extra = dict(mean_linf=float(linf.mean()), max_linf=float(linf.max()),
-                         mean_l2=float(l2.mean()), max_l2=float(l2.max()), seconds=float(secs))
         return CurvePoint(epsilon=eps, accuracy=k / n_total, ci_low=lo, ci_high=hi,
-                          n_correct=k, **extra)
+                          n_correct=k, **(extra or {}))
 
     curves = tuple(
         AttackCurve(spec.label, spec.to_dict(),
-                    tuple(make_point(e, robust[spec][e], norms[spec][e]) for e in eps_list))
+                    tuple(make_point(e, robust[spec][e], stats[spec][e]) for e in eps_list))
         for spec in specs)
     worst_points = []
     for eps in eps_list:
@@ -290,8 +304,8 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     worst = AttackCurve("worst case over attacks", {"attacks": [s.label for s in specs]},
                         tuple(worst_points))
 
-    examples, images = _pick_examples(model, x, y, clean_logits, shown_adv, eps_list,
-                                      specs[-1].label, n_show, batch_size)
+    examples, images = _examples(model, x, y, clean_logits, shown, specs[-1].label,
+                                 batch_size)
     result = EvaluationResult(
         dataset=dataset_info, model=_model_info(model), norm=norm_enum.value,
         epsilons=eps_list, n_examples=n_total, clean_accuracy=n_clean / n_total,
@@ -303,37 +317,32 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     return result
 
 
-def _pick_examples(model: Any, x: np.ndarray, y: np.ndarray, clean_logits: np.ndarray,
-                   adv_by_eps: dict[float, tuple[np.ndarray, np.ndarray]],
-                   eps_list: Sequence[float],
-                   attack: str, n_show: int, batch_size: int
-                   ) -> tuple[tuple[Example, ...], dict[str, np.ndarray]]:
-    """Pick examples for the grid at the smallest ε > 0 where the last attack broke at least
-    ``n_show`` correctly classified examples (else the largest ε): broken ones first."""
-    if n_show <= 0 or not adv_by_eps:
+def _pick_examples(clean_correct: np.ndarray, robust: np.ndarray, n_show: int, *,
+                   last: bool) -> np.ndarray | None:
+    """Rows for the report grid at this ε: the examples the attack broke first, then others;
+    None while fewer than ``n_show`` are broken and a larger ε is still to come."""
+    if n_show <= 0:
+        return None
+    broken = np.flatnonzero(clean_correct & ~robust)
+    if len(broken) < n_show and not last:
+        return None
+    rest = np.flatnonzero(~(clean_correct & ~robust))
+    return np.concatenate([broken, rest])[:n_show]
+
+
+def _examples(model: Any, x: np.ndarray, y: np.ndarray, clean_logits: np.ndarray,
+              shown: tuple[float, np.ndarray, np.ndarray] | None, attack: str,
+              batch_size: int) -> tuple[tuple[Example, ...], dict[str, np.ndarray]]:
+    """The grid's :class:`Example` records and images: at the smallest ε > 0 where the last
+    attack broke at least ``n_show`` correctly classified examples (else the largest ε)."""
+    if shown is None:
         return (), {}
-    clean_pred = clean_logits.argmax(axis=1)
-    positive = [e for e in eps_list if e > 0] or list(eps_list)
-    chosen_eps, adv_pred = positive[-1], None
-    for eps in positive:
-        pred = adv_by_eps[eps][1]  # predictions already made by evaluate()
-        broken = (clean_pred[: len(pred)] == y[: len(pred)]) & (pred != y[: len(pred)])
-        if broken.sum() >= n_show or eps == positive[-1]:
-            chosen_eps = eps
-            adv_pred = pred
-            break
-    if adv_pred is None:
-        return (), {}
-    m = len(adv_pred)
-    broken = np.flatnonzero((clean_pred[:m] == y[:m]) & (adv_pred != y[:m]))
-    rest = np.setdiff1d(np.arange(m), broken)
-    idx = np.concatenate([broken, rest])[:n_show]
-    x_adv = adv_by_eps[chosen_eps][0][idx]
+    eps, idx, x_adv = shown
     adv_prob = _softmax(_logits(model, x_adv, batch_size))
     clean_prob = _softmax(clean_logits[idx])
     examples = tuple(Example(
         index=int(i), label=int(y[i]), clean_pred=int(clean_prob[j].argmax()),
         clean_confidence=float(clean_prob[j].max()), adv_pred=int(adv_prob[j].argmax()),
-        adv_confidence=float(adv_prob[j].max()), epsilon=float(chosen_eps), attack=attack)
+        adv_confidence=float(adv_prob[j].max()), epsilon=float(eps), attack=attack)
         for j, i in enumerate(idx))
     return examples, {"clean": x[idx], "adversarial": x_adv}

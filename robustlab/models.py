@@ -30,47 +30,58 @@ log = logging.getLogger(__name__)
 _KERAS_MEMBERS = {"config.json", "metadata.json"}
 
 
+def _policy(mixed_precision: bool) -> str | None:
+    """Per-layer dtype policy: ``mixed_float16`` (float16 compute, float32 weights; for GPUs)
+    or None (the global default). Set per layer, so no global Keras state changes."""
+    return "mixed_float16" if mixed_precision else None
+
+
 def build_small_cnn(input_shape: tuple[int, int, int], num_classes: int, *,
-                    seed: int = 0) -> Any:
-    """A small CNN for greyscale 8x8 or 28x28 images, returning logits.
+                    seed: int = 0, mixed_precision: bool = False) -> Any:
+    """A small CNN for greyscale 8x8 or 28x28 images, returning float32 logits.
 
     Two 3x3 convolutions (32 and 64 filters, ReLU); images of 16 pixels or more are
     max-pooled after each; then a 128-unit dense layer and a linear output of ``num_classes``,
     with dropout 0.3 before and after the dense layer (inactive at attack time).
+    ``mixed_precision`` computes the hidden layers in float16 (a GPU speed-up; the logits
+    layer stays float32, and attacks take their gradients in float32).
     """
     import keras
     from keras import layers
 
     keras.utils.set_random_seed(check_seed(seed))
+    dt = _policy(mixed_precision)
     big = min(input_shape[:2]) >= 16
     inputs = keras.Input(shape=input_shape, name="image")
-    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1", dtype=dt)(inputs)
     if big:
-        x = layers.MaxPooling2D(name="pool1")(x)
-    x = layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2")(x)
-    x = layers.MaxPooling2D(name="pool2")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dropout(0.3, name="dropout1")(x)
-    x = layers.Dense(128, activation="relu", name="dense")(x)
-    x = layers.Dropout(0.3, name="dropout2")(x)
-    outputs = layers.Dense(num_classes, name="logits")(x)
+        x = layers.MaxPooling2D(name="pool1", dtype=dt)(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2", dtype=dt)(x)
+    x = layers.MaxPooling2D(name="pool2", dtype=dt)(x)
+    x = layers.Flatten(name="flatten", dtype=dt)(x)
+    x = layers.Dropout(0.3, name="dropout1", dtype=dt)(x)
+    x = layers.Dense(128, activation="relu", name="dense", dtype=dt)(x)
+    x = layers.Dropout(0.3, name="dropout2", dtype=dt)(x)
+    outputs = layers.Dense(num_classes, name="logits", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="small_cnn")
 
 
 def build_resnet(input_shape: tuple[int, int, int], num_classes: int, *, width: int = 32,
-                 blocks_per_stage: int = 1, seed: int = 0) -> Any:
+                 blocks_per_stage: int = 1, seed: int = 0, mixed_precision: bool = False) -> Any:
     """A small residual net (He et al. 2016, https://arxiv.org/abs/1512.03385) for 32x32
     colour images: a stem convolution, three stages of residual blocks (``width``,
-    ``2*width``, ``4*width`` filters, stride 2 between stages), global pooling, linear logits.
+    ``2*width``, ``4*width`` filters, stride 2 between stages), global pooling, linear logits
+    (float32; ``mixed_precision`` as in :func:`build_small_cnn`).
     """
     import keras
     from keras import layers
 
     keras.utils.set_random_seed(check_seed(seed))
+    dt = _policy(mixed_precision)
     inputs = keras.Input(shape=input_shape, name="image")
-    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem")(inputs)
-    x = layers.BatchNormalization(name="stem_bn")(x)
-    x = layers.ReLU(name="stem_relu")(x)
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem", dtype=dt)(inputs)
+    x = layers.BatchNormalization(name="stem_bn", dtype=dt)(x)
+    x = layers.ReLU(name="stem_relu", dtype=dt)(x)
     for stage in range(3):
         filters = width * 2**stage
         for block in range(blocks_per_stage):
@@ -78,30 +89,33 @@ def build_resnet(input_shape: tuple[int, int, int], num_classes: int, *, width: 
             prefix = f"s{stage}b{block}"
             shortcut = x
             y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
-                              name=f"{prefix}_conv1")(x)
-            y = layers.BatchNormalization(name=f"{prefix}_bn1")(y)
-            y = layers.ReLU(name=f"{prefix}_relu1")(y)
+                              name=f"{prefix}_conv1", dtype=dt)(x)
+            y = layers.BatchNormalization(name=f"{prefix}_bn1", dtype=dt)(y)
+            y = layers.ReLU(name=f"{prefix}_relu1", dtype=dt)(y)
             y = layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                              name=f"{prefix}_conv2")(y)
-            y = layers.BatchNormalization(name=f"{prefix}_bn2")(y)
+                              name=f"{prefix}_conv2", dtype=dt)(y)
+            y = layers.BatchNormalization(name=f"{prefix}_bn2", dtype=dt)(y)
             if stride != 1 or shortcut.shape[-1] != filters:
                 shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False,
-                                         name=f"{prefix}_proj")(shortcut)
-            x = layers.ReLU(name=f"{prefix}_out")(layers.Add(name=f"{prefix}_add")([y, shortcut]))
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = layers.Dense(num_classes, name="logits")(x)
+                                         name=f"{prefix}_proj", dtype=dt)(shortcut)
+            x = layers.Add(name=f"{prefix}_add", dtype=dt)([y, shortcut])
+            x = layers.ReLU(name=f"{prefix}_out", dtype=dt)(x)
+    x = layers.GlobalAveragePooling2D(name="pool", dtype=dt)(x)
+    outputs = layers.Dense(num_classes, name="logits", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="resnet_small")
 
 
-def build_model(input_shape: tuple[int, int, int], num_classes: int, *, seed: int = 0) -> Any:
+def build_model(input_shape: tuple[int, int, int], num_classes: int, *, seed: int = 0,
+                mixed_precision: bool = False) -> Any:
     """The default architecture for an input shape: a residual net for colour images of
-    32x32 or more, the small CNN otherwise."""
+    32x32 or more, the small CNN otherwise. ``mixed_precision``: float16 compute (GPUs)."""
     if len(input_shape) != 3:
         raise ValidationError(f"expected input_shape (H, W, C), got {input_shape!r}")
     num_classes = check_int("num_classes", num_classes, low=2)
     if input_shape[2] == 3 and min(input_shape[:2]) >= 32:
-        return build_resnet(input_shape, num_classes, seed=seed)
-    return build_small_cnn(input_shape, num_classes, seed=seed)
+        return build_resnet(input_shape, num_classes, seed=seed,
+                            mixed_precision=mixed_precision)
+    return build_small_cnn(input_shape, num_classes, seed=seed, mixed_precision=mixed_precision)
 
 
 def num_outputs(model: Any) -> int:

@@ -81,3 +81,21 @@ def test_wilson_interval():
     assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)
     lo, hi = wilson_interval(0, 20)
     assert lo == 0.0 and hi == pytest.approx(0.1611, abs=1e-4)
+
+
+@pytest.mark.parametrize("attack", [AttackSpec("pgd", steps=10, restarts=2), "fgsm"])
+def test_curve_reuse_is_never_weaker_than_independent_runs(digits_model, digits, attack):
+    kwargs = dict(attacks=[attack], epsilons="0, 0.05, 0.1, 0.15, 0.3", n=200, seed=4)
+    fast = evaluate(digits_model, digits, **kwargs)
+    slow = evaluate(digits_model, digits, reuse=False, **kwargs)
+    for a, b in zip(fast.curves[0].points, slow.curves[0].points, strict=True):
+        assert a.accuracy <= b.accuracy  # reuse only adds successes found at smaller eps
+        assert a.max_linf <= a.epsilon + 1e-6
+    # the same random starts per example: the runs agree wherever reuse did not decide
+    assert abs(fast.curves[0].accuracy_at(0.05) - slow.curves[0].accuracy_at(0.05)) <= 0.005
+    attacked = [p.n_attacked for p in fast.curves[0].points]
+    assert attacked[0] == 0 and attacked[1] == int(round(fast.clean_accuracy * 200))
+    assert all(later <= earlier for earlier, later in zip(attacked[1:], attacked[2:], strict=False))
+    assert sum(attacked) < sum(p.n_attacked for p in slow.curves[0].points)
+    for a, b in zip(fast.curves[0].points[1:], fast.curves[0].points[2:], strict=False):
+        assert b.n_attacked == a.n_correct  # only survivors are attacked again

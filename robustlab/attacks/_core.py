@@ -95,20 +95,40 @@ def per_example_loss(logits: Any, y: Any, loss: Loss, targeted: bool) -> Any:
     return label_logit - other if targeted else other - label_logit
 
 
+# float16 gradients underflow (below 6e-8 they are 0, and sign(0) = 0 moves nothing): models
+# computing in float16 get their attack objective scaled by this before the backward pass.
+# The steepest direction is scale-free, so the attack is unchanged; non-finite values are 0.
+FLOAT16_LOSS_SCALE = 1024.0
+
+
+def computes_in_float16(model: Any) -> bool:
+    """True if any layer of ``model`` computes in float16 (Keras ``mixed_float16``)."""
+    layers = getattr(model, "layers", None) or [model]
+    return any(str(getattr(layer, "compute_dtype", "")) == "float16" for layer in layers)
+
+
 def input_gradient(model: Any, x: Any, y: Any, loss: Loss, targeted: bool) -> tuple[Any, Any]:
     """Gradient of :func:`per_example_loss` w.r.t. the input ``x`` (the only one in robustlab).
 
     The model runs with ``training=False`` (no dropout noise, frozen batch-norm statistics).
+    The loss is computed in float32 from the logits whatever the model's precision; for a
+    mixed-float16 model the backward pass is loss-scaled (``FLOAT16_LOSS_SCALE``), so the
+    returned gradient has the right direction but not the true magnitude.
     Returns ``(gradient (N, H, W, C) float32, logits (N, K))``.
     """
     import tensorflow as tf
 
+    half = computes_in_float16(model)
     with tf.GradientTape() as tape:
         tape.watch(x)
         logits = model(x, training=False)
         objective = per_example_loss(logits, y, loss, targeted)
-    grad = tape.gradient(objective, x)
-    return tf.cast(grad, tf.float32), logits
+        if half:
+            objective = objective * FLOAT16_LOSS_SCALE
+    grad = tf.cast(tape.gradient(objective, x), tf.float32)
+    if half:
+        grad = tf.where(tf.math.is_finite(grad), grad, tf.zeros_like(grad))
+    return grad, logits
 
 
 def steepest_direction(grad: Any, norm: Norm) -> Any:

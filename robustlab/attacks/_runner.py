@@ -131,8 +131,8 @@ def resolve_batch_size(batch_size: Any, model: Any, image_shape: tuple[int, ...]
 
 def _attack_split_on_oom(impl: BatchAttack, model: Any, x: np.ndarray, y: np.ndarray,
                          ids: np.ndarray, state: dict[str, int], **kwargs: Any) -> np.ndarray:
-    """Run ``impl``; if the device runs out of memory, halve the batch (and every later
-    batch, via ``state["batch_size"]``) and run the halves."""
+    """Run ``impl``; if the device runs out of memory, halve the batch size (for every later
+    batch too, via ``state["batch_size"]``) and run the batch in parts of that size."""
     import tensorflow as tf
 
     try:
@@ -140,12 +140,15 @@ def _attack_split_on_oom(impl: BatchAttack, model: Any, x: np.ndarray, y: np.nda
     except tf.errors.ResourceExhaustedError:
         if len(x) == 1:
             raise
-        half = len(x) // 2
-        state["batch_size"] = max(1, min(state["batch_size"], half))
-        log.warning("out of device memory with a batch of %d; retrying with %d", len(x), half)
-        return np.concatenate([
-            _attack_split_on_oom(impl, model, x[sl], y[sl], ids[sl], state, **kwargs)
-            for sl in (slice(0, half), slice(half, None))])
+        state["batch_size"] = max(1, min(state["batch_size"], len(x) // 2))
+        log.warning("out of device memory with a batch of %d; retrying with %d", len(x),
+                    state["batch_size"])
+    parts, start = [], 0
+    while start < len(x):  # re-read the size: a part may halve it again
+        sl = slice(start, start + state["batch_size"])
+        parts.append(_attack_split_on_oom(impl, model, x[sl], y[sl], ids[sl], state, **kwargs))
+        start = sl.stop
+    return np.concatenate(parts)
 
 
 def run_attack(impl: BatchAttack, model: Any, x: Any, y: Any, *, threat: ThreatModel,
