@@ -1,5 +1,6 @@
 # robustlab: `make demo` writes a robustness report on the bundled digits dataset (offline);
 # `make test` runs the whole test suite. Both create .venv and install what they need.
+# `make bench` measures speed and memory against CleverHans and ART (benchmarks/RESULTS.md).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -21,6 +22,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -93,9 +93,10 @@ PGD_BACKENDS: dict[Backend, BatchAttack] = {
 
 
 def resolve_step_size(epsilon: float, steps: int, step_size: Any) -> float:
-    """Check ``0 < step_size <= epsilon``; None gives Madry's ``2.5 * epsilon / steps``."""
+    """Check ``0 < step_size <= epsilon``; None gives Madry's ``2.5 * epsilon / steps``
+    (at most ``epsilon``)."""
     if step_size is None:
-        return DEFAULT_REL_STEP * epsilon / steps
+        return min(1.0, DEFAULT_REL_STEP / steps) * epsilon
     value = check_float("step_size", step_size, low=0.0, low_open=True)
     if epsilon > 0 and value > epsilon:
         raise ValidationError(f"expected step_size <= epsilon ({epsilon:g}), got {value:g}")
@@ -123,7 +124,7 @@ def pgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
         norm: ``"linf"`` or ``"l2"``.
         steps: gradient steps per restart, >= 1.
         step_size: step length in pixel units, ``0 < step_size <= epsilon``;
-            default ``2.5 * epsilon / steps``.
+            default ``2.5 * epsilon / steps`` (at most ``epsilon``).
         random_start: start each restart at a uniform random point of the ball.
         restarts: independent runs, >= 1 (needs ``random_start``).
         targeted: move towards ``y`` instead of away from it.

@@ -1,0 +1,466 @@
+"""robustlab's speed and memory side by side with CleverHans 4, ART and the hardware floor.
+
+Run from the project root (``make bench``)::
+
+    .venv/bin/python benchmarks/bench.py            # full run, writes benchmarks/RESULTS.md
+    .venv/bin/python benchmarks/bench.py --quick --out /tmp/r.md   # a 1-minute smoke run
+
+Every timing is the median of ``--repeats`` runs after one untimed warm-up run (so tracing
+and compilation are excluded for every implementation alike). The floor is the same number
+of forward+backward passes (gradient of the loss w.r.t. the input) of the same batch through
+one compiled function: no attack can take a gradient step for less. Native PGD is timed with
+``early_stop=False`` in the per-step table, so it does all the work the peers do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("ROBUSTLAB_PROGRESS", "0")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST_DIR = ROOT.parent / "shared" / "datasets" / "mnist-t10k"
+CURVE_EPSILONS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
+
+
+def step_size(eps: float, steps: int) -> float:
+    """Madry et al.'s 2.5·ε/steps (at most ε), the same for all three implementations."""
+    return min(1.0, 2.5 / steps) * eps
+
+
+def median_time(fn: Callable[[], Any], repeats: int, warmup: bool = True
+                ) -> tuple[float, list[float]]:
+    """Median wall time of ``fn`` over ``repeats`` runs, after one untimed warm-up run."""
+    if warmup:
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+# ---------------------------------------------------------------------------------------------
+# the implementations, called directly (the peers without robustlab's adapters around them)
+
+
+def floor_fn(model: Any, x: np.ndarray, y: np.ndarray, steps: int) -> Callable[[], Any]:
+    """``steps`` forward+backward passes of the batch through one compiled function."""
+    import tensorflow as tf
+
+    from robustlab.attacks._core import Loss, input_gradient
+
+    @tf.function(reduce_retracing=True)
+    def grad(xb: Any, yb: Any) -> Any:
+        return input_gradient(model, xb, yb, Loss.CE, False)[0]
+
+    xt, yt = tf.constant(x), tf.constant(y)
+
+    def run() -> None:
+        for _ in range(steps):
+            g = grad(xt, yt)
+        g.numpy()
+    return run
+
+
+def native_pgd_fn(model: Any, x: np.ndarray, y: np.ndarray, eps: float, steps: int,
+                  early_stop: bool = False) -> Callable[[], np.ndarray]:
+    from robustlab import pgd
+
+    return lambda: pgd(model, x, y, epsilon=eps, steps=steps, step_size=step_size(eps, steps),
+                       seed=0, batch_size=len(x), early_stop=early_stop)
+
+
+def cleverhans_pgd_fn(model: Any, x: np.ndarray, y: np.ndarray, eps: float, steps: int
+                      ) -> Callable[[], np.ndarray]:
+    from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
+
+    def run() -> np.ndarray:
+        return np.asarray(projected_gradient_descent(
+            model, x, eps, step_size(eps, steps), steps, np.inf, clip_min=0.0, clip_max=1.0, y=y,
+            rand_init=True, rand_minmax=eps, sanity_checks=False))
+    return run
+
+
+def art_classifier(model: Any, x: np.ndarray) -> Any:
+    import keras
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    return TensorFlowV2Classifier(
+        model=model, nb_classes=int(model.output_shape[-1]), input_shape=x.shape[1:],
+        loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        clip_values=(0.0, 1.0))
+
+
+def art_pgd_fn(model: Any, x: np.ndarray, y: np.ndarray, eps: float, steps: int
+               ) -> Callable[[], np.ndarray]:
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    clf = art_classifier(model, x)
+    attack = ProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=step_size(eps, steps),
+                                      max_iter=steps, num_random_init=1, batch_size=len(x),
+                                      verbose=False)
+    onehot = np.eye(clf.nb_classes, dtype=np.float32)[y]
+    return lambda: attack.generate(x, onehot)
+
+
+def fgsm_fns(model: Any, x: np.ndarray, y: np.ndarray, eps: float
+             ) -> dict[str, Callable[[], Any]]:
+    from art.attacks.evasion import FastGradientMethod
+    from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
+
+    from robustlab import fgsm
+
+    clf = art_classifier(model, x)
+    art = FastGradientMethod(clf, norm=np.inf, eps=eps, batch_size=len(x))
+    onehot = np.eye(clf.nb_classes, dtype=np.float32)[y]
+    return {
+        "native": lambda: fgsm(model, x, y, epsilon=eps, batch_size=len(x)),
+        "cleverhans": lambda: np.asarray(fast_gradient_method(
+            model, x, eps, np.inf, clip_min=0.0, clip_max=1.0, y=y, sanity_checks=False)),
+        "art": lambda: art.generate(x, onehot),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# workloads
+
+
+def trained_model(name: str, data: Any, epochs: int | None) -> Any:
+    from robustlab import build_model, train
+
+    model = build_model(data.input_shape, data.num_classes, seed=0)
+    info = train(model, data, epochs=epochs, seed=0)
+    print(f"  trained {name}: test accuracy {info['test_accuracy']:.4f} "
+          f"in {info['seconds']:.1f} s", flush=True)
+    return model
+
+
+def workloads(quick: bool) -> tuple[list[dict[str, Any]], str | None]:
+    """Models and inputs for the per-step table; the second value says why MNIST is absent."""
+    from robustlab import load
+    from robustlab.models import build_resnet
+
+    out = []
+    digits = load("digits")
+    n = 32 if quick else len(digits.x_test)
+    out.append(dict(name="digits CNN (8x8)", model=trained_model(
+        "digits", digits, 2 if quick else None), x=digits.x_test[:n], y=digits.y_test[:n],
+        eps=0.1, steps=4 if quick else 40, data=digits))
+    why = None
+    if (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
+        mnist = load(f"idx:{MNIST_DIR}", split=8000)
+        n = 64 if quick else 1000
+        out.append(dict(name="MNIST-8k CNN (28x28)", model=trained_model(
+            "mnist", mnist, 1 if quick else None), x=mnist.x_test[:n], y=mnist.y_test[:n],
+            eps=0.1, steps=4 if quick else 40, data=mnist))
+    else:
+        why = f"MNIST test split not found at {MNIST_DIR}"
+    rng = np.random.default_rng(0)
+    n, width = (8, 8) if quick else (256, 32)
+    out.append(dict(name=f"ResNet w{width} (32x32x3, synthetic, untrained)",
+                    model=build_resnet((32, 32, 3), 10, width=width, seed=0),
+                    x=rng.uniform(size=(n, 32, 32, 3)).astype(np.float32),
+                    y=rng.integers(0, 10, size=n), eps=8 / 255, steps=2 if quick else 10,
+                    data=None))
+    return out, why
+
+
+def per_step_table(loads: list[dict[str, Any]], repeats: int) -> list[dict[str, Any]]:
+    rows = []
+    for w in loads:
+        m, x, y, eps, steps = w["model"], w["x"], w["y"].astype(np.int64), w["eps"], w["steps"]
+        fns = {"floor": floor_fn(m, x, y, steps),
+               "native": native_pgd_fn(m, x, y, eps, steps),
+               "cleverhans": cleverhans_pgd_fn(m, x, y, eps, steps),
+               "art": art_pgd_fn(m, x, y, eps, steps)}
+        times = {k: median_time(f, repeats)[0] for k, f in fns.items()}
+        rows.append(dict(workload=w["name"], n=len(x), steps=steps,
+                         ms_per_step={k: 1000 * t / steps for k, t in times.items()},
+                         vs_floor={k: times[k] / times["floor"] for k in times},
+                         native_speedup={k: times[k] / times["native"]
+                                         for k in ("cleverhans", "art")}))
+        print(f"  per-step {w['name']}: " + ", ".join(
+            f"{k} {v:.3f}x floor" for k, v in rows[-1]["vs_floor"].items()), flush=True)
+    return rows
+
+
+def curve_table(w: dict[str, Any], epsilons: tuple[float, ...], steps: int, n: int,
+                repeats: int) -> dict[str, Any]:
+    """Native robustness curve (reuse across ε, early stop) vs CleverHans run per ε.
+
+    Each timed repeat draws new random starts (native: seed = repeat number; CleverHans:
+    TensorFlow's generator moves on), so the accuracies are reported as mean and range."""
+    from robustlab import AttackSpec, evaluate
+
+    model = w["model"]
+    spec = AttackSpec("pgd", steps=steps, restarts=1)
+    acc: dict[str, list[list[float]]] = {"native": [], "independent": [], "cleverhans": []}
+    attacked: list[int] = []
+
+    def run_native(reuse: bool) -> list[float]:
+        seed = len(acc["native" if reuse else "independent"])
+        res = evaluate(model, (x, y), [spec], epsilons, seed=seed, n_show=0, reuse=reuse)
+        attacked[:] = [p.n_attacked for p in res.curves[0].points]
+        return [p.accuracy for p in res.curves[0].points]
+
+    def run_cleverhans() -> list[float]:
+        out = []
+        for eps in epsilons:
+            x_adv = cleverhans_pgd_fn(model, x, y, eps, steps)()
+            pred = np.argmax(np.asarray(model.predict(x_adv, verbose=0, batch_size=500)), 1)
+            out.append(float(np.mean(pred == y)))
+        return out
+
+    runs = {"native": lambda: acc["native"].append(run_native(True)),
+            "independent": lambda: acc["independent"].append(run_native(False)),
+            "cleverhans": lambda: acc["cleverhans"].append(run_cleverhans())}
+    x, y = w["data"].x_test[:64], w["data"].y_test[:64].astype(np.int64)
+    for fn in runs.values():  # warm-up (tracing, compilation) on 64 images: full runs are long
+        fn()
+    for values in acc.values():
+        values.clear()
+    x, y = w["data"].x_test[-n:], w["data"].y_test[-n:].astype(np.int64)
+    times = {k: median_time(fn, repeats, warmup=False)[0] for k, fn in runs.items()}
+    floor_run = median_time(floor_fn(model, x, y, steps), repeats)[0]  # one PGD run's floor
+    mean = {k: np.mean(v, axis=0) for k, v in acc.items()}
+    points = [dict(epsilon=eps, attacked=attacked[i],
+                   **{k: float(mean[k][i]) for k in acc},
+                   **{f"{k}_range": [float(np.min(np.array(acc[k])[:, i])),
+                                     float(np.max(np.array(acc[k])[:, i]))] for k in acc})
+              for i, eps in enumerate(epsilons)]
+    # No exact curve can skip an example that stays robust at an epsilon: it costs all `steps`
+    # steps there. At the floor's speed that alone takes floor_run * sum(robust fractions),
+    # which bounds the speed-up any exact curve can have over CleverHans.
+    bound_seconds = floor_run * sum(p["native"] for p in points)
+    out = dict(workload=w["name"], n=n, steps=steps, seconds=times, points=points,
+               clean=float(np.mean(np.argmax(np.asarray(model.predict(x, verbose=0)), 1) == y)),
+               speedup_vs_cleverhans=times["cleverhans"] / times["native"],
+               speedup_vs_independent=times["independent"] / times["native"],
+               floor_run_seconds=floor_run, exact_bound_seconds=bound_seconds,
+               exact_bound_vs_cleverhans=times["cleverhans"] / max(bound_seconds, 1e-9),
+               never_above_cleverhans=all(p["native"] <= p["cleverhans"] for p in points),
+               never_above_independent=all(
+                   a <= b for ra, rb in zip(acc["native"], acc["independent"], strict=True)
+                   for a, b in zip(ra, rb, strict=True)))
+    print(f"  curve: native {times['native']:.1f} s, independent {times['independent']:.1f} s,"
+          f" CleverHans {times['cleverhans']:.1f} s", flush=True)
+    return out
+
+
+def fgsm_table(loads: list[dict[str, Any]], repeats: int) -> list[dict[str, Any]]:
+    rows = []
+    for w in loads[:2]:
+        fns = fgsm_fns(w["model"], w["x"], w["y"].astype(np.int64), w["eps"])
+        times = {k: median_time(f, repeats)[0] for k, f in fns.items()}
+        rows.append(dict(workload=w["name"], n=len(w["x"]),
+                         images_per_s={k: len(w["x"]) / t for k, t in times.items()}))
+    return rows
+
+
+def scaling_table(w: dict[str, Any], quick: bool, repeats: int) -> list[dict[str, Any]]:
+    """Native PGD (all steps) time vs number of examples and vs steps."""
+    data = w["data"]
+    x_all, y_all = data.x_test, data.y_test.astype(np.int64)
+    sizes = (8, 16, 32) if quick else (250, 500, 1000, 2000)
+    step_counts = (2, 4) if quick else (10, 20, 40, 80)
+    base_n, base_steps = sizes[-2], step_counts[-2]
+    rows = []
+    for n in sizes:
+        t = median_time(native_pgd_fn(w["model"], x_all[:n], y_all[:n], 0.1, base_steps),
+                        repeats)[0]
+        rows.append(dict(n=n, steps=base_steps, seconds=t,
+                         us_per_example_step=1e6 * t / (n * base_steps)))
+    for steps in step_counts:
+        t = median_time(native_pgd_fn(w["model"], x_all[:base_n], y_all[:base_n], 0.1, steps),
+                        repeats)[0]
+        rows.append(dict(n=base_n, steps=steps, seconds=t,
+                         us_per_example_step=1e6 * t / (base_n * steps)))
+    return rows
+
+
+def memory_probe(n: int, steps: int) -> None:
+    """Child process: train briefly, evaluate ``n`` MNIST images (train and test images
+    together when ``n`` exceeds the test split; only memory is measured), print peak RSS."""
+    from robustlab import AttackSpec, evaluate, load
+    from robustlab.models import build_model, train
+
+    data = load(f"idx:{MNIST_DIR}", split=8000)
+    model = build_model(data.input_shape, data.num_classes, seed=0)
+    train(model, data, epochs=1, seed=0)
+    x = np.concatenate([data.x_test, data.x_train])[:n]
+    y = np.concatenate([data.y_test, data.y_train])[:n]
+    result = evaluate(model, (x, y), [AttackSpec("fgsm"), AttackSpec("pgd", steps=steps)],
+                      "0, 0.1, 0.3", seed=0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"n": result.n_examples, "peak_rss_bytes": peak, "steps": steps,
+                      "seconds": result.seconds}))
+
+
+def memory_table(quick: bool) -> dict[str, Any]:
+    n, steps = (500, 4) if quick else (10_000, 40)
+    proc = subprocess.run([sys.executable, __file__, "--memory-probe", str(n), str(steps)],
+                          capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
+def machine() -> dict[str, Any]:
+    from robustlab._env import device_info, package_versions
+
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {"platform": platform.platform(), "processor": platform.processor(),
+            "cpus": os.cpu_count(), "memory_gib": round(mem / 2**30, 1),
+            "device": device_info(), "versions": package_versions(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def markdown(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    lines = ["# robustlab benchmarks", "",
+             f"Written by `benchmarks/bench.py{' --quick' if res['quick'] else ''}` on "
+             f"{m['date']} (median of {res['repeats']} runs after a warm-up).", "",
+             "## Machine", "",
+             f"- {m['platform']}, {m['cpus']} CPUs, {m['memory_gib']} GiB; device: "
+             f"{m['device']['type']} ({m['device']['name']})",
+             "- " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), ""]
+    if res["device_note"]:
+        lines += [f"**{res['device_note']}**", ""]
+    if res["mnist_missing"]:
+        lines += [f"**MNIST rows skipped: {res['mnist_missing']}.**", ""]
+    lines += ["## PGD step cost vs the forward+backward floor", "",
+              "L∞ PGD with a random start, every step on every example (native with "
+              "`early_stop=False`). ms per step for the whole batch; ratio to the floor.", "",
+              "| workload | N | steps | floor ms | native | CleverHans | ART | "
+              "native vs CH | native vs ART |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["per_step"]:
+        ms, vf, sp = r["ms_per_step"], r["vs_floor"], r["native_speedup"]
+        lines.append(
+            f"| {r['workload']} | {r['n']} | {r['steps']} | {ms['floor']:.1f} | "
+            f"{ms['native']:.1f} ({vf['native']:.3f}×) | {ms['cleverhans']:.1f} "
+            f"({vf['cleverhans']:.3f}×) | {ms['art']:.1f} ({vf['art']:.3f}×) | "
+            f"{sp['cleverhans']:.2f}× faster | {sp['art']:.2f}× faster |")
+    c = res.get("curve")
+    if c:
+        s = c["seconds"]
+        pts = c["points"]
+        above = [p for p in pts if p["native"] > p["cleverhans"]]
+        lines += ["", "## Robustness curve", "",
+                  f"{len(pts)} ε values × PGD-{c['steps']} (1 random start) on the last "
+                  f"{c['n']} images of {c['workload']} (clean accuracy {c['clean']:.2%}). "
+                  "Native: `evaluate` (ε in increasing order, examples already fooled not "
+                  "attacked again, early stop); native independent: the same with "
+                  "`reuse=False`; CleverHans: `projected_gradient_descent` on all images at "
+                  f"each ε. Accuracies are means over the {res['repeats']} timed runs, each "
+                  "with new random starts (range in brackets).", "",
+                  f"- native curve **{s['native']:.1f} s**; native independent per ε "
+                  f"{s['independent']:.1f} s; CleverHans per ε {s['cleverhans']:.1f} s",
+                  f"- native curve is **{c['speedup_vs_cleverhans']:.2f}× faster than "
+                  f"CleverHans** ({c['speedup_vs_independent']:.2f}× from reuse alone)",
+                  f"- bound for any exact curve: the examples that stay robust cost "
+                  f"{c['exact_bound_seconds']:.1f} s at the floor (one full PGD run: "
+                  f"{c['floor_run_seconds']:.2f} s × Σ robust fraction), so no exact curve "
+                  f"can be more than **{c['exact_bound_vs_cleverhans']:.2f}×** faster than "
+                  "CleverHans on this model and grid",
+                  f"- reuse never above the independent native runs (same seeds): "
+                  f"**{'yes' if c['never_above_independent'] else 'NO'}**",
+                  "- native mean robust accuracy ≤ CleverHans mean at every ε: "
+                  + ("**yes**" if not above else "**no** at ε " + ", ".join(
+                      f"{p['epsilon']:g} (+{100 * (p['native'] - p['cleverhans']):.2f} pt)"
+                      for p in above)), "",
+                  "| ε | native | native independent | CleverHans | examples attacked |",
+                  "|---|---|---|---|---|"]
+
+        def cell(p: dict[str, Any], k: str) -> str:
+            lo, hi = p[f"{k}_range"]
+            return f"{p[k]:.2%} [{lo:.2%}, {hi:.2%}]"
+
+        for p in pts:
+            lines.append(f"| {p['epsilon']:g} | {cell(p, 'native')} | "
+                         f"{cell(p, 'independent')} | {cell(p, 'cleverhans')} | "
+                         f"{p['attacked']} |")
+    lines += ["", "## FGSM throughput (images/s)", "", "| workload | N | native | CleverHans |"
+              " ART |", "|---|---|---|---|---|"]
+    for r in res["fgsm"]:
+        ips = r["images_per_s"]
+        lines.append(f"| {r['workload']} | {r['n']} | {ips['native']:,.0f} | "
+                     f"{ips['cleverhans']:,.0f} | {ips['art']:,.0f} |")
+    lines += ["", f"## Scaling (native PGD, all steps, {res['scaling_workload']})", "",
+              "| N | steps | seconds | µs per example-step |", "|---|---|---|---|"]
+    for r in res["scaling"]:
+        lines.append(f"| {r['n']} | {r['steps']} | {r['seconds']:.2f} | "
+                     f"{r['us_per_example_step']:.1f} |")
+    mem = res.get("memory")
+    if mem:
+        lines += ["", "## Peak memory", "",
+                  f"`evaluate` of FGSM + PGD-{mem['steps']} at ε 0.1 and 0.3 on {mem['n']:,} "
+                  f"MNIST images "
+                  f"with the automatic batch size, in a fresh process: peak RSS "
+                  f"**{mem['peak_rss_bytes'] / 2**30:.2f} GiB** (includes TensorFlow itself);"
+                  f" {mem['seconds']:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs (default 3)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    parser.add_argument("--memory-probe", type=int, nargs=2, default=None,
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_probe:
+        memory_probe(*args.memory_probe)
+        return 0
+
+    from robustlab._io import write_json, write_text
+
+    repeats = args.repeats or (1 if args.quick else 3)
+    res: dict[str, Any] = {"quick": args.quick, "repeats": repeats, "machine": machine()}
+    res["device_note"] = None if res["machine"]["device"]["type"] == "GPU" else \
+        "No GPU on this machine: GPU figures (target: ≥3× faster than CleverHans on the small " \
+        "models) were not measured."
+    print("training / building models", flush=True)
+    loads, res["mnist_missing"] = workloads(args.quick)
+    print("per-step cost", flush=True)
+    res["per_step"] = per_step_table(loads, repeats)
+    curve_load = loads[1] if not res["mnist_missing"] else loads[0]
+    print("robustness curve", flush=True)
+    res["curve"] = curve_table(
+        curve_load, CURVE_EPSILONS[:3] if args.quick else CURVE_EPSILONS,
+        steps=4 if args.quick else 40, n=64 if args.quick else 2000, repeats=repeats)
+    print("FGSM throughput", flush=True)
+    res["fgsm"] = fgsm_table(loads, repeats)
+    print("scaling", flush=True)
+    res["scaling_workload"] = curve_load["name"]
+    res["scaling"] = scaling_table(curve_load, args.quick, repeats)
+    if not res["mnist_missing"]:
+        print("peak memory", flush=True)
+        res["memory"] = memory_table(args.quick)
+    out = Path(args.out)
+    write_text(out, markdown(res))
+    write_json(out.with_suffix(".json"), res)
+    print(f"wrote {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Smoke test of the benchmark script: it runs end to end at tiny sizes and writes its
+tables. (Timings are never asserted in the test suite; benchmarks/RESULTS.md holds them.)"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+
+@pytest.mark.slow
+def test_benchmark_quick_run_writes_the_tables(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--quick",
+                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text(encoding="utf-8")
+    for heading in ("## Machine", "## PGD step cost vs the forward+backward floor",
+                    "## Robustness curve", "## FGSM throughput", "## Scaling"):
+        assert heading in text
+    res = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    names = [row["workload"] for row in res["per_step"]]
+    assert names[0].startswith("digits") and names[-1].startswith("ResNet")
+    for row in res["per_step"]:
+        assert set(row["vs_floor"]) == {"floor", "native", "cleverhans", "art"}
+        assert all(v > 0 for v in row["ms_per_step"].values())
+    curve = res["curve"]
+    assert [p["epsilon"] for p in curve["points"]] == [0.05, 0.1, 0.15]
+    # reuse never reports a higher robust accuracy than the independent native runs
+    assert all(p["native"] <= p["independent"] for p in curve["points"])
+    assert res["machine"]["versions"]["cleverhans"] != "missing"
