@@ -24,7 +24,7 @@ def test_benchmark_quick_run_writes_the_tables(tmp_path):
     names = [row["workload"] for row in res["per_step"]]
     assert names[0].startswith("digits") and names[-1].startswith("ResNet")
     for row in res["per_step"]:
-        assert set(row["vs_floor"]) == {"floor", "native", "cleverhans", "art"}
+        assert set(row["vs_floor"]) == {"floor", "native", "native_default", "cleverhans", "art"}
         assert all(v > 0 for v in row["ms_per_step"].values())
     curve = res["curve"]
     assert [p["epsilon"] for p in curve["points"]] == [0.05, 0.1, 0.15]

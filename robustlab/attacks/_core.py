@@ -44,11 +44,14 @@ def parse_norm(value: Any, name: str = "norm") -> Norm:
 
 
 class Loss(str, Enum):
-    """Loss the attack ascends: cross-entropy on logits, or the scale-invariant margin
-    ``max_{j != y} z_j - z_y`` (Carlini & Wagner 2017, https://arxiv.org/abs/1608.04644)."""
+    """Loss the attack ascends: cross-entropy on logits, the scale-invariant margin
+    ``max_{j != y} z_j - z_y`` (Carlini & Wagner 2017, https://arxiv.org/abs/1608.04644), or
+    ``kl``: KL(softmax(reference) ‖ softmax(z)) against reference logits instead of labels
+    (TRADES' inner maximisation, Zhang et al. 2019, https://arxiv.org/abs/1901.08573)."""
 
     CE = "ce"
     MARGIN = "margin"
+    KL = "kl"
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,18 @@ def per_example_loss(logits: Any, y: Any, loss: Loss, targeted: bool) -> Any:
     """The quantity the attack maximises, one value per example, shape ``(N,)``.
 
     Untargeted: cross-entropy of the true label (or the margin of the best other class).
-    Targeted: minus the cross-entropy of the target (or the target's margin).
+    Targeted: minus the cross-entropy of the target (or the target's margin). For
+    ``Loss.KL``, ``y`` holds reference logits ``(N, K)`` and the loss is the KL divergence of
+    the model's distribution from the reference one.
     """
     import tensorflow as tf
 
     logits = tf.cast(logits, tf.float32)
+    if loss is Loss.KL:
+        ref = tf.cast(y, tf.float32)
+        kl = tf.reduce_sum(tf.nn.softmax(ref) * (tf.nn.log_softmax(ref)
+                                                 - tf.nn.log_softmax(logits)), axis=-1)
+        return -kl if targeted else kl
     if loss is Loss.CE:
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
         return -ce if targeted else ce
@@ -258,18 +268,42 @@ def score_fn(model: Any, loss: Loss, targeted: bool, jit: bool) -> Callable[...,
     return compiled(model, ("score", loss, targeted, jit), build)
 
 
+def ascent_steps(model: Any, x_adv: Any, x: Any, y: Any, *, steps: int, epsilon: Any,
+                 step_size: Any, low: Any, high: Any, norm: Norm, loss: Loss,
+                 targeted: bool = False, best: Any = None, found: Any = None
+                 ) -> Any:
+    """``steps`` projected steepest-ascent steps from ``x_adv`` (TensorFlow ops, traced into
+    the caller's graph): each ascends the attack loss by ``step_size`` along
+    :func:`steepest_direction` and projects onto the threat model (:func:`project`).
+
+    Without ``best``/``found`` returns the last iterate (as adversarial training uses it).
+    With them (``(N, H, W, C)`` and ``(N,)`` bool), also tracks each example's first iterate
+    that fooled the model, read off the logits of the forward pass the gradient needs anyway
+    (free), and returns ``(x_adv, best, found)``; whether the returned ``x_adv`` fools the
+    model is not yet known. Tracking needs labels ``y`` (not ``Loss.KL``).
+    """
+    import tensorflow as tf
+
+    track = found is not None
+    for _ in range(steps):
+        grad, logits = input_gradient(model, x_adv, y, loss, targeted)
+        if track:
+            pred = tf.argmax(logits, axis=-1, output_type=y.dtype)
+            success = tf.equal(pred, y) if targeted else tf.not_equal(pred, y)
+            best = tf.where((success & ~found)[:, None, None, None], x_adv, best)
+            found = found | success
+        moved = x_adv + step_size * steepest_direction(grad, norm)
+        x_adv = project(moved, x, epsilon, norm, low, high)
+    return (x_adv, best, found) if track else x_adv
+
+
 def ascent_fn(model: Any, norm: Norm, loss: Loss, targeted: bool, jit: bool, steps: int
               ) -> Callable[..., Any]:
-    """Compiled ``steps`` projected steepest-ascent steps (unrolled in one graph, so no host
-    round trip between them), shared by FGSM (one step of size ε) and PGD.
+    """:func:`ascent_steps` with first-success tracking, compiled once per model and
+    setting, all ``steps`` unrolled in one graph (no host round trip between them); shared
+    by FGSM (one step of size ε from ``x``) and PGD (chunks of steps).
 
-    ``(x_adv, best, found, x, y, epsilon, step_size, low, high) -> (x_adv', best', found')``:
-    each step ascends the attack loss by ``step_size`` along :func:`steepest_direction` and
-    projects onto the threat model (:func:`project`). ``found`` (N,) bool marks examples
-    whose iterate has fooled the model and ``best`` holds that first fooling iterate; both are
-    read off the
-    logits of the forward pass the gradient needs anyway, so tracking them is free. Whether
-    the returned ``x_adv'`` fools the model is not yet known (it is scored by the next call).
+    ``(x_adv, best, found, x, y, epsilon, step_size, low, high) -> (x_adv', best', found')``.
     """
     import tensorflow as tf
 
@@ -277,15 +311,9 @@ def ascent_fn(model: Any, norm: Norm, loss: Loss, targeted: bool, jit: bool, ste
         @tf.function(jit_compile=jit, reduce_retracing=True)
         def ascend(x_adv: Any, best: Any, found: Any, x: Any, y: Any, epsilon: Any,
                    step_size: Any, low: Any, high: Any) -> tuple[Any, Any, Any]:
-            for _ in range(steps):
-                grad, logits = input_gradient(model, x_adv, y, loss, targeted)
-                pred = tf.argmax(logits, axis=-1, output_type=y.dtype)
-                success = tf.equal(pred, y) if targeted else tf.not_equal(pred, y)
-                best = tf.where((success & ~found)[:, None, None, None], x_adv, best)
-                found = found | success
-                moved = x_adv + step_size * steepest_direction(grad, norm)
-                x_adv = project(moved, x, epsilon, norm, low, high)
-            return x_adv, best, found
+            return ascent_steps(model, x_adv, x, y, steps=steps, epsilon=epsilon,
+                                step_size=step_size, low=low, high=high, norm=norm,
+                                loss=loss, targeted=targeted, best=best, found=found)
         return ascend
 
     return compiled(model, ("ascent", norm, loss, targeted, jit, steps), build)

@@ -166,6 +166,9 @@ def run_attack(impl: BatchAttack, model: Any, x: Any, y: Any, *, threat: ThreatM
     has the input's shape and dtype.
     """
     loss = parse_enum("loss", loss, Loss)
+    if loss is Loss.KL:
+        raise ValidationError("expected loss 'ce' or 'margin' for an attack on labels, got "
+                              "'kl' (it compares with reference logits: adversarial training)")
     restarts = check_int("restarts", restarts, low=1)
     seed = check_seed(seed)
     if restarts > 1 and not random_start:
