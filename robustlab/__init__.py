@@ -26,7 +26,12 @@ _EXPORTS = {
     "fgsm": "robustlab.attacks", "pgd": "robustlab.attacks",
     "AttackSpec": "robustlab.attacks", "parse_attacks": "robustlab.attacks",
     "evaluate": "robustlab.evaluate", "EvaluationResult": "robustlab.evaluate",
+    "compare": "robustlab.evaluate", "Comparison": "robustlab.evaluate",
     "write_report": "robustlab.report", "render_html": "robustlab.report",
+    "write_comparison": "robustlab.report",
+    "train_adversarial": "robustlab.training", "load_or_harden": "robustlab.training",
+    "AdversarialModel": "robustlab.training", "TrainingConfig": "robustlab.training",
+    "OverfitGuard": "robustlab.training",
     "run_notebook": "robustlab.runner",
     "RobustlabError": "robustlab.errors", "ValidationError": "robustlab.errors",
 }
@@ -36,9 +41,14 @@ __all__ = [*_EXPORTS, "setup_logging", "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
+        module = importlib.import_module(_EXPORTS[name])
+        # Bind every export of that module now: importing a submodule sets the package
+        # attribute of the same name (robustlab.evaluate the module), which would otherwise
+        # shadow the function of that name for good.
+        for export, where in _EXPORTS.items():
+            if where == _EXPORTS[name]:
+                globals()[export] = getattr(module, export)
+        return globals()[name]
     raise AttributeError(f"module 'robustlab' has no attribute {name!r}")
 
 

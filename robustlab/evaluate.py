@@ -32,7 +32,7 @@ from robustlab.errors import RobustlabError, ValidationError
 from robustlab.models import num_outputs
 
 __all__ = ["evaluate", "EvaluationResult", "CurvePoint", "AttackCurve", "Example",
-           "wilson_interval"]
+           "wilson_interval", "compare", "Comparison"]
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,8 @@ class Example:
 @dataclass(frozen=True, eq=False)
 class EvaluationResult:
     """Everything a robustness report shows. ``example_images`` (clean and adversarial
-    arrays of the shown examples) stays out of ``to_dict()``."""
+    arrays of the shown examples) and ``robust_mask`` (``(n_examples, len(epsilons))`` bool:
+    example ``i`` survived every attack at ``epsilons[j]``) stay out of ``to_dict()``."""
 
     dataset: dict[str, Any]
     model: dict[str, Any]
@@ -125,10 +126,12 @@ class EvaluationResult:
     parameters: dict[str, Any] = field(default_factory=dict)
     examples: tuple[Example, ...] = ()
     example_images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    robust_mask: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (no arrays, no NaN)."""
-        out = {k: v for k, v in asdict(self).items() if k != "example_images"}
+        out = {k: v for k, v in asdict(self).items()
+               if k not in ("example_images", "robust_mask")}
         out["clean_ci"] = list(self.clean_ci)
         return out
 
@@ -296,10 +299,12 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
                     tuple(make_point(e, robust[spec][e], stats[spec][e]) for e in eps_list))
         for spec in specs)
     worst_points = []
-    for eps in eps_list:
+    mask = np.zeros((n_total, len(eps_list)), bool)
+    for j, eps in enumerate(eps_list):
         correct = clean_correct.copy()
         for spec in specs:
             correct &= robust[spec][eps]
+        mask[:, j] = correct
         worst_points.append(make_point(eps, correct, None))
     worst = AttackCurve("worst case over attacks", {"attacks": [s.label for s in specs]},
                         tuple(worst_points))
@@ -312,7 +317,7 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
         clean_ci=wilson_interval(n_clean, n_total), curves=curves, worst_case=worst,
         seed=seed, versions=package_versions(), device=dict(device_info()),
         seconds=time.perf_counter() - start_time, parameters=dict(parameters or {}),
-        examples=examples, example_images=images)
+        examples=examples, example_images=images, robust_mask=mask)
     log.info("evaluation done in %.1f s", result.seconds)
     return result
 
@@ -346,3 +351,68 @@ def _examples(model: Any, x: np.ndarray, y: np.ndarray, clean_logits: np.ndarray
         adv_confidence=float(adv_prob[j].max()), epsilon=float(eps), attack=attack)
         for j, i in enumerate(idx))
     return examples, {"clean": x[idx], "adversarial": x_adv}
+
+
+@dataclass(frozen=True, eq=False)
+class Comparison:
+    """Several models evaluated the same way (same data, attacks, ε): for side-by-side
+    reports. The first model is the reference ("baseline").
+
+    ``focus_epsilon`` is the ε > 0 where the best model gains most worst-case accuracy over
+    the baseline; ``gained[name]`` lists examples (indices into the evaluated test examples)
+    that the baseline gets wrong under attack at that ε and model ``name`` gets right.
+    """
+
+    names: tuple[str, ...]
+    results: tuple[EvaluationResult, ...]
+    training_seconds: tuple[float | None, ...]
+    focus_epsilon: float
+    gained: dict[str, tuple[int, ...]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"names": list(self.names), "focus_epsilon": self.focus_epsilon,
+                "training_seconds": list(self.training_seconds),
+                "gained": {k: list(v) for k, v in self.gained.items()},
+                "results": {n: r.to_dict() for n, r in zip(self.names, self.results,
+                                                           strict=True)}}
+
+    def _repr_html_(self) -> str:
+        from robustlab.report import render_comparison_summary_html
+
+        return render_comparison_summary_html(self)
+
+
+def compare(results: dict[str, EvaluationResult], *,
+            training_seconds: dict[str, float | None] | None = None,
+            n_show: int = 8) -> Comparison:
+    """Put evaluations of several models side by side (the first is the baseline).
+
+    Raises :class:`ValidationError` unless all were made on the same examples, norm, ε list
+    and attacks (otherwise their numbers are not comparable).
+    """
+    if len(results) < 2:
+        raise ValidationError(f"expected at least two results to compare, got {len(results)}")
+    names, items = tuple(results), tuple(results.values())
+    ref = items[0]
+    for name, res in zip(names[1:], items[1:], strict=True):
+        for what, a, b in (("epsilons", ref.epsilons, res.epsilons), ("norm", ref.norm, res.norm),
+                           ("n_examples", ref.n_examples, res.n_examples),
+                           ("dataset", ref.dataset.get("name"), res.dataset.get("name")),
+                           ("attacks", [c.label for c in ref.curves],
+                            [c.label for c in res.curves])):
+            if a != b:
+                raise ValidationError(f"expected every result to share {what} with "
+                                      f"{names[0]!r} ({a}), got {b} for {name!r}")
+    positive = [j for j, e in enumerate(ref.epsilons) if e > 0] or [len(ref.epsilons) - 1]
+    gain = [max(r.worst_case.points[j].accuracy for r in items[1:])
+            - ref.worst_case.points[j].accuracy for j in positive]
+    focus = positive[int(np.argmax(gain))]
+    gained: dict[str, tuple[int, ...]] = {}
+    if ref.robust_mask is not None:
+        for name, res in zip(names[1:], items[1:], strict=True):
+            if res.robust_mask is not None:
+                idx = np.flatnonzero(~ref.robust_mask[:, focus] & res.robust_mask[:, focus])
+                gained[name] = tuple(int(i) for i in idx[:n_show])
+    seconds = tuple((training_seconds or {}).get(n) for n in names)
+    return Comparison(names=names, results=items, training_seconds=seconds,
+                      focus_epsilon=float(ref.epsilons[focus]), gained=gained)

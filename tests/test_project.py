@@ -1,6 +1,8 @@
 """The project's own promises: dependencies agree, README commands exist, no print()."""
 
 import re
+import subprocess
+import sys
 
 import tomllib
 import yaml
@@ -35,3 +37,10 @@ def test_library_never_prints():
     offenders = [str(p) for p in (ROOT / "robustlab").rglob("*.py")
                  if p.name != "cli.py" and re.search(r"^\s*print\(", p.read_text(), re.M)]
     assert offenders == []
+
+
+def test_lazy_exports_survive_submodule_imports():
+    code = ("import robustlab as rl; rl.compare; import robustlab.evaluate; "
+            "assert callable(rl.evaluate), rl.evaluate; assert callable(rl.compare)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

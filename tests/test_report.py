@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import pytest
 
+from robustlab.errors import ValidationError
 from robustlab.evaluate import evaluate
 from robustlab.report import render_html, write_report
 
@@ -54,3 +55,24 @@ def test_hostile_strings_are_escaped(result):
 def test_repr_html(result):
     fragment = result._repr_html_()
     assert "<table" in fragment and "PGD-40" in fragment and "<script" not in fragment
+
+
+def test_comparison_report(digits_model, digits, tmp_path):
+    from robustlab.evaluate import compare, evaluate
+    from robustlab.report import write_comparison
+
+    kwargs = dict(attacks="fgsm", epsilons="0, 0.1, 0.2", n=60)
+    a = evaluate(digits_model, digits, **kwargs)
+    b = evaluate(digits_model, digits, **kwargs)
+    comp = compare({"<b>base</b>": a, "same": b}, training_seconds={"same": 1.5})
+    assert comp.focus_epsilon in (0.1, 0.2) and comp.gained == {"same": ()}
+    paths = write_comparison(comp, tmp_path, digits.x_test[:60], digits.y_test[:60])
+    html = paths["html"].read_text(encoding="utf-8")
+    assert "&lt;b&gt;base&lt;/b&gt;" in html and "<b>base</b>" not in html
+    assert "<script" not in html and "Content-Security-Policy" in html
+    assert json.loads(paths["json"].read_text())["training_seconds"] == [None, 1.5]
+    with pytest.raises(ValidationError, match="share epsilons"):
+        compare({"a": a, "b": evaluate(digits_model, digits, attacks="fgsm", epsilons="0, 0.1",
+                                       n=60)})
+    with pytest.raises(ValidationError, match="at least two"):
+        compare({"a": a})

@@ -16,9 +16,10 @@ from typing import Any
 from markupsafe import Markup
 
 from robustlab._io import write_json, write_text
-from robustlab.report.plots import curves_png, examples_png
+from robustlab.report.plots import comparison_png, curves_png, examples_png, gained_png
 
-__all__ = ["render_html", "render_summary_html", "write_report", "CSS"]
+__all__ = ["render_html", "render_summary_html", "write_report", "render_comparison_html",
+           "render_comparison_summary_html", "write_comparison", "CSS"]
 
 CSS = (resources.files(__package__) / "templates" / "report.css").read_text("utf-8")
 
@@ -45,12 +46,18 @@ def _csp() -> str:
             "base-uri 'none'; form-action 'none'")
 
 
-def _context(result: Any) -> dict[str, Any]:
-    class_names = result.dataset.get("class_names") or [
-        str(i) for i in range(result.model["num_classes"])]
+def _page() -> dict[str, Any]:
     # CSS and CSP are robustlab's own constants (no user data), so they go in unescaped.
-    css, csp = Markup(CSS), Markup(_csp())  # noqa: S704
-    return {"r": result, "class_names": class_names, "css": css, "csp": csp,
+    return {"css": Markup(CSS), "csp": Markup(_csp())}  # noqa: S704
+
+
+def _class_names(result: Any) -> list[str]:
+    return result.dataset.get("class_names") or [
+        str(i) for i in range(result.model["num_classes"])]
+
+
+def _context(result: Any) -> dict[str, Any]:
+    return {"r": result, "class_names": _class_names(result), **_page(),
             "params": sorted(result.parameters.items()),
             "versions": sorted(result.versions.items())}
 
@@ -78,3 +85,35 @@ def write_report(result: Any, out_dir: str | Path) -> dict[str, Path]:
     paths = {"json": write_json(out / "report.json", result.to_dict()),
              "html": write_text(out / "report.html", render_html(result))}
     return paths
+
+
+def render_comparison_summary_html(comparison: Any) -> str:
+    """The comparison's table, for Jupyter's rich display."""
+    return _environment().get_template("compare_summary.html.j2").render(c=comparison)
+
+
+def render_comparison_html(comparison: Any, x: Any = None, y: Any = None) -> str:
+    """The self-contained comparison page; ``x``, ``y`` (the evaluated test examples) add
+    the images of what hardening bought."""
+    import numpy as np
+
+    gained = None
+    if x is not None and y is not None:
+        gained = gained_png(comparison, np.asarray(x), np.asarray(y),
+                            _class_names(comparison.results[0]))
+    return _environment().get_template("compare.html.j2").render(
+        c=comparison, curves_uri=_data_uri(comparison_png(comparison)),
+        gained_uri=_data_uri(gained), **_page())
+
+
+def write_comparison(comparison: Any, out_dir: str | Path, x: Any = None, y: Any = None
+                     ) -> dict[str, Path]:
+    """Write ``comparison.json`` and ``comparison.html`` into ``out_dir`` (atomically).
+
+    Returns ``{"json": path, "html": path}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return {"json": write_json(out / "comparison.json", comparison.to_dict()),
+            "html": write_text(out / "comparison.html",
+                               render_comparison_html(comparison, x, y))}

@@ -69,3 +69,52 @@ def examples_png(result: Any, class_names: list[str] | None = None) -> bytes | N
                          color="crimson" if row == 1 and ex.adv_pred != ex.label else "black")
             ax.axis("off")
     return _png(fig)
+
+
+def comparison_png(comparison: Any) -> bytes:
+    """Worst-case robust accuracy (%) vs ε of every compared model, with 95% CI bands."""
+    fig = _figure(6.4, 4.0)
+    ax = fig.subplots()
+    for name, result in zip(comparison.names, comparison.results, strict=True):
+        points = result.worst_case.points
+        eps = [p.epsilon for p in points]
+        line, = ax.plot(eps, [100 * p.accuracy for p in points], marker="o", label=name)
+        ax.fill_between(eps, [100 * p.ci_low for p in points],
+                        [100 * p.ci_high for p in points], alpha=0.15, color=line.get_color())
+    ax.axvline(comparison.focus_epsilon, color="grey", linestyle=":", linewidth=1)
+    first = comparison.results[0]
+    ax.set_xlabel(f"ε ({first.norm}, pixel units)")
+    ax.set_ylabel("worst-case accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(f"Worst case over {', '.join(c.label for c in first.curves)}")
+    return _png(fig)
+
+
+def gained_png(comparison: Any, x: np.ndarray, y: np.ndarray,
+               class_names: list[str] | None = None) -> bytes | None:
+    """Rows of clean images (one row per model) that the baseline gets wrong under attack
+    at the focus ε and that model gets right; None when there are none."""
+    rows = [(name, idx) for name, idx in comparison.gained.items() if idx]
+    if not rows:
+        return None
+    cols = max(len(idx) for _, idx in rows)
+    names = class_names or [str(i) for i in range(int(y.max()) + 1)]
+    fig = _figure(1.6 * cols, 1.9 * len(rows))
+    axes = np.atleast_2d(fig.subplots(len(rows), cols, squeeze=False))
+    for r, (name, idx) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c >= len(idx):
+                continue
+            img = np.clip(x[idx[c]], 0.0, 1.0)
+            if img.shape[-1] == 1:
+                ax.imshow(img[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+            else:
+                ax.imshow(img)
+            ax.set_title(f"#{idx[c]} label {names[int(y[idx[c]])]}", fontsize=7)
+        axes[r, 0].text(-0.15, 0.5, name, transform=axes[r, 0].transAxes, rotation=90,
+                        va="center", ha="right", fontsize=8)
+    return _png(fig)

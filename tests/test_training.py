@@ -1,0 +1,183 @@
+"""Adversarial training inside Keras fit: the crafted batches respect the threat model, the
+methods harden a model, the guard catches collapse, and an interrupted run resumes."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+from conftest import ROOT, accuracy
+
+from robustlab.attacks import pgd
+from robustlab.attacks._core import perturbation_norms
+from robustlab.errors import RobustlabWarning, ValidationError
+from robustlab.training import (
+    AdversarialModel,
+    Checkpoint,
+    OverfitGuard,
+    TrainingConfig,
+    train_adversarial,
+)
+
+
+def fresh_model(seed=0):
+    from robustlab.models import build_small_cnn
+
+    return build_small_cnn((8, 8, 1), 10, seed=seed)
+
+
+@pytest.mark.parametrize("method", ["pgd", "fgsm_rs", "trades"])
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.2), ("l2", 1.0)])
+def test_crafted_batches_stay_in_the_threat_model(digits_model, digits, method, norm, eps):
+    import tensorflow as tf
+
+    trainer = AdversarialModel(digits_model, TrainingConfig(method, epsilon=eps, norm=norm,
+                                                            steps=3))
+    x, y = digits.x_test[:64], digits.y_test[:64]
+    x_adv = trainer.craft(tf.constant(x), tf.constant(y.astype(np.int64))).numpy()
+    linf, l2 = perturbation_norms(x_adv, x)
+    used = linf if norm == "linf" else l2
+    assert used.max() <= eps * (1 + 1e-5) + 1e-6 and used.max() > 0.3 * eps
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    if method != "trades":  # the CE attacks fool the standard model on many examples
+        assert accuracy(digits_model, x_adv, y) < accuracy(digits_model, x, y) - 0.1
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"method": "mart"}, "expected method to be one of"),
+    ({"epsilon": 0}, "epsilon > 0"),
+    ({"epsilon": -1}, "expected epsilon >= 0"),
+    ({"steps": 0}, "expected steps >= 1"),
+    ({"clean_fraction": 1.0}, "clean_fraction"),
+    ({"method": "trades", "clean_fraction": 0.5}, "clean_fraction=0"),
+    ({"ramp_epochs": -1}, "ramp_epochs"),
+    ({"norm": "l7"}, "expected norm"),
+])
+def test_bad_config_names_the_parameter(kwargs, match):
+    with pytest.raises(ValidationError, match=match):
+        TrainingConfig(**kwargs)
+
+
+def test_config_defaults_and_ramp():
+    assert TrainingConfig("fgsm_rs", epsilon=0.3).step_size == pytest.approx(0.375)
+    assert TrainingConfig("pgd", epsilon=0.3, steps=10).step_size == pytest.approx(0.075)
+    assert TrainingConfig("pgd", epsilon="8/255").epsilon == pytest.approx(8 / 255)
+    ramp = TrainingConfig("pgd", epsilon=0.3, ramp_epochs=3)
+    assert [ramp.epsilon_at(e) for e in range(5)] == pytest.approx([0.1, 0.2, 0.3, 0.3, 0.3])
+    assert TrainingConfig("standard", epsilon=0).epsilon == 0
+
+
+def test_pgd_training_hardens_the_model(digits):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    base, _ = train_adversarial(fresh_model(), digits, method="standard", epochs=12,
+                                batch_size=64, seed=0)
+    hard, info = train_adversarial(fresh_model(), digits, method="pgd", epsilon=0.2, steps=5,
+                                   ramp_epochs=3, epochs=12, batch_size=64, seed=0)
+    x, y = digits.x_test[:200], digits.y_test[:200]
+    assert set(info.history) >= {"loss", "clean_accuracy", "adv_accuracy"}
+    assert len(info.history["loss"]) == 12 and info.seconds > 0
+    assert accuracy(hard, x, y) > 0.85
+    robust = {name: accuracy(m, pgd(m, x, y, epsilon=0.2, steps=20, seed=1), y)
+              for name, m in (("base", base), ("hard", hard))}
+    assert robust["hard"] > robust["base"] + 0.3, robust
+
+
+@pytest.mark.parametrize("method", ["fgsm_rs", "trades"])
+def test_other_methods_train(digits, method):
+    model, info = train_adversarial(fresh_model(), digits, method=method, epsilon=0.1,
+                                    steps=2, epochs=2, batch_size=128, guard=False)
+    assert all(np.isfinite(info.history["loss"]))
+    assert info.history["clean_accuracy"][-1] > info.history["clean_accuracy"][0]
+
+
+def test_guard_restores_the_best_weights_on_collapse(digits_model, digits):
+    import keras
+
+    model = keras.models.clone_model(digits_model)
+    model.set_weights(digits_model.get_weights())
+    guard = OverfitGuard(digits.x_test[:100], digits.y_test[:100], epsilon=0.05, steps=5,
+                         drop=0.2)
+    guard.set_model(model)
+    logs = {}
+    guard.on_epoch_end(0, logs)
+    good = [np.array(w) for w in model.get_weights()]
+    assert logs["guard_pgd_accuracy"] > 0.5
+    rng = np.random.default_rng(0)
+    model.set_weights([w + rng.normal(0, 0.5, w.shape) for w in good])  # a collapse
+    with pytest.warns(RobustlabWarning, match="catastrophic overfitting"):
+        guard.on_epoch_end(1, logs)
+    assert guard.collapsed_epoch == 1 and model.stop_training
+    for a, b in zip(model.get_weights(), good, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_checkpoint_from_other_settings_is_refused(digits, tmp_path):
+    small = digits.subset(n_train=200, n_test=50, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # a run that stops by itself keeps no checkpoint; fake an interrupted one
+        trainer = AdversarialModel(fresh_model(), TrainingConfig("pgd", epsilon=0.1))
+        trainer.compile()
+        trainer.fit(small.x_train, small.y_train, epochs=1, batch_size=100, verbose=0,
+                    callbacks=[Checkpoint(tmp_path, {"epsilon": 0.1})])
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["completed_epochs"] == 1
+    with pytest.raises(ValidationError, match="same training settings"):
+        train_adversarial(fresh_model(), small, method="pgd", epsilon=0.2, epochs=2,
+                          checkpoint_dir=tmp_path)
+
+
+SCRIPT = textwrap.dedent("""
+    import os, sys, json
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    import keras, numpy as np
+    from robustlab import load
+    from robustlab.models import build_small_cnn
+    from robustlab.training import train_adversarial
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == int(os.environ.get("KILL_AFTER", "0")):
+                os._exit(17)  # like a crash: no cleanup, no final save
+
+    out = sys.argv[1]
+    data = load("digits")
+    model, info = train_adversarial(
+        build_small_cnn((8, 8, 1), 10, seed=0), data, method="pgd", epsilon=0.15, steps=3,
+        epochs=5, batch_size=64, seed=0, checkpoint_dir=out + "/ckpt",
+        save_to=out + "/model.keras", callbacks=[Kill()])
+    acc = float(np.mean(np.argmax(model.predict(data.x_test, verbose=0), 1) == data.y_test))
+    print(json.dumps({"initial_epoch": info.initial_epoch, "ran": len(info.history["loss"]),
+                      "accuracy": acc}))
+""")
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_where_it_stopped(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+
+    def run(out, kill=0):
+        env = {**os.environ, "KILL_AFTER": str(kill)}
+        return subprocess.run([sys.executable, str(script), str(out)], capture_output=True,
+                              text=True, cwd=ROOT, env=env, timeout=600)
+
+    killed = run(tmp_path / "a", kill=3)
+    assert killed.returncode == 17, killed.stderr[-2000:]
+    record = json.loads((tmp_path / "a" / "ckpt" / "checkpoint.json").read_text())
+    assert record["completed_epochs"] == 3
+    assert not (tmp_path / "a" / "model.keras").exists()
+    resumed = run(tmp_path / "a")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    got = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert got["initial_epoch"] == 3 and got["ran"] == 2  # epochs 4 and 5 only
+    assert (tmp_path / "a" / "model.keras").is_file()
+    assert not (tmp_path / "a" / "ckpt").exists()  # removed once training completed
+    whole = run(tmp_path / "b")
+    ref = json.loads(whole.stdout.strip().splitlines()[-1])
+    assert ref["ran"] == 5 and got["accuracy"] >= ref["accuracy"] - 0.03, (got, ref)
