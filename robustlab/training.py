@@ -43,7 +43,8 @@ from robustlab.data import Dataset
 from robustlab.errors import ValidationError
 
 __all__ = ["Method", "TrainingConfig", "AdversarialModel", "OverfitGuard", "EpochLogger",
-           "Checkpoint", "TrainingResult", "train_adversarial", "load_or_harden"]
+           "Checkpoint", "TimeBudget", "TrainingResult", "train_adversarial",
+           "load_or_harden"]
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +306,26 @@ class EpochLogger(keras.callbacks.Callback):
                  time.perf_counter() - self._start)
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training after the first epoch that ends past ``seconds`` of training (a
+    budget: e.g. "the best model 5 minutes buy"). Sets ``stopped_epoch`` when it stops."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = check_float("max_seconds", seconds, low=0.0, low_open=True)
+        self.stopped_epoch: int | None = None
+        self._start = 0.0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if time.perf_counter() - self._start >= self.seconds:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+            log.info("time budget of %.0f s used up after epoch %d", self.seconds, epoch + 1)
+
+
 class OverfitGuard(keras.callbacks.Callback):
     """Watches PGD accuracy on a small held-out batch after every epoch and acts when it
     collapses, the sign of catastrophic overfitting in FGSM training (Wong et al. 2020, §5).
@@ -391,8 +412,8 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
                       epochs: int = 10, batch_size: int = 64, learning_rate: float = 1e-3,
                       seed: int = 0, checkpoint_dir: str | os.PathLike[str] | None = None,
                       save_to: str | os.PathLike[str] | None = None, guard: bool | None = None,
-                      guard_size: int = 256, callbacks: list[Any] | None = None
-                      ) -> tuple[Any, TrainingResult]:
+                      guard_size: int = 256, max_seconds: float | None = None,
+                      callbacks: list[Any] | None = None) -> tuple[Any, TrainingResult]:
     """Adversarially train ``model`` on ``data.x_train`` (in place) and return it.
 
     Args:
@@ -410,6 +431,7 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
         save_to: write the trained model here (``.keras``, atomically).
         guard: run :class:`OverfitGuard` (default: on for ``fgsm_rs``).
         guard_size: images in the guard batch.
+        max_seconds: stop after the first epoch that ends past this training time.
         callbacks: more Keras callbacks.
 
     Returns:
@@ -451,6 +473,8 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
         keras.utils.set_random_seed(cfg.seed + start_epoch)  # a fresh shuffle order
     if checkpoint_dir is not None:
         extra.insert(0, Checkpoint(checkpoint_dir, settings))
+    if max_seconds is not None:
+        extra.append(TimeBudget(max_seconds))
     start = time.perf_counter()
     history = trainer.fit(x, y, epochs=epochs, initial_epoch=min(start_epoch, epochs),
                           batch_size=batch_size, shuffle=True, verbose=0,

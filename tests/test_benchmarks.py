@@ -20,6 +20,10 @@ def test_benchmark_quick_run_writes_the_tables(tmp_path):
     for heading in ("## Machine", "## PGD step cost vs the forward+backward floor",
                     "## Robustness curve", "## FGSM throughput", "## Scaling"):
         assert heading in text
+    if res_has_mnist := "MNIST rows skipped" not in text:
+        for heading in ("## Adversarial training epochs", "## A hardened MNIST-8k model",
+                        "## Peak memory"):
+            assert heading in text
     res = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     names = [row["workload"] for row in res["per_step"]]
     assert names[0].startswith("digits") and names[-1].startswith("ResNet")
@@ -31,3 +35,6 @@ def test_benchmark_quick_run_writes_the_tables(tmp_path):
     # reuse never reports a higher robust accuracy than the independent native runs
     assert all(p["native"] <= p["independent"] for p in curve["points"])
     assert res["machine"]["versions"]["cleverhans"] != "missing"
+    if res_has_mnist:
+        assert set(res["training"]["seconds"]) == {"standard", "fgsm_rs", "pgd10", "art_pgd10"}
+        assert 0 <= res["budget"]["robust"] <= res["budget"]["clean"] <= 1
