@@ -43,8 +43,8 @@ from robustlab.data import Dataset
 from robustlab.errors import ValidationError
 
 __all__ = ["Method", "TrainingConfig", "AdversarialModel", "OverfitGuard", "EpochLogger",
-           "Checkpoint", "TimeBudget", "TrainingResult", "train_adversarial",
-           "load_or_harden"]
+           "EpochProgress", "Checkpoint", "TimeBudget", "TrainingResult",
+           "train_adversarial", "load_or_harden"]
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +306,35 @@ class EpochLogger(keras.callbacks.Callback):
                  time.perf_counter() - self._start)
 
 
+class EpochProgress(keras.callbacks.Callback):
+    """A ``tqdm.auto`` bar over each epoch's batches with the running metrics (a widget in
+    Jupyter, a text bar in a terminal). :func:`train_adversarial` uses it unless
+    ``ROBUSTLAB_PROGRESS=0`` (set by ``robustlab run``, where :class:`EpochLogger`'s one
+    line per epoch is the readable record)."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self._bar: Any = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=(self.params or {}).get("steps"), leave=False, unit="batch",
+                         desc=f"epoch {epoch + 1}/{self.epochs}")
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix({k: f"{float(v):.3f}" for k, v in (logs or {}).items()},
+                                  refresh=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
 class TimeBudget(keras.callbacks.Callback):
     """Stops training after the first epoch that ends past ``seconds`` of training (a
     budget: e.g. "the best model 5 minutes buy"). Sets ``stopped_epoch`` when it stops."""
@@ -475,6 +504,8 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
         extra.insert(0, Checkpoint(checkpoint_dir, settings))
     if max_seconds is not None:
         extra.append(TimeBudget(max_seconds))
+    if os.environ.get("ROBUSTLAB_PROGRESS", "1") != "0":
+        extra.append(EpochProgress(epochs))
     start = time.perf_counter()
     history = trainer.fit(x, y, epochs=epochs, initial_epoch=min(start_epoch, epochs),
                           batch_size=batch_size, shuffle=True, verbose=0,

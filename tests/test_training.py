@@ -181,3 +181,35 @@ def test_killed_training_resumes_where_it_stopped(tmp_path):
     whole = run(tmp_path / "b")
     ref = json.loads(whole.stdout.strip().splitlines()[-1])
     assert ref["ran"] == 5 and got["accuracy"] >= ref["accuracy"] - 0.03, (got, ref)
+
+
+def test_progress_bar_per_epoch_and_one_log_line(digits, capsys, caplog, monkeypatch):
+    import logging
+
+    monkeypatch.setenv("ROBUSTLAB_PROGRESS", "1")
+    small = digits.subset(n_train=256, n_test=32, seed=0)
+    with caplog.at_level(logging.INFO, logger="robustlab.training"):
+        train_adversarial(fresh_model(), small, method="standard", epochs=2, batch_size=64)
+    err = capsys.readouterr().err
+    assert "epoch 1/2" in err and "epoch 2/2" in err and "batch" in err  # the tqdm bars
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(lines) == 2 and "clean_accuracy" in lines[0]
+
+
+def test_time_budget_stops_training(digits):
+    model, info = train_adversarial(fresh_model(), digits, method="standard", epochs=50,
+                                    batch_size=64, max_seconds=0.01)
+    assert len(info.history["loss"]) == 1
+
+
+def test_trains_under_a_distribution_strategy(digits):
+    import tensorflow as tf
+
+    small = digits.subset(n_train=256, n_test=32, seed=0)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        trainer = AdversarialModel(fresh_model(), TrainingConfig("pgd", epsilon=0.1, steps=2))
+        trainer.compile(optimizer="adam")
+    history = trainer.fit(small.x_train, small.y_train, epochs=2, batch_size=64, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert set(history.history) == {"loss", "clean_accuracy", "adv_accuracy"}

@@ -20,25 +20,45 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def curves_png(result: Any) -> bytes:
-    """Robust accuracy (%) vs ε for each attack and the worst case, with 95% CI bands."""
+def _accuracy_plot(curves: list[tuple[str, Any, dict[str, Any]]], norm: str, ylabel: str,
+                   title: str, mark: float | None = None) -> bytes:
+    """Accuracy (%) vs ε, one line with its 95% CI band per ``(label, points, style)``."""
     fig = _figure(6.4, 4.0)
     ax = fig.subplots()
-    for curve in (*result.curves, result.worst_case):
-        eps = [p.epsilon for p in curve.points]
-        acc = [100 * p.accuracy for p in curve.points]
-        style = dict(color="black", linestyle="--") if curve is result.worst_case else {}
-        line, = ax.plot(eps, acc, marker="o", label=curve.label, **style)
-        ax.fill_between(eps, [100 * p.ci_low for p in curve.points],
-                        [100 * p.ci_high for p in curve.points], alpha=0.15,
-                        color=line.get_color())
-    ax.set_xlabel(f"ε ({result.norm}, pixel units)")
-    ax.set_ylabel("accuracy (%)")
+    for label, points, style in curves:
+        eps = [p.epsilon for p in points]
+        line, = ax.plot(eps, [100 * p.accuracy for p in points], marker="o", label=label,
+                        **style)
+        ax.fill_between(eps, [100 * p.ci_low for p in points],
+                        [100 * p.ci_high for p in points], alpha=0.15, color=line.get_color())
+    if mark is not None:
+        ax.axvline(mark, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel(f"ε ({norm}, pixel units)")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    ax.set_title(f"Robust accuracy on {result.n_examples} examples")
+    ax.set_title(title)
     return _png(fig)
+
+
+def _show(ax: Any, img: np.ndarray) -> None:
+    """Draw one image (H, W, 1 greyscale or H, W, 3 colour) in [0, 1], without axes."""
+    img = np.clip(img, 0.0, 1.0)
+    if img.shape[-1] == 1:
+        ax.imshow(img[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+    else:
+        ax.imshow(img)
+    ax.axis("off")
+
+
+def curves_png(result: Any) -> bytes:
+    """Robust accuracy (%) vs ε for each attack and the worst case, with 95% CI bands."""
+    curves = [(c.label, c.points, {}) for c in result.curves]
+    curves.append((result.worst_case.label, result.worst_case.points,
+                   dict(color="black", linestyle="--")))
+    return _accuracy_plot(curves, result.norm, "accuracy (%)",
+                          f"Robust accuracy on {result.n_examples} examples")
 
 
 def examples_png(result: Any, class_names: list[str] | None = None) -> bytes | None:
@@ -60,36 +80,21 @@ def examples_png(result: Any, class_names: list[str] | None = None) -> bytes | N
                   (0.5 + 0.5 * delta / scale, f"perturbation\n×{0.5 / scale:.1f}"))
         for row, (img, title) in enumerate(panels):
             ax = axes[row, j]
-            img = np.clip(img, 0.0, 1.0)
-            if img.shape[-1] == 1:
-                ax.imshow(img[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
-            else:
-                ax.imshow(img)
+            _show(ax, img)
             ax.set_title(title, fontsize=7,
                          color="crimson" if row == 1 and ex.adv_pred != ex.label else "black")
-            ax.axis("off")
     return _png(fig)
 
 
 def comparison_png(comparison: Any) -> bytes:
-    """Worst-case robust accuracy (%) vs ε of every compared model, with 95% CI bands."""
-    fig = _figure(6.4, 4.0)
-    ax = fig.subplots()
-    for name, result in zip(comparison.names, comparison.results, strict=True):
-        points = result.worst_case.points
-        eps = [p.epsilon for p in points]
-        line, = ax.plot(eps, [100 * p.accuracy for p in points], marker="o", label=name)
-        ax.fill_between(eps, [100 * p.ci_low for p in points],
-                        [100 * p.ci_high for p in points], alpha=0.15, color=line.get_color())
-    ax.axvline(comparison.focus_epsilon, color="grey", linestyle=":", linewidth=1)
+    """Worst-case robust accuracy (%) vs ε of every compared model, with 95% CI bands; a
+    dotted line marks the ε of the example grid."""
     first = comparison.results[0]
-    ax.set_xlabel(f"ε ({first.norm}, pixel units)")
-    ax.set_ylabel("worst-case accuracy (%)")
-    ax.set_ylim(-2, 102)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    ax.set_title(f"Worst case over {', '.join(c.label for c in first.curves)}")
-    return _png(fig)
+    curves = [(name, result.worst_case.points, {})
+              for name, result in zip(comparison.names, comparison.results, strict=True)]
+    return _accuracy_plot(curves, first.norm, "worst-case accuracy (%)",
+                          f"Worst case over {', '.join(c.label for c in first.curves)}",
+                          mark=comparison.focus_epsilon)
 
 
 def gained_png(comparison: Any, x: np.ndarray, y: np.ndarray,
@@ -109,11 +114,7 @@ def gained_png(comparison: Any, x: np.ndarray, y: np.ndarray,
             ax.axis("off")
             if c >= len(idx):
                 continue
-            img = np.clip(x[idx[c]], 0.0, 1.0)
-            if img.shape[-1] == 1:
-                ax.imshow(img[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
-            else:
-                ax.imshow(img)
+            _show(ax, x[idx[c]])
             ax.set_title(f"#{idx[c]} label {names[int(y[idx[c]])]}", fontsize=7)
         axes[r, 0].text(-0.15, 0.5, name, transform=axes[r, 0].transAxes, rotation=90,
                         va="center", ha="right", fontsize=8)
