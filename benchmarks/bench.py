@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = ROOT.parent / "shared" / "datasets" / "mnist-t10k"
 CURVE_EPSILONS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
+SECTIONS = ("engine", "curve", "fgsm", "scaling", "training", "budget", "memory")
 
 
 def step_size(eps: float, steps: int) -> float:
@@ -309,7 +310,7 @@ def training_table(data: Any, quick: bool, repeats: int) -> dict[str, Any]:
     from art.estimators.classification import TensorFlowV2Classifier
 
     from robustlab.models import build_model
-    from robustlab.training import AdversarialModel, TrainingConfig
+    from robustlab.training import AdversarialModel, TrainingConfig, training_dataset
 
     x, y = data.x_train, data.y_train.astype(np.int64)
     if quick:
@@ -320,9 +321,11 @@ def training_table(data: Any, quick: bool, repeats: int) -> dict[str, Any]:
     def model() -> Any:
         return build_model(data.input_shape, data.num_classes, seed=0)
 
+    full, part = training_dataset(x, y, batch), training_dataset(x[warm], y[warm], batch)
+
     def keras_epoch(m: Any) -> Callable[[], Any]:
-        m.fit(x[warm], y[warm], epochs=1, batch_size=batch, verbose=0)  # trace and compile
-        return lambda: m.fit(x, y, epochs=1, batch_size=batch, verbose=0, shuffle=True)
+        m.fit(part, epochs=1, verbose=0, shuffle=False)  # trace and compile
+        return lambda: m.fit(full, epochs=1, verbose=0, shuffle=False)
 
     plain = model()
     plain.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False,
@@ -437,7 +440,8 @@ def machine() -> dict[str, Any]:
 def markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
     lines = ["# robustlab benchmarks", "",
-             f"Written by `benchmarks/bench.py{' --quick' if res['quick'] else ''}` on "
+             f"Written by `benchmarks/bench.py{' --quick' if res['quick'] else ''}"
+             f"{' --sections ' + res['sections'] if res.get('sections') else ''}` on "
              f"{m['date']} (median of {res['repeats']} runs after a warm-up).", "",
              "## Machine", "",
              f"- {m['platform']}, {m['cpus']} CPUs, {m['memory_gib']} GiB; device: "
@@ -447,7 +451,14 @@ def markdown(res: dict[str, Any]) -> str:
         lines += [f"**{res['device_note']}**", ""]
     if res["mnist_missing"]:
         lines += [f"**MNIST rows skipped: {res['mnist_missing']}.**", ""]
-    lines += ["## PGD step cost vs the forward+backward floor", "",
+    if res.get("per_step"):
+        lines += _engine_lines(res["per_step"])
+    lines += _rest_lines(res)
+    return "\n".join(lines) + "\n"
+
+
+def _engine_lines(per_step: list[dict[str, Any]]) -> list[str]:
+    lines = ["## PGD step cost vs the forward+backward floor", "",
               "L∞ PGD with a random start, every step on every example (native with "
               "`early_stop=False`, so it does the peers' work). ms per step for the whole "
               "batch; in brackets the ratio to the floor (the same number of separate calls "
@@ -455,7 +466,7 @@ def markdown(res: dict[str, Any]) -> str:
               "which native's multi-step calls avoid).", "",
               "| workload | N | steps | floor ms | native | CleverHans | ART | "
               "native vs CH | native vs ART |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in res["per_step"]:
+    for r in per_step:
         ms, vf, sp = r["ms_per_step"], r["vs_floor"], r["native_speedup"]
         lines.append(
             f"| {r['workload']} | {r['n']} | {r['steps']} | {ms['floor']:.1f} | "
@@ -466,11 +477,16 @@ def markdown(res: dict[str, Any]) -> str:
               "leave the batch once fooled; the output is identical, see tests/test_engine.py)"
               ":", "", "| workload | ε | fooled | native s | native vs CH | native vs ART |",
               "|---|---|---|---|---|---|"]
-    for r in res["per_step"]:
+    for r in per_step:
         sp = r["default_speedup"]
         lines.append(f"| {r['workload']} | {r['eps']:.3g} | {r['fooled']:.0%} | "
                      f"{r['ms_per_step']['native_default'] * r['steps'] / 1000:.2f} | "
                      f"{sp['cleverhans']:.2f}× faster | {sp['art']:.2f}× faster |")
+    return lines
+
+
+def _rest_lines(res: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     c = res.get("curve")
     if c:
         s = c["seconds"]
@@ -510,23 +526,26 @@ def markdown(res: dict[str, Any]) -> str:
             lines.append(f"| {p['epsilon']:g} | {cell(p, 'native')} | "
                          f"{cell(p, 'independent')} | {cell(p, 'cleverhans')} | "
                          f"{p['attacked']} |")
-    lines += ["", "## FGSM throughput (images/s)", "", "| workload | N | native | CleverHans |"
-              " ART |", "|---|---|---|---|---|"]
-    for r in res["fgsm"]:
-        ips = r["images_per_s"]
-        lines.append(f"| {r['workload']} | {r['n']} | {ips['native']:,.0f} | "
-                     f"{ips['cleverhans']:,.0f} | {ips['art']:,.0f} |")
-    lines += ["", f"## Scaling (native PGD, all steps, {res['scaling_workload']})", "",
-              "| N | steps | seconds | µs per example-step |", "|---|---|---|---|"]
-    for r in res["scaling"]:
-        lines.append(f"| {r['n']} | {r['steps']} | {r['seconds']:.2f} | "
-                     f"{r['us_per_example_step']:.1f} |")
+    if res.get("fgsm"):
+        lines += ["", "## FGSM throughput (images/s)", "",
+                  "| workload | N | native | CleverHans | ART |", "|---|---|---|---|---|"]
+        for r in res["fgsm"]:
+            ips = r["images_per_s"]
+            lines.append(f"| {r['workload']} | {r['n']} | {ips['native']:,.0f} | "
+                         f"{ips['cleverhans']:,.0f} | {ips['art']:,.0f} |")
+    if res.get("scaling"):
+        lines += ["", f"## Scaling (native PGD, all steps, {res['scaling_workload']})", "",
+                  "| N | steps | seconds | µs per example-step |", "|---|---|---|---|"]
+        for r in res["scaling"]:
+            lines.append(f"| {r['n']} | {r['steps']} | {r['seconds']:.2f} | "
+                         f"{r['us_per_example_step']:.1f} |")
     tr = res.get("training")
     if tr:
         t = tr["seconds"]
         lines += ["", "## Adversarial training epochs", "",
                   f"One epoch over {tr['n']:,} MNIST images, batch {tr['batch_size']}, "
-                  f"ε = {tr['epsilon']}, same model; robustlab inside Keras `fit`, ART's "
+                  f"ε = {tr['epsilon']}, same model; robustlab inside Keras `fit` (the standard "
+                  "epoch too, over the same `training_dataset` pipeline), ART's "
                   "`AdversarialTrainerMadryPGD` (timed once: its epochs are long).", "",
                   "| standard (Keras fit) | FGSM-RS | PGD-10 | ART PGD-10 | PGD-10 vs ART | "
                   "PGD-10 vs standard |", "|---|---|---|---|---|---|",
@@ -554,7 +573,7 @@ def markdown(res: dict[str, Any]) -> str:
                   f"(Python, TensorFlow, the data, the model); the process's peak including "
                   f"the one-epoch training before: {mem['process_peak_bytes'] / 2**30:.2f} "
                   f"GiB. {mem['seconds']:.0f} s."]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -562,6 +581,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (default 3)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all; "
+                             "benchmarks/RESULTS.md is always written by a full run)")
     parser.add_argument("--memory-probe", type=int, nargs=2, default=None,
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -576,26 +598,38 @@ def main(argv: list[str] | None = None) -> int:
     res["device_note"] = None if res["machine"]["device"]["type"] == "GPU" else \
         "No GPU on this machine: GPU figures (target: ≥3× faster than CleverHans on the small " \
         "models) were not measured."
+    want = set(args.sections.split(","))
+    res["sections"] = None if want == set(SECTIONS) else args.sections
+    unknown = want - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown --sections {sorted(unknown)}; expected some of {SECTIONS}")
     print("training / building models", flush=True)
     loads, res["mnist_missing"] = workloads(args.quick)
-    print("per-step cost", flush=True)
-    res["per_step"] = per_step_table(loads, repeats)
     curve_load = loads[1] if not res["mnist_missing"] else loads[0]
-    print("robustness curve", flush=True)
-    res["curve"] = curve_table(
-        curve_load, CURVE_EPSILONS[:3] if args.quick else CURVE_EPSILONS,
-        steps=4 if args.quick else 40, n=64 if args.quick else 2000, repeats=repeats)
-    print("FGSM throughput", flush=True)
-    res["fgsm"] = fgsm_table(loads, repeats)
-    print("scaling", flush=True)
-    res["scaling_workload"] = curve_load["name"]
-    res["scaling"] = scaling_table(curve_load, args.quick, repeats)
+    if "engine" in want:
+        print("per-step cost", flush=True)
+        res["per_step"] = per_step_table(loads, repeats)
+    if "curve" in want:
+        print("robustness curve", flush=True)
+        res["curve"] = curve_table(
+            curve_load, CURVE_EPSILONS[:3] if args.quick else CURVE_EPSILONS,
+            steps=4 if args.quick else 40, n=64 if args.quick else 2000, repeats=repeats)
+    if "fgsm" in want:
+        print("FGSM throughput", flush=True)
+        res["fgsm"] = fgsm_table(loads, repeats)
+    if "scaling" in want:
+        print("scaling", flush=True)
+        res["scaling_workload"] = curve_load["name"]
+        res["scaling"] = scaling_table(curve_load, args.quick, repeats)
     if not res["mnist_missing"]:
-        print("adversarial training", flush=True)
-        res["training"] = training_table(loads[1]["data"], args.quick, repeats)
-        res["budget"] = budget_table(loads[1]["data"], args.quick)
-        print("peak memory", flush=True)
-        res["memory"] = memory_table(args.quick)
+        if "training" in want:
+            print("adversarial training", flush=True)
+            res["training"] = training_table(loads[1]["data"], args.quick, repeats)
+        if "budget" in want:
+            res["budget"] = budget_table(loads[1]["data"], args.quick)
+        if "memory" in want:
+            print("peak memory", flush=True)
+            res["memory"] = memory_table(args.quick)
     out = Path(args.out)
     write_text(out, markdown(res))
     write_json(out.with_suffix(".json"), res)

@@ -44,7 +44,7 @@ from robustlab.errors import ValidationError
 
 __all__ = ["Method", "TrainingConfig", "AdversarialModel", "OverfitGuard", "EpochLogger",
            "EpochProgress", "Checkpoint", "TimeBudget", "TrainingResult",
-           "train_adversarial", "load_or_harden"]
+           "train_adversarial", "load_or_harden", "training_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -499,7 +499,6 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
     start_epoch = Checkpoint.restore(checkpoint_dir, trainer, settings)
     if start_epoch:
         log.info("resuming from %s after epoch %d of %d", checkpoint_dir, start_epoch, epochs)
-        keras.utils.set_random_seed(cfg.seed + start_epoch)  # a fresh shuffle order
     if checkpoint_dir is not None:
         extra.insert(0, Checkpoint(checkpoint_dir, settings))
     if max_seconds is not None:
@@ -507,8 +506,9 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
     if os.environ.get("ROBUSTLAB_PROGRESS", "1") != "0":
         extra.append(EpochProgress(epochs))
     start = time.perf_counter()
-    history = trainer.fit(x, y, epochs=epochs, initial_epoch=min(start_epoch, epochs),
-                          batch_size=batch_size, shuffle=True, verbose=0,
+    history = trainer.fit(training_dataset(x, y, batch_size, seed=cfg.seed + start_epoch),
+                          epochs=epochs, initial_epoch=min(start_epoch, epochs), verbose=0,
+                          shuffle=False,  # the dataset reshuffles every epoch itself
                           callbacks=[*extra, EpochLogger(epochs), *(callbacks or [])])
     seconds = time.perf_counter() - start
     path = str(save_model(model, save_to)) if save_to else None
@@ -520,6 +520,28 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
         seconds=seconds, initial_epoch=start_epoch, epochs=epochs, model_path=path,
         collapsed_epoch=guard_cb.collapsed_epoch if guard_cb else None)
     return model, result
+
+
+def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int = 0) -> Any:
+    """A ``tf.data`` pipeline over ``(x, y)``: reshuffled every epoch (seeded), batched.
+
+    On a CPU it runs without tf.data's autotuning and on one private thread: on 2 cores the
+    default pipeline competes with the training step and made PGD-10 epochs 1.5x slower
+    (13.7 s vs 20.5 s for 8,000 MNIST images, alternating between runs). On a GPU it
+    prefetches, so input and compute overlap.
+    """
+    import tensorflow as tf
+
+    from robustlab._env import device_info
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
+        len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    if device_info()["type"] == "GPU":
+        return ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.threading.private_threadpool_size = 1
+    return ds.with_options(options)
 
 
 def load_or_harden(model_path: str | os.PathLike[str] | None, data: Dataset, *,
