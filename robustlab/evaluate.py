@@ -25,7 +25,7 @@ from robustlab.attacks._core import (
     parse_norm,
     perturbation_norms,
 )
-from robustlab.attacks._runner import resolve_batch_size
+from robustlab.attacks._runner import batched_logits, resolve_batch_size
 from robustlab.attacks.spec import AttackSpec, parse_attacks
 from robustlab.data import Dataset, validate_arrays
 from robustlab.errors import RobustlabError, ValidationError
@@ -149,12 +149,6 @@ def _model_info(model: Any) -> dict[str, Any]:
             "num_classes": num_outputs(model)}
 
 
-def _logits(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
-    return np.concatenate([np.asarray(model(x[i:i + batch_size], training=False),
-                                      dtype=np.float32)
-                           for i in range(0, len(x), batch_size)])
-
-
 def _softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
@@ -245,7 +239,7 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     if class_names is not None:
         dataset_info["class_names"] = class_names
 
-    clean_logits = _logits(model, x, batch_size)
+    clean_logits = batched_logits(model, x, batch_size)
     clean_pred = clean_logits.argmax(axis=1)
     clean_correct = clean_pred == y
     n_total = len(x)
@@ -273,7 +267,7 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
                                  jit_compile=jit_compile, ids=rows)
                 _check_budget(found, x[rows], threat, spec.label)
                 x_adv[rows] = found
-                pred[rows] = _logits(model, found, batch_size).argmax(axis=1)
+                pred[rows] = batched_logits(model, found, batch_size).argmax(axis=1)
             alive = clean_correct & (pred == y)
             robust[spec][eps] = alive
             linf, l2 = perturbation_norms(x_adv, x)
@@ -343,7 +337,7 @@ def _examples(model: Any, x: np.ndarray, y: np.ndarray, clean_logits: np.ndarray
     if shown is None:
         return (), {}
     eps, idx, x_adv = shown
-    adv_prob = _softmax(_logits(model, x_adv, batch_size))
+    adv_prob = _softmax(batched_logits(model, x_adv, batch_size))
     clean_prob = _softmax(clean_logits[idx])
     examples = tuple(Example(
         index=int(i), label=int(y[i]), clean_pred=int(clean_prob[j].argmax()),

@@ -391,13 +391,13 @@ class OverfitGuard(keras.callbacks.Callback):
         import warnings
 
         from robustlab.attacks import pgd
+        from robustlab.attacks._runner import predict_labels
         from robustlab.errors import RobustlabWarning
 
         model = self._inner()
         x_adv = pgd(model, self.x, self.y, epsilon=self.epsilon, norm=self.norm,
                     steps=self.steps, seed=self.seed, bounds=self.bounds)
-        pred = np.argmax(np.asarray(model(x_adv, training=False)), axis=1)
-        acc = float(np.mean(pred == self.y))
+        acc = float(np.mean(predict_labels(model, x_adv) == self.y))
         if logs is not None:
             logs["guard_pgd_accuracy"] = acc
         if acc > self.best_accuracy:

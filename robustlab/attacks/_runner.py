@@ -44,12 +44,18 @@ class Backend(str, Enum):
 BatchAttack = Callable[..., np.ndarray]
 
 
+def batched_logits(model: Any, x: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE
+                   ) -> np.ndarray:
+    """The model's logits for ``x`` in inference mode, batched; shape ``(N, K)`` float32."""
+    return np.concatenate([np.asarray(model(x[i:i + batch_size], training=False),
+                                      dtype=np.float32)
+                           for i in range(0, len(x), batch_size)])
+
+
 def predict_labels(model: Any, x: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE
                    ) -> np.ndarray:
     """``argmax`` of the model's logits, batched; shape ``(N,)`` int64."""
-    out = [np.argmax(np.asarray(model(x[i:i + batch_size], training=False)), axis=-1)
-           for i in range(0, len(x), batch_size)]
-    return np.concatenate(out).astype(np.int64)
+    return batched_logits(model, x, batch_size).argmax(axis=1).astype(np.int64)
 
 
 def prepare(model: Any, x: Any, y: Any, *, threat: ThreatModel, targeted: bool
