@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 OUT ?= out/demo
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,17 @@ demo: $(STAMP)
 	$(VENV)/bin/robustlab run notebooks/robustness_report.ipynb --out $(OUT) -p dataset digits
 	@echo "open $(OUT)/report.html"
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# Debian's Chromium for the browser tests (JupyterLab explorer, report rendering); Playwright
+# drives it from Python. Browser downloads are impossible here, so no `playwright install`.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium missing and cannot be installed here: browser tests will skip"; fi; }
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py

@@ -32,6 +32,10 @@ _EXPORTS = {
     "train_adversarial": "robustlab.training", "load_or_harden": "robustlab.training",
     "AdversarialModel": "robustlab.training", "TrainingConfig": "robustlab.training",
     "OverfitGuard": "robustlab.training",
+    "run_checks": "robustlab.checks", "Check": "robustlab.checks",
+    "gate": "robustlab.gate", "Policy": "robustlab.gate",
+    "apgd": "robustlab.attacks", "square": "robustlab.attacks",
+    "carlini_wagner_l2": "robustlab.attacks", "deepfool": "robustlab.attacks",
     "run_notebook": "robustlab.runner",
     "RobustlabError": "robustlab.errors", "ValidationError": "robustlab.errors",
 }

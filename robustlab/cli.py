@@ -4,6 +4,10 @@
 papermill and leaves the executed notebook and its outputs (``report.html``,
 ``report.json``) in ``DIR``. Exit status 0 on success, 1 when the notebook failed, 2 for
 bad arguments.
+
+``robustlab gate REPORT --policy POLICY`` judges a ``report.json`` against a YAML policy
+(:mod:`robustlab.gate`), writes ``blessing.json`` and exits 0 if blessed, 1 if not, 2 for
+unreadable input.
 """
 
 from __future__ import annotations
@@ -26,11 +30,38 @@ def _parser() -> argparse.ArgumentParser:
                      help="notebook parameter (VALUE as JSON, else a string); repeatable")
     run.add_argument("--kernel", default=None, help="Jupyter kernel name (default: notebook's)")
     run.add_argument("--timeout", type=float, default=None, help="per-cell timeout, seconds")
+    gate = sub.add_parser("gate", help="bless a report.json against a YAML policy (CI gate)")
+    gate.add_argument("report", help="path of report.json")
+    gate.add_argument("--policy", required=True, help="YAML policy (see robustlab.gate)")
+    gate.add_argument("--baseline", default=None, help="baseline report.json for max_drop")
+    gate.add_argument("--out", default=None,
+                      help="where to write the verdict (default: blessing.json beside REPORT)")
     return parser
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from robustlab.gate import gate, write_blessing
+
+    try:
+        blessing = gate(args.report, args.policy, args.baseline)
+    except RobustlabError as exc:
+        print(f"robustlab gate: {exc}", file=sys.stderr)
+        return 2
+    out = write_blessing(blessing, args.out or Path(args.report).with_name("blessing.json"))
+    for line in blessing.passed:
+        print(f"robustlab gate: ok: {line}")
+    for line in blessing.reasons:
+        print(f"robustlab gate: REFUSED: {line}", file=sys.stderr)
+    print(f"robustlab gate: {'blessed' if blessing.blessed else 'not blessed'}; wrote {out}")
+    return 0 if blessing.blessed else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "gate":
+        return _gate(args)
     if args.command == "run":
         from robustlab.runner import parse_cli_value, run_notebook
 

@@ -7,10 +7,12 @@ JSON and ``_repr_html_`` for Jupyter; reports are rendered from it alone.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from robustlab._env import device_info, package_versions
-from robustlab._validate import check_optional_int, check_seed, parse_epsilons
+from robustlab._validate import check_int, check_optional_int, check_seed, parse_epsilons
 from robustlab.attacks._core import (
     Norm,
     ThreatModel,
@@ -27,12 +29,13 @@ from robustlab.attacks._core import (
 )
 from robustlab.attacks._runner import batched_logits, resolve_batch_size
 from robustlab.attacks.spec import AttackSpec, parse_attacks
+from robustlab.checks import Check, Convergence, Status, run_checks
 from robustlab.data import Dataset, validate_arrays
 from robustlab.errors import RobustlabError, ValidationError
 from robustlab.models import num_outputs
 
 __all__ = ["evaluate", "EvaluationResult", "CurvePoint", "AttackCurve", "Example",
-           "wilson_interval", "compare", "Comparison"]
+           "ClassAccuracy", "wilson_interval", "compare", "Comparison"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # clamp: at 0% and 100% rounding can put the end a hair inside the estimate
+    return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
 
 
 @dataclass(frozen=True)
@@ -104,11 +108,31 @@ class Example:
     attack: str
 
 
+@dataclass(frozen=True)
+class ClassAccuracy:
+    """Clean and worst-case robust accuracy (per ε of the evaluation) of one class, with
+    95% Wilson intervals."""
+
+    label: int
+    name: str
+    n: int
+    clean: float
+    clean_ci: tuple[float, float]
+    robust: tuple[float, ...]
+    robust_ci: tuple[tuple[float, float], ...]
+
+
 @dataclass(frozen=True, eq=False)
 class EvaluationResult:
     """Everything a robustness report shows. ``example_images`` (clean and adversarial
-    arrays of the shown examples) and ``robust_mask`` (``(n_examples, len(epsilons))`` bool:
-    example ``i`` survived every attack at ``epsilons[j]``) stay out of ``to_dict()``."""
+    arrays of the shown examples), ``robust_mask`` (``(n_examples, len(epsilons))`` bool:
+    example ``i`` survived every attack at ``epsilons[j]``) and ``attack_masks`` (the same
+    per attack label) stay out of ``to_dict()``.
+
+    ``checks`` are the sanity checks (:mod:`robustlab.checks`) and ``convergence`` the
+    accuracy-vs-steps data; ``cascade`` says whether each attack ran only on the examples
+    the attacks before it left standing (then each curve is "robust to this attack and
+    every attack before it")."""
 
     dataset: dict[str, Any]
     model: dict[str, Any]
@@ -125,14 +149,29 @@ class EvaluationResult:
     seconds: float
     parameters: dict[str, Any] = field(default_factory=dict)
     examples: tuple[Example, ...] = ()
+    per_class: tuple[ClassAccuracy, ...] = ()
+    cascade: bool = False
+    checks: tuple[Check, ...] = ()
+    convergence: Convergence | None = None
     example_images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     robust_mask: np.ndarray | None = field(default=None, repr=False)
+    attack_masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def trust(self) -> Status:
+        """The worst status over the checks (``skip`` if none ran): ``fail`` means some
+        check found the robust accuracy too high."""
+        order = [Status.FAIL, Status.WARN, Status.PASS]
+        statuses = {c.status for c in self.checks}
+        return next((s for s in order if s in statuses), Status.SKIP)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (no arrays, no NaN)."""
         out = {k: v for k, v in asdict(self).items()
-               if k not in ("example_images", "robust_mask")}
+               if k not in ("example_images", "robust_mask", "attack_masks")}
         out["clean_ci"] = list(self.clean_ci)
+        out["checks"] = [c.to_dict() for c in self.checks]
+        out["trust"] = self.trust.value
         return out
 
     def _repr_html_(self) -> str:
@@ -171,8 +210,9 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
              n: int | None = None, seed: int = 0, batch_size: int | None = None,
              bounds: tuple[float, float] | None = None, n_show: int = 8,
              jit_compile: bool | None = None, progress: bool | None = None,
-             parameters: dict[str, Any] | None = None, reuse: bool = True
-             ) -> EvaluationResult:
+             parameters: dict[str, Any] | None = None, reuse: bool = True,
+             cascade: bool = False, checks: bool = True, n_check: int = 200,
+             callback: Callable[[int, int], None] | None = None) -> EvaluationResult:
     """Measure clean and robust accuracy of ``model`` on the test split of ``data``.
 
     An example counts as robust at ε if it is classified correctly, clean and after the
@@ -185,6 +225,14 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     as an independent run at that ε would attack it (the same random starts, see ``ids`` in
     :func:`~robustlab.attacks.pgd`), so the reported accuracy is never higher than that of
     independent runs; it only skips work whose outcome is known.
+
+    With ``cascade`` the attacks also share work: each runs only on the examples that every
+    attack before it left standing (as AutoAttack does), so put cheap attacks first and
+    expensive ones (CW, Square, APGD) last. The worst case is the same as without it; each
+    curve then reads "robust to this attack and the ones before it".
+
+    With ``checks`` the sanity checks of :mod:`robustlab.checks` run afterwards (on at most
+    ``n_check`` examples) and their verdicts go into the result and the report.
 
     Args:
         model: Keras model returning logits, ``(N, H, W, C) -> (N, K)``.
@@ -201,6 +249,11 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
         progress: show a tqdm progress bar (None: unless ``ROBUSTLAB_PROGRESS=0``).
         parameters: free-form run parameters recorded in the result.
         reuse: skip examples already fooled at a smaller ε (False: attack all at every ε).
+        cascade: attack only the examples the earlier attacks left standing.
+        checks: run the sanity checks (gradient masking, convergence, ...).
+        n_check: examples the attacking checks use at most.
+        callback: called as ``callback(done, total)`` after each (attack, ε), e.g. to
+            drive a progress widget.
 
     Returns:
         :class:`EvaluationResult`.
@@ -216,6 +269,7 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     norm_enum = parse_norm(norm)
     specs = parse_attacks(attacks)
     n = check_optional_int("n", n, low=1)
+    n_check = check_int("n_check", n_check, low=1)
     if isinstance(data, Dataset):
         x, y, bounds = data.x_test, data.y_test, bounds or data.bounds
         dataset_info = data.describe()
@@ -253,13 +307,16 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     bar = tqdm(total=len(specs) * len(eps_list), desc="attacks", disable=not progress,
                leave=False)
     shown: tuple[float, np.ndarray, np.ndarray] | None = None  # (eps, rows, x_adv[rows])
+    standing = {eps: clean_correct.copy() for eps in eps_list}  # survived every attack so far
+    done = 0
     for spec in specs:
         x_adv, pred = x.copy(), clean_pred.copy()
         alive = clean_correct.copy()  # not yet fooled at any smaller epsilon
         for eps in eps_list:  # ascending (parse_epsilons sorts)
             bar.set_postfix_str(f"{spec.label} eps={eps:g}")
             t0 = time.perf_counter()
-            rows = np.flatnonzero(alive) if reuse else np.arange(n_total)
+            todo = alive if reuse else np.ones(n_total, bool)
+            rows = np.flatnonzero(todo & standing[eps] if cascade else todo)
             if eps > 0 and len(rows):
                 threat = ThreatModel(eps, norm_enum, tuple(bounds))
                 found = spec.run(model, x[rows], y[rows], epsilon=eps, norm=norm_enum,
@@ -269,6 +326,9 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
                 x_adv[rows] = found
                 pred[rows] = batched_logits(model, found, batch_size).argmax(axis=1)
             alive = clean_correct & (pred == y)
+            if cascade:
+                alive &= standing[eps]
+            standing[eps] = standing[eps] & alive
             robust[spec][eps] = alive
             linf, l2 = perturbation_norms(x_adv, x)
             stats[spec][eps] = dict(mean_linf=float(linf.mean()), max_linf=float(linf.max()),
@@ -280,6 +340,9 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
                 if idx is not None:
                     shown = (eps, idx, x_adv[idx].copy())
             bar.update(1)
+            done += 1
+            if callback is not None:
+                callback(done, len(specs) * len(eps_list))
     bar.close()
 
     def make_point(eps: float, correct: np.ndarray, extra: dict[str, Any] | None) -> CurvePoint:
@@ -305,15 +368,48 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
 
     examples, images = _examples(model, x, y, clean_logits, shown, specs[-1].label,
                                  batch_size)
+    attack_masks = {spec.label: np.stack([robust[spec][e] for e in eps_list], axis=1)
+                    for spec in specs}
     result = EvaluationResult(
         dataset=dataset_info, model=_model_info(model), norm=norm_enum.value,
         epsilons=eps_list, n_examples=n_total, clean_accuracy=n_clean / n_total,
         clean_ci=wilson_interval(n_clean, n_total), curves=curves, worst_case=worst,
         seed=seed, versions=package_versions(), device=dict(device_info()),
         seconds=time.perf_counter() - start_time, parameters=dict(parameters or {}),
-        examples=examples, example_images=images, robust_mask=mask)
+        examples=examples, example_images=images, robust_mask=mask,
+        attack_masks=attack_masks, cascade=bool(cascade),
+        per_class=_per_class(y, clean_correct, mask, class_names, num_classes))
+    if checks:
+        found, convergence = run_checks(model, x, y, result, attack_masks=attack_masks,
+                                        n_check=n_check, seed=seed, batch_size=batch_size,
+                                        jit_compile=jit_compile)
+        for check in found:
+            log.log(logging.WARNING if check.status in (Status.FAIL, Status.WARN)
+                    else logging.INFO, "check %s: %s - %s", check.name, check.status.value,
+                    check.evidence)
+        result = dataclasses.replace(result, checks=found, convergence=convergence,
+                                     seconds=time.perf_counter() - start_time)
     log.info("evaluation done in %.1f s", result.seconds)
     return result
+
+
+def _per_class(y: np.ndarray, clean_correct: np.ndarray, mask: np.ndarray,
+               class_names: list[str] | None, num_classes: int) -> tuple[ClassAccuracy, ...]:
+    rows = []
+    for k in range(num_classes):
+        sel = y == k
+        n = int(sel.sum())
+        if n == 0:
+            continue
+        robust = mask[sel].sum(axis=0)
+        rows.append(ClassAccuracy(
+            label=k, n=n,
+            name=str(class_names[k]) if class_names and k < len(class_names) else str(k),
+            clean=float(clean_correct[sel].mean()),
+            clean_ci=wilson_interval(int(clean_correct[sel].sum()), n),
+            robust=tuple(float(r / n) for r in robust),
+            robust_ci=tuple(wilson_interval(int(r), n) for r in robust)))
+    return tuple(rows)
 
 
 def _pick_examples(clean_correct: np.ndarray, robust: np.ndarray, n_show: int, *,

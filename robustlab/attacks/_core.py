@@ -45,12 +45,19 @@ def parse_norm(value: Any, name: str = "norm") -> Norm:
 
 class Loss(str, Enum):
     """Loss the attack ascends: cross-entropy on logits, the scale-invariant margin
-    ``max_{j != y} z_j - z_y`` (Carlini & Wagner 2017, https://arxiv.org/abs/1608.04644), or
-    ``kl``: KL(softmax(reference) ‖ softmax(z)) against reference logits instead of labels
-    (TRADES' inner maximisation, Zhang et al. 2019, https://arxiv.org/abs/1901.08573)."""
+    ``max_{j != y} z_j - z_y`` (Carlini & Wagner 2017, https://arxiv.org/abs/1608.04644), the
+    margin divided by the spread of the top logits ``dlr`` (difference of logits ratio,
+    shift- and scale-invariant, needs >= 3 classes; Croce & Hein 2020,
+    https://arxiv.org/abs/2003.01690), or ``kl``: KL(softmax(reference) ‖ softmax(z)) against
+    reference logits instead of labels (TRADES' inner maximisation, Zhang et al. 2019,
+    https://arxiv.org/abs/1901.08573).
+
+    Margin and DLR do not saturate: logits scaled by 1000 leave their gradient direction
+    unchanged, where cross-entropy's vanishes (a common source of gradient masking)."""
 
     CE = "ce"
     MARGIN = "margin"
+    DLR = "dlr"
     KL = "kl"
 
 
@@ -102,7 +109,11 @@ def per_example_loss(logits: Any, y: Any, loss: Loss, targeted: bool) -> Any:
     onehot = tf.one_hot(y, tf.shape(logits)[-1], dtype=logits.dtype)
     label_logit = tf.reduce_sum(onehot * logits, axis=-1)
     other = tf.reduce_max(logits - 1e9 * onehot, axis=-1)
-    return label_logit - other if targeted else other - label_logit
+    margin = label_logit - other if targeted else other - label_logit
+    if loss is Loss.DLR:  # z sorted descending: z1 - z3 measures the logits' scale
+        top = tf.math.top_k(logits, k=3).values
+        margin = margin / (top[:, 0] - top[:, 2] + 1e-12)
+    return margin
 
 
 # float16 gradients underflow (below 6e-8 they are 0, and sign(0) = 0 moves nothing): models

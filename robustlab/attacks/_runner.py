@@ -173,7 +173,7 @@ def run_attack(impl: BatchAttack, model: Any, x: Any, y: Any, *, threat: ThreatM
     """
     loss = parse_enum("loss", loss, Loss)
     if loss is Loss.KL:
-        raise ValidationError("expected loss 'ce' or 'margin' for an attack on labels, got "
+        raise ValidationError("expected loss 'ce', 'margin' or 'dlr' for an attack on labels, got "
                               "'kl' (it compares with reference logits: adversarial training)")
     restarts = check_int("restarts", restarts, low=1)
     seed = check_seed(seed)
@@ -183,6 +183,9 @@ def run_attack(impl: BatchAttack, model: Any, x: Any, y: Any, *, threat: ThreatM
     dtype = np.asarray(x).dtype if np.issubdtype(np.asarray(x).dtype, np.floating) \
         else np.float32
     x_np, y_np = prepare(model, x, y, threat=threat, targeted=targeted)
+    if loss is Loss.DLR and num_outputs(model) < 3:
+        raise ValidationError(f"expected a model with at least 3 classes for loss='dlr' (it "
+                              f"divides by z1 - z3), got {num_outputs(model)}")
     ids = _check_ids(ids, len(x_np))
     state = {"batch_size": resolve_batch_size(batch_size, model, x_np.shape[1:])}
     if threat.epsilon == 0.0:

@@ -50,7 +50,7 @@ def fgsm(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
         epsilon: budget in pixel units of ``bounds`` (e.g. 0.3 or ``"8/255"``), >= 0.
         norm: ``"linf"`` or ``"l2"``.
         targeted: move towards ``y`` instead of away from it.
-        loss: ``"ce"`` (cross-entropy) or ``"margin"`` (native backend only).
+        loss: ``"ce"`` (cross-entropy) or ``"margin"`` / ``"dlr"`` (native backend only).
         bounds: ``(low, high)`` valid pixel range.
         backend: ``"native"``, ``"cleverhans"`` or ``"art"``.
         batch_size: examples per batch (None: sized from available memory).

@@ -128,7 +128,7 @@ def pgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
         random_start: start each restart at a uniform random point of the ball.
         restarts: independent runs, >= 1 (needs ``random_start``).
         targeted: move towards ``y`` instead of away from it.
-        loss: ``"ce"`` or ``"margin"`` (native backend only).
+        loss: ``"ce"`` or ``"margin"`` / ``"dlr"`` (native backend only).
         bounds: ``(low, high)`` valid pixel range.
         seed: seeds the random starts (same seed, same output).
         backend: ``"native"``, ``"cleverhans"`` or ``"art"``.

@@ -16,7 +16,13 @@ from typing import Any
 from markupsafe import Markup
 
 from robustlab._io import write_json, write_text
-from robustlab.report.plots import comparison_png, curves_png, examples_png, gained_png
+from robustlab.report.plots import (
+    comparison_png,
+    convergence_png,
+    curves_png,
+    examples_png,
+    gained_png,
+)
 
 __all__ = ["render_html", "render_summary_html", "write_report", "render_comparison_html",
            "render_comparison_summary_html", "write_comparison", "CSS"]
@@ -67,6 +73,7 @@ def render_html(result: Any) -> str:
     ctx = _context(result)
     ctx["curves_uri"] = _data_uri(curves_png(result))
     ctx["examples_uri"] = _data_uri(examples_png(result, ctx["class_names"]))
+    ctx["convergence_uri"] = _data_uri(convergence_png(result))
     return _environment().get_template("report.html.j2").render(**ctx)
 
 

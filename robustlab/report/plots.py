@@ -119,3 +119,30 @@ def gained_png(comparison: Any, x: np.ndarray, y: np.ndarray,
         axes[r, 0].text(-0.15, 0.5, name, transform=axes[r, 0].transAxes, rotation=90,
                         va="center", ha="right", fontsize=8)
     return _png(fig)
+
+
+def convergence_png(result: Any) -> bytes | None:
+    """Robust accuracy (%) vs number of attack steps at the checks' ε, with 95% Wilson
+    bands, and the accuracy with twice the restarts; None without convergence data."""
+    from robustlab.evaluate import wilson_interval
+
+    conv = result.convergence
+    if conv is None:
+        return None
+    fig = _figure(6.4, 3.6)
+    ax = fig.subplots()
+    acc = np.asarray(conv.accuracy) * 100
+    band = np.asarray([wilson_interval(round(a * conv.n), conv.n) for a in conv.accuracy]) * 100
+    ax.plot(conv.steps, acc, marker="o", label=f"{conv.attack.split('-')[0]}, "
+            f"{conv.restarts} restart(s)")
+    ax.fill_between(conv.steps, band[:, 0], band[:, 1], alpha=0.15)
+    ax.scatter([max(conv.steps) // 2], [100 * conv.accuracy_double_restarts], marker="s",
+               color="black", zorder=3, label=f"{2 * conv.restarts} restarts")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(conv.steps, [str(s) for s in conv.steps])
+    ax.set_xlabel("attack steps")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(f"Convergence at ε = {conv.epsilon:.4g} on {conv.n} examples")
+    return _png(fig)

@@ -1,0 +1,108 @@
+"""End to end in a real browser: JupyterLab on localhost, the explorer notebook opened in
+headless Chromium (Debian's package, driven by Playwright), run, the ε slider moved, and the
+adversarial prediction read back from the page. A screenshot is kept at
+``out/test-artifacts/explorer.png``. Recipe: ../shared/recipes/browser-tests.md."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOT = ROOT / "out" / "test-artifacts" / "explorer.png"
+PARAMS = {"n_test": 60, "epochs": 4, "epsilon": 0.02, "steps": 10, "curve_examples": 20}
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def lab(tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium not installed (make test installs Debian's chromium package)")
+    pytest.importorskip("playwright", reason="playwright not installed (pip install -e .[dev])")
+    import nbformat
+    import papermill
+
+    nb = nbformat.read(ROOT / "notebooks" / "explore_attacks.ipynb", as_version=4)
+    nb = papermill.parameterize.parameterize_notebook(
+        nb, {**PARAMS, "output_dir": str(tmp_path / "out")})
+    root = tmp_path / "lab"
+    root.mkdir()
+    nbformat.write(nb, root / "explore.ipynb")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", ROBUSTLAB_PROGRESS="0")
+    for var in ("JUPYTER_RUNTIME_DIR", "JUPYTER_CONFIG_DIR", "JUPYTERLAB_SETTINGS_DIR",
+                "JUPYTERLAB_WORKSPACES_DIR"):
+        env[var] = str(tmp_path / var.lower())
+    news = Path(env["JUPYTERLAB_SETTINGS_DIR"]) / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
+         f"--port={port}", "--IdentityProvider.token=", "--ServerApp.password=",
+         f"--ServerApp.root_dir={root}", "--LabApp.extension_manager=readonly",
+         "--LabApp.news_url=None"], env=env, stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "lab.log", "wb"))  # noqa: SIM115
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(f"{url}/api/status", timeout=1).status == 200:  # noqa: S310
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("JupyterLab did not start: " + (tmp_path / "lab.log").read_text()[-2000:])
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_explorer_in_jupyterlab_updates_on_the_slider(lab):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{lab}/lab/tree/explore.ipynb")
+        expect(page.locator(".jp-NotebookPanel .jp-Cell").first).to_be_visible(timeout=60_000)
+        expect(page.locator(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator"
+                            "[data-status='idle']")).to_have_count(1, timeout=60_000)
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").click()
+        page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+        labels = page.locator(".jp-OutputArea-output div.widget-label")
+        adv = labels.filter(has_text="adversarial:")
+        expect(adv).to_have_count(1, timeout=240_000)
+        before = adv.inner_text()
+        readout = page.locator(".jp-OutputArea-output .widget-hslider .widget-readout").first
+        readout.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type("0.45")
+        page.keyboard.press("Enter")
+        expect(labels.filter(has_text="L∞ 0.4")).to_have_count(1, timeout=60_000)
+        after = adv.inner_text()
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        print(f"explorer screenshot: {SCREENSHOT}")  # noqa: T201
+        browser.close()
+    assert after != before and "fooled" in after, (before, after)
+    assert not errors, errors

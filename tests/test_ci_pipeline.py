@@ -1,0 +1,57 @@
+"""The example CI pipeline (ci/robustness.yml): its report and gate commands, run here in the
+same order with smaller parameters, produce a report that the shipped policy blesses, and a
+stricter policy refuses."""
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW = ROOT / "ci" / "robustness.yml"
+SMALL = ["-p", "n_test", "120", "-p", "pgd_steps", "10", "-p", "pgd_restarts", "1",
+         "-p", "n_check", "60"]
+
+
+def _steps():
+    jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
+    return {s["name"]: s for s in jobs["robustness"]["steps"] if "name" in s}
+
+
+def test_workflow_installs_runs_gates_and_keeps_the_report():
+    steps = _steps()
+    assert list(steps) == ["Install", "Robustness report", "Gate", "Keep the report"]
+    assert steps["Keep the report"]["if"] == "always()"
+    assert steps["Keep the report"]["with"]["path"] == "out/robustness/"
+    assert (ROOT / "ci" / "policy.yaml").exists()
+
+
+@pytest.mark.slow
+def test_pipeline_commands_bless_and_refuse(tmp_path):
+    steps = _steps()
+    out = tmp_path / "robustness"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+           f"{os.environ.get('PATH', '')}", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    def run(step, extra=()):
+        cmd = shlex.split(steps[step]["run"].replace("out/robustness", str(out)))
+        assert cmd[0] == "robustlab"
+        return subprocess.run([*cmd, *extra], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=900)
+
+    report = run("Robustness report", SMALL)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (out / "report.html").exists()
+    gate = run("Gate")
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    assert '"blessed": true' in (out / "blessing.json").read_text()
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("min_robust_accuracy:\n  0.3: 0.5\n")
+    refused = subprocess.run(["robustlab", "gate", str(out / "report.json"), "--policy",
+                              str(strict)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert refused.returncode == 1 and "REFUSED" in refused.stderr
+    assert '"blessed": false' in (out / "blessing.json").read_text()
