@@ -23,7 +23,7 @@ from robustlab.data import Dataset
 from robustlab.errors import InputTypeError, RobustlabWarning, UnsafeModelError, ValidationError
 
 __all__ = ["build_model", "build_small_cnn", "build_resnet", "train", "save_model",
-           "load_model", "load_or_train", "check_logits", "num_outputs"]
+           "load_model", "load_or_train", "check_logits", "num_outputs", "sha256_file"]
 
 log = logging.getLogger(__name__)
 
@@ -201,16 +201,97 @@ def _check_keras_archive(path: Path) -> None:
                                f"missing {', '.join(sorted(missing))}")
 
 
-def load_model(path: str | Path) -> Any:
+# What a model's config.json may name: classes from Keras' own public modules, and classes
+# robustlab registers itself ("robustlab>Name"). Everything else is refused before Keras
+# parses the file: Keras' own safe_mode is a denylist that has been bypassed repeatedly
+# (CVE-2024-3660, CVE-2025-1550, CVE-2025-8747, CVE-2025-9906, CVE-2026-1462).
+_ALLOWED_MODULES = ("keras", "keras.layers", "keras.models", "keras.initializers",
+                    "keras.regularizers", "keras.constraints", "keras.activations",
+                    "keras.losses", "keras.metrics", "keras.optimizers",
+                    "keras.optimizers.schedules", "keras.src.models.functional",
+                    "keras.src.models.sequential", "keras.src.models.model")
+# Classes that run code of the file's author, or load other files: refused even from Keras.
+_REFUSED_CLASSES = {"Lambda", "TFSMLayer", "TorchModuleWrapper", "JaxLayer", "FlaxLayer",
+                    "__lambda__", "function"}
+_REFUSED_KEYS = {"safe_mode", "enable_unsafe_deserialization", "unsafe", "function_type",
+                 "filepath", "call_endpoint"}
+
+
+def _check_config(node: Any, where: str = "config") -> None:
+    """Walk a ``.keras`` ``config.json`` and refuse anything outside the allowlist."""
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            _check_config(item, f"{where}[{i}]")
+        return
+    if not isinstance(node, dict):
+        return
+    for key in node:
+        if str(key) in _REFUSED_KEYS:
+            raise UnsafeModelError(f"model config has {key!r} at {where}: robustlab refuses "
+                                   f"settings that change how a model file is deserialized")
+    if "class_name" in node:
+        name = str(node.get("class_name"))
+        module = node.get("module")
+        registered = node.get("registered_name")
+        if name in _REFUSED_CLASSES:
+            raise UnsafeModelError(
+                f"model config uses {name!r} at {where}: it runs code stored in (or loaded "
+                f"by) the file. Rebuild the architecture in code and load only the weights.")
+        if registered not in (None, name) and not str(registered).startswith("robustlab>"):
+            raise UnsafeModelError(f"model config uses custom object {registered!r} at "
+                                   f"{where}; robustlab loads only Keras' own classes and its "
+                                   f"own registered ones")
+        if module is not None and (not isinstance(module, str) or module not in
+                                   _ALLOWED_MODULES and not module.startswith("robustlab.")):
+            raise UnsafeModelError(f"model config imports from module {module!r} at {where} "
+                                   f"({name}); allowed: Keras' own modules and robustlab")
+    for key, value in node.items():
+        _check_config(value, f"{where}.{key}")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model(path: str | Path, *, sha256: str | None = None) -> Any:
     """Load a ``.keras`` model with Keras' ``safe_mode`` on (never off).
 
-    The file is checked by content first: HDF5, pickles, SavedModel directories and zips that
-    are not Keras archives are refused with :class:`~robustlab.errors.UnsafeModelError`.
+    Before Keras sees the file, robustlab checks it by content (HDF5, pickles, SavedModel
+    directories and zips that are not Keras archives are refused), optionally pins its
+    SHA-256 (``sha256``: the expected hex digest; a mismatch is refused), and walks its
+    ``config.json``: only classes from Keras' own modules and robustlab's are allowed; Lambda,
+    TFSMLayer, TorchModuleWrapper, other modules and any unsafe-deserialization switch are
+    refused. Every refusal is an :class:`~robustlab.errors.UnsafeModelError` naming the
+    reason.
     """
+    import json
+
     import keras
 
     path = Path(path)
     _check_keras_archive(path)
+    if sha256 is not None:
+        expected = str(sha256).strip().lower()
+        if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+            raise ValidationError(f"expected sha256 to be 64 hex digits, got {sha256!r}")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise UnsafeModelError(f"model file {str(path)!r} has sha256 {actual}, expected "
+                                   f"{expected}: refusing a file that is not the pinned one")
+    with zipfile.ZipFile(path) as archive:
+        try:
+            config = json.loads(archive.read("config.json"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UnsafeModelError(f"model file {str(path)!r} has an unreadable config.json: "
+                                   f"{exc}") from None
+    _check_config(config)
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types; name the file

@@ -128,7 +128,7 @@ def test_attack_spec_parsing():
     assert [s.label for s in specs] == ["FGSM", "PGD-10×2"]
     assert "steps" not in specs[0].to_dict() and specs[1].to_dict()["restarts"] == 2
     assert AttackSpec.parse({"name": "pgd", "backend": "art"}).label == "PGD-40 [art]"
-    with pytest.raises(ValidationError, match="expected attack to be one of fgsm, pgd"):
-        parse_attacks("pgd, deepfool")
+    with pytest.raises(ValidationError, match="expected attack to be one of fgsm, pgd, apgd"):
+        parse_attacks("pgd, deepfol")
     with pytest.raises(ValidationError, match="each attack once"):
         parse_attacks("pgd, PGD")

@@ -5,6 +5,7 @@ adversarial prediction read back from the page. A screenshot is kept at
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -38,8 +39,9 @@ def lab(tmp_path):
     pytest.importorskip("playwright", reason="playwright not installed (pip install -e .[dev])")
     import nbformat
     import papermill
+    from papermill.iorw import load_notebook_node
 
-    nb = nbformat.read(ROOT / "notebooks" / "explore_attacks.ipynb", as_version=4)
+    nb = load_notebook_node(str(ROOT / "notebooks" / "explore_attacks.ipynb"))
     nb = papermill.parameterize.parameterize_notebook(
         nb, {**PARAMS, "output_dir": str(tmp_path / "out")})
     root = tmp_path / "lab"
@@ -87,11 +89,26 @@ def test_explorer_in_jupyterlab_updates_on_the_slider(lab):
         expect(page.locator(".jp-NotebookPanel .jp-Cell").first).to_be_visible(timeout=60_000)
         expect(page.locator(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator"
                             "[data-status='idle']")).to_have_count(1, timeout=60_000)
-        page.locator(".lm-MenuBar-itemLabel", has_text="Run").click()
-        page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+        started = page.locator(".jp-NotebookPanel .jp-InputPrompt").filter(
+            has_text=re.compile(r"\[(\*|\d+)\]"))
+        for _attempt in range(3):  # a click that lands while Lab is still settling is lost
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").click()
+            page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+            try:
+                expect(started.first).to_be_visible(timeout=15_000)
+                break
+            except AssertionError:
+                page.keyboard.press("Escape")
         labels = page.locator(".jp-OutputArea-output div.widget-label")
         adv = labels.filter(has_text="adversarial:")
-        expect(adv).to_have_count(1, timeout=240_000)
+        try:
+            expect(adv).to_have_count(1, timeout=240_000)
+        except AssertionError:
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT.with_name("explorer-failed.png")),
+                            full_page=True)
+            outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+            raise AssertionError(f"explorer did not render; outputs: {outputs}") from None
         before = adv.inner_text()
         readout = page.locator(".jp-OutputArea-output .widget-hslider .widget-readout").first
         readout.click()

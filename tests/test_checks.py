@@ -81,7 +81,9 @@ def test_saturated_logits_are_flagged_and_margin_loss_recovers(digits_model, dig
     # the same attacks find on the unscaled model
     same = evaluate(digits_model, digits, attacks, EPS, n=200, seed=0, checks=False)
     assert abs(margin.points[j].n_correct - same.curves[2].points[j].n_correct) <= 1
-    assert abs(res.worst_case.points[j].accuracy - same.worst_case.points[j].accuracy) <= 0.02
+    # (cross-entropy adds a few breaks on the unscaled model: within 3 points, about half the
+    # 95% interval's half-width on 200 examples)
+    assert abs(res.worst_case.points[j].accuracy - same.worst_case.points[j].accuracy) <= 0.03
 
 
 def test_margin_check_runs_its_own_attack_when_the_evaluation_has_none(digits_model, digits):

@@ -99,3 +99,73 @@ def test_load_or_train_checks_outputs(tiny_model, tmp_path, digits):
     save_model(five, tmp_path / "five.keras")
     with pytest.raises(ValidationError, match="10 outputs.*got 5"):
         load_or_train(tmp_path / "five.keras", digits)
+
+
+def _rewrite_config(src, dst, edit):
+    """Copy the .keras archive ``src`` to ``dst`` with ``edit(config)`` applied to config.json."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                edit(config)
+                data = json.dumps(config).encode()
+            zout.writestr(item, data)
+    return dst
+
+
+def _first_layer(config):
+    return config["config"]["layers"][1]
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda c: _first_layer(c).update(class_name="Lambda"), "uses 'Lambda'"),
+    (lambda c: _first_layer(c).update(class_name="TFSMLayer"), "uses 'TFSMLayer'"),
+    (lambda c: _first_layer(c).update(class_name="TorchModuleWrapper",
+                                      module="keras.layers"), "uses 'TorchModuleWrapper'"),
+    (lambda c: _first_layer(c).update(module="os"), "imports from module 'os'"),
+    (lambda c: _first_layer(c).update(module="keras.src.utils.file_utils"),
+     "imports from module 'keras.src.utils.file_utils'"),
+    (lambda c: _first_layer(c).update(registered_name="evil>Payload"),
+     "custom object 'evil>Payload'"),
+    (lambda c: _first_layer(c)["config"].update(safe_mode=False), "has 'safe_mode'"),
+    (lambda c: c.update(enable_unsafe_deserialization=True),
+     "has 'enable_unsafe_deserialization'"),
+])
+def test_config_allowlist_refuses_before_keras_parses(tiny_model, tmp_path, edit, match):
+    good = save_model(tiny_model, tmp_path / "good.keras")
+    bad = _rewrite_config(good, tmp_path / "bad.keras", edit)
+    with pytest.raises(UnsafeModelError, match=match):
+        load_model(bad)
+
+
+def test_allowlist_accepts_robustlab_models(tmp_path, digits):
+    from robustlab.models import build_resnet
+
+    for i, model in enumerate([build_model((8, 8, 1), 10, seed=0),
+                               build_resnet((16, 16, 3), 10, width=8, seed=0),
+                               build_model((8, 8, 1), 10, seed=0, mixed_precision=True)]):
+        path = save_model(model, tmp_path / f"m{i}.keras")
+        assert load_model(path).count_params() == model.count_params()
+
+
+def test_sha256_pinning(tiny_model, tmp_path):
+    from robustlab.models import sha256_file
+
+    path = save_model(tiny_model, tmp_path / "pinned.keras")
+    digest = sha256_file(path)
+    assert load_model(path, sha256=digest.upper()).count_params() == tiny_model.count_params()
+    with pytest.raises(UnsafeModelError, match="expected " + "0" * 64):
+        load_model(path, sha256="0" * 64)
+    with pytest.raises(ValidationError, match="64 hex digits"):
+        load_model(path, sha256="abc")
+
+
+def test_renamed_pickle_gets_a_clear_error(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    with pytest.raises(UnsafeModelError, match="is a pickle; unpickling runs code"):
+        load_model(path)

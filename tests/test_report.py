@@ -22,9 +22,9 @@ def test_report_is_self_contained(result, tmp_path):
     assert "<script" not in html.lower()
     assert re.search(r"(src|href)=\"(https?:)?//", html) is None
     assert 'http-equiv="Content-Security-Policy"' in html and "default-src 'none'" in html
-    assert html.count("data:image/png;base64,") == 2
-    for text in ("Robust accuracy per ε", "worst case", "FGSM", "PGD-40", "tensorflow",
-                 "Examples", "seed"):
+    assert html.count("data:image/png;base64,") == 3  # curves, examples, convergence
+    for text in ("Can you trust this number?", "Robust accuracy per ε", "worst case", "FGSM",
+                 "PGD-40", "tensorflow", "Examples", "seed", "Convergence", "Per class"):
         assert text in html
     data = json.loads(paths["json"].read_text())
     assert data["curves"][1]["points"][2]["accuracy"] == result.curves[1].points[2].accuracy
