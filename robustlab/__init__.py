@@ -36,7 +36,8 @@ _EXPORTS = {
     "gate": "robustlab.gate", "Policy": "robustlab.gate",
     "apgd": "robustlab.attacks", "square": "robustlab.attacks",
     "carlini_wagner_l2": "robustlab.attacks", "deepfool": "robustlab.attacks",
-    "run_notebook": "robustlab.runner",
+    "run_notebook": "robustlab.runner", "verify": "robustlab.manifest",
+    "enable_determinism": "robustlab._env",
     "RobustlabError": "robustlab.errors", "ValidationError": "robustlab.errors",
 }
 

@@ -50,3 +50,27 @@ def default_jit_compile() -> bool:
     if forced in ("0", "false", "no", "off"):
         return False
     return device_info()["type"] == "GPU"
+
+
+def determinism_info() -> dict[str, Any]:
+    """Whether results repeat exactly: TensorFlow op determinism, the device, and the verdict.
+
+    On a CPU robustlab's numbers repeat exactly for the same seed and inputs (tested); on a
+    GPU only with op determinism on (:func:`enable_determinism`), since cuDNN picks
+    non-deterministic kernels otherwise.
+    """
+    import tensorflow as tf
+
+    try:
+        ops = bool(tf.config.experimental.is_op_determinism_enabled())
+    except AttributeError:  # very old TensorFlow
+        ops = False
+    device = device_info()["type"]
+    return {"op_determinism": ops, "device": device, "deterministic": ops or device == "CPU"}
+
+
+def enable_determinism() -> None:
+    """Turn on TensorFlow op determinism (slower on GPUs; every op then repeats exactly)."""
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()

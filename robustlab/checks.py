@@ -52,7 +52,7 @@ class Status(str, Enum):
     """Outcome of a check: ``pass``, ``warn`` (look closer), ``fail`` (the number is likely
     wrong) or ``skip`` (not applicable to this evaluation)."""
 
-    PASS = "pass"  # noqa: S105 - a check status, not a password
+    PASS = "pass"  # a check status, not a password  # noqa: S105  # nosec B105
     WARN = "warn"
     FAIL = "fail"
     SKIP = "skip"
@@ -292,7 +292,11 @@ def _check_monotone(ctx: _Context) -> Check:
     missed = 0
     if eps[-1] > 0 and len(rows):
         missed = int(ctx.robust_after(spec, rows, eps[-1]).sum())
-    status = Status.FAIL if rises else _extra_breaks(missed, len(rows))
+    worst_rise = max((c.points[j].accuracy - c.points[j - 1].accuracy
+                      for c in ctx.result.curves for j in range(1, len(c.points))), default=0.0)
+    status = _extra_breaks(missed, len(rows))
+    if rises:  # a rise of one example or so is sampling noise of the random starts: warn
+        status = Status.FAIL if worst_rise > EXTRA_BREAK_PASS else Status.WARN
     evidence = (f"accuracy rises with ε for {rises}; " if rises else
                 "no curve rises with ε; ") + \
         f"{spec.label} at ε {eps[-1]:g} re-attacked {len(rows)} examples broken at a " \

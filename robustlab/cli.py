@@ -8,6 +8,9 @@ bad arguments.
 ``robustlab gate REPORT --policy POLICY`` judges a ``report.json`` against a YAML policy
 (:mod:`robustlab.gate`), writes ``blessing.json`` and exits 0 if blessed, 1 if not, 2 for
 unreadable input.
+
+``robustlab verify DIR`` checks every file in ``DIR/manifest.json`` (sha256 and size) and
+names the files that changed, went missing or appeared; exit 0 if all match, 1 if not.
 """
 
 from __future__ import annotations
@@ -36,7 +39,28 @@ def _parser() -> argparse.ArgumentParser:
     gate.add_argument("--baseline", default=None, help="baseline report.json for max_drop")
     gate.add_argument("--out", default=None,
                       help="where to write the verdict (default: blessing.json beside REPORT)")
+    verify = sub.add_parser("verify", help="check an output directory against its "
+                            "manifest.json")
+    verify.add_argument("directory", help="output directory written by robustlab")
     return parser
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from robustlab.manifest import verify
+
+    try:
+        found = verify(args.directory)
+    except RobustlabError as exc:
+        print(f"robustlab verify: {exc}", file=sys.stderr)
+        return 2
+    for kind, names in (("changed", found.changed), ("missing", found.missing),
+                        ("not in the manifest", found.added)):
+        for name in names:
+            print(f"robustlab verify: {kind}: {name}", file=sys.stderr)
+    if found.ok:
+        print(f"robustlab verify: {found.checked} files match {args.directory}/manifest.json")
+        return 0
+    return 1
 
 
 def _gate(args: argparse.Namespace) -> int:
@@ -50,6 +74,10 @@ def _gate(args: argparse.Namespace) -> int:
         print(f"robustlab gate: {exc}", file=sys.stderr)
         return 2
     out = write_blessing(blessing, args.out or Path(args.report).with_name("blessing.json"))
+    from robustlab.manifest import MANIFEST, update_manifest
+
+    if (out.parent / MANIFEST).is_file():  # the verdict joins the directory's artifacts
+        update_manifest(out.parent)
     for line in blessing.passed:
         print(f"robustlab gate: ok: {line}")
     for line in blessing.reasons:
@@ -62,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "gate":
         return _gate(args)
+    if args.command == "verify":
+        return _verify(args)
     if args.command == "run":
         from robustlab.runner import parse_cli_value, run_notebook
 

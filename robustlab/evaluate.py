@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from robustlab._env import device_info, package_versions
+from robustlab._env import determinism_info, device_info, package_versions
 from robustlab._validate import check_int, check_optional_int, check_seed, parse_epsilons
 from robustlab.attacks._core import (
     Norm,
@@ -150,6 +150,7 @@ class EvaluationResult:
     parameters: dict[str, Any] = field(default_factory=dict)
     examples: tuple[Example, ...] = ()
     per_class: tuple[ClassAccuracy, ...] = ()
+    determinism: dict[str, Any] = field(default_factory=dict)
     cascade: bool = False
     checks: tuple[Check, ...] = ()
     convergence: Convergence | None = None
@@ -377,7 +378,7 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
         seed=seed, versions=package_versions(), device=dict(device_info()),
         seconds=time.perf_counter() - start_time, parameters=dict(parameters or {}),
         examples=examples, example_images=images, robust_mask=mask,
-        attack_masks=attack_masks, cascade=bool(cascade),
+        attack_masks=attack_masks, cascade=bool(cascade), determinism=determinism_info(),
         per_class=_per_class(y, clean_correct, mask, class_names, num_classes))
     if checks:
         found, convergence = run_checks(model, x, y, result, attack_masks=attack_masks,

@@ -23,6 +23,7 @@ import datetime
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,19 @@ from robustlab._validate import check_float, parse_float
 from robustlab.errors import InputTypeError, ValidationError
 
 __all__ = ["Policy", "Blessing", "gate", "load_report"]
+
+
+def _read(path: Path, what: str, kind: str, parse: Callable[[str], Any],
+          error: type[Exception]) -> Any:
+    """``parse`` the text of ``path``; an unreadable or malformed file is a ValidationError
+    naming the file."""
+    try:
+        return parse(path.read_text("utf-8"))
+    except OSError as exc:
+        raise ValidationError(f"expected a readable {what} file, got {str(path)!r}: "
+                              f"{exc.strerror}") from None
+    except error as exc:
+        raise ValidationError(f"expected {what} {str(path)!r} to be {kind}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -75,13 +89,7 @@ class Policy:
         import yaml
 
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text("utf-8"))
-        except OSError as exc:
-            raise ValidationError(f"expected a readable policy file, got {str(path)!r}: "
-                                  f"{exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ValidationError(f"expected policy {str(path)!r} to be YAML: {exc}") from None
+        data = _read(path, "policy", "YAML", yaml.safe_load, yaml.YAMLError)
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -122,13 +130,7 @@ def load_report(path: str | Path) -> dict[str, Any]:
     """A ``report.json`` written by :func:`robustlab.write_report`, checked for the fields the
     gate reads."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except OSError as exc:
-        raise ValidationError(f"expected a readable report, got {str(path)!r}: "
-                              f"{exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"expected report {str(path)!r} to be JSON: {exc}") from None
+    data = _read(path, "report", "JSON", json.loads, json.JSONDecodeError)
     missing = [k for k in ("clean_accuracy", "clean_ci", "worst_case", "epsilons")
                if not isinstance(data, dict) or k not in data]
     if missing:

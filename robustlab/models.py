@@ -322,14 +322,15 @@ def check_logits(model: Any, x: np.ndarray, *, atol: float = 1e-3) -> bool:
 
 
 def load_or_train(model_path: str | Path | None, data: Dataset, *, epochs: int | None = None,
-                  batch_size: int = 32, seed: int = 0, save_to: str | Path | None = None
-                  ) -> Any:
-    """Load ``model_path`` if given (non-empty), else build and train the default model.
+                  batch_size: int = 32, seed: int = 0, save_to: str | Path | None = None,
+                  sha256: str | None = None) -> Any:
+    """Load ``model_path`` if given (non-empty; pinned to ``sha256`` when given, see
+    :func:`load_model`), else build and train the default model.
 
     A trained model is saved to ``save_to`` when given. The logits check runs either way.
     """
     if model_path:
-        model = load_model(model_path)
+        model = load_model(model_path, sha256=sha256 or None)
         outputs = num_outputs(model)
         if outputs != data.num_classes:
             raise ValidationError(f"expected a model with {data.num_classes} outputs for "

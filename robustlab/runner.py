@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from robustlab.errors import InputTypeError, NotebookExecutionError, ValidationError
+from robustlab.manifest import MANIFEST, update_manifest
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,9 @@ def run_notebook(notebook: str | Path, out_dir: str | Path,
     """Execute ``notebook`` with ``parameters`` and leave the executed copy and everything
     the notebook wrote (via its ``output_dir`` parameter) in ``out_dir``.
 
-    Returns the path of the executed notebook. Raises NotebookExecutionError on failure.
+    On success ``out_dir/manifest.json`` lists every file with its SHA-256 (see
+    :mod:`robustlab.manifest`). Returns the path of the executed notebook. Raises
+    NotebookExecutionError on failure.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -138,10 +141,16 @@ def run_notebook(notebook: str | Path, out_dir: str | Path,
         raise NotebookExecutionError(message, cell_index=cell,
                                      executed_path=str(kept) if kept.exists() else None) \
             from exc
+    staged_manifest = staging / MANIFEST  # the notebook's own (over staging); merged below
+    old = json.loads(staged_manifest.read_text("utf-8")) if staged_manifest.is_file() else {}
+    staged_manifest.unlink(missing_ok=True)
     for item in staging.iterdir():
         target = out / item.name
         if target.is_dir() and not item.is_dir():
             shutil.rmtree(target)
         os.replace(item, target)
     staging.rmdir()
+    run_params = {k: v for k, v in params.items() if k != output_param}
+    update_manifest(out, parameters={**old.get("parameters", {}), **run_params,
+                                     "notebook": notebook.name}, seed=old.get("seed"))
     return out / notebook.name

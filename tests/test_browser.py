@@ -123,3 +123,52 @@ def test_explorer_in_jupyterlab_updates_on_the_slider(lab):
         browser.close()
     assert after != before and "fooled" in after, (before, after)
     assert not errors, errors
+
+
+HOSTILE = [
+    "<script>window.__pwned=1</script>",
+    '"><img src=x onerror="window.__pwned=2">',
+    "</title><script>window.__pwned=3</script>",
+    "{{ 7*7 }}{% raw %}",
+    "<svg onload=window.__pwned=4>",
+    "é🙂" * 50 + "x" * 5000,
+]
+
+
+def test_report_with_hostile_strings_runs_nothing_in_chromium(digits_model, digits, tmp_path):
+    from dataclasses import replace
+
+    from playwright.sync_api import sync_playwright
+
+    from robustlab.evaluate import evaluate
+    from robustlab.report import render_html
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium not installed (make test installs Debian's chromium package)")
+    res = evaluate(digits_model, digits, "fgsm", "0, 0.1", n=20, checks=False)
+    evil = replace(
+        res, model={**res.model, "name": HOSTILE[0]},
+        dataset={**res.dataset, "name": HOSTILE[2], "source": HOSTILE[1],
+                 "class_names": [HOSTILE[i % len(HOSTILE)] for i in range(10)]},
+        parameters={h[:20]: h for h in HOSTILE})
+    page_path = tmp_path / "report.html"
+    page_path.write_text(render_html(evil), encoding="utf-8")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page()
+        console, errors = [], []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(page_path.as_uri())
+        page.wait_for_load_state("load")
+        pwned = page.evaluate("() => window.__pwned === undefined")
+        text = page.inner_text("body")
+        title = page.title()
+        scripts = page.locator("script").count()
+        browser.close()
+    assert pwned, "hostile markup executed"
+    assert scripts == 0 and not errors and not console, (console, errors)
+    assert title.startswith("Robustness report: <script>")  # shown as text, title intact
+    for hostile in HOSTILE[:5]:
+        assert hostile in text
+    assert "Can you trust this number?" in text and "Package versions" in text

@@ -49,6 +49,13 @@ def test_pipeline_commands_bless_and_refuse(tmp_path):
     gate = run("Gate")
     assert gate.returncode == 0, gate.stdout + gate.stderr
     assert '"blessed": true' in (out / "blessing.json").read_text()
+    verified = subprocess.run(["robustlab", "verify", str(out)], cwd=ROOT, env=env,
+                              capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stderr  # the manifest covers the verdict too
+    manifest = (out / "manifest.json").read_text()
+    assert all(f'"{name}"' in manifest for name in ("report.html", "report.json",
+                                                     "blessing.json", "model.keras",
+                                                     "robustness_report.ipynb"))
     strict = tmp_path / "strict.yaml"
     strict.write_text("min_robust_accuracy:\n  0.3: 0.5\n")
     refused = subprocess.run(["robustlab", "gate", str(out / "report.json"), "--policy",

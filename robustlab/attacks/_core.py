@@ -82,6 +82,15 @@ class ThreatModel:
             raise ValidationError(f"expected bounds low < high (finite), got {bounds!r}")
         return cls(eps, parse_norm(norm), (low, high))
 
+    def capped(self, image_shape: tuple[int, ...]) -> ThreatModel:
+        """The same threat model with ε no larger than the box's own size (``high - low`` in
+        L∞, its diagonal in L2): beyond that the box, not the ball, limits the adversary, so
+        the result is identical, and arithmetic with an ε near the float32 maximum (which
+        would overflow to inf and NaN) is avoided."""
+        width = self.bounds[1] - self.bounds[0]
+        top = width if self.norm is Norm.LINF else width * float(np.sqrt(np.prod(image_shape)))
+        return self if self.epsilon <= top else ThreatModel(top, self.norm, self.bounds)
+
 
 # ---------------------------------------------------------------------------------------------
 # TensorFlow math (called inside tf.function)

@@ -187,6 +187,9 @@ def run_attack(impl: BatchAttack, model: Any, x: Any, y: Any, *, threat: ThreatM
         raise ValidationError(f"expected a model with at least 3 classes for loss='dlr' (it "
                               f"divides by z1 - z3), got {num_outputs(model)}")
     ids = _check_ids(ids, len(x_np))
+    threat = threat.capped(x_np.shape[1:])
+    if "step_size" in params and params["step_size"] is not None:
+        params["step_size"] = min(float(params["step_size"]), threat.epsilon)
     state = {"batch_size": resolve_batch_size(batch_size, model, x_np.shape[1:])}
     if threat.epsilon == 0.0:
         return x_np.astype(dtype, copy=True)

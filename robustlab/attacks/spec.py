@@ -112,9 +112,9 @@ class AttackSpec:
     backend: Backend = Backend.NATIVE
 
     def __post_init__(self) -> None:
-        name = str(self.name).strip().lower()
-        alias = ALIASES.get(name, {})
-        name = alias.get("name", name)
+        given = str(self.name).strip().lower()
+        alias = ALIASES.get(given, {})
+        name = alias.get("name", given)
         if name not in ATTACKS:
             raise ValidationError(f"expected attack to be one of "
                                   f"{', '.join([*ATTACKS, *ALIASES])}, got {self.name!r}")
@@ -125,7 +125,7 @@ class AttackSpec:
         if "loss" in alias:
             if loss not in (Loss.CE, alias["loss"]):
                 raise ValidationError(f"expected loss {alias['loss'].value!r} for attack "
-                                      f"{self.name!r}, got {loss.value!r}")
+                                      f"{given!r}, got {loss.value!r}")
             loss = alias["loss"]
         set_("loss", loss)
         set_("backend", parse_enum("backend", self.backend, Backend))

@@ -16,6 +16,7 @@ from typing import Any
 from markupsafe import Markup
 
 from robustlab._io import write_json, write_text
+from robustlab.manifest import update_manifest
 from robustlab.report.plots import (
     comparison_png,
     convergence_png,
@@ -54,7 +55,7 @@ def _csp() -> str:
 
 def _page() -> dict[str, Any]:
     # CSS and CSP are robustlab's own constants (no user data), so they go in unescaped.
-    return {"css": Markup(CSS), "csp": Markup(_csp())}  # noqa: S704
+    return {"css": Markup(CSS), "csp": Markup(_csp())}  # noqa: S704  # nosec B704
 
 
 def _class_names(result: Any) -> list[str]:
@@ -83,14 +84,16 @@ def render_summary_html(result: Any) -> str:
 
 
 def write_report(result: Any, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``report.json`` and ``report.html`` into ``out_dir`` (atomically).
+    """Write ``report.json`` and ``report.html`` into ``out_dir`` (atomically) and update the
+    directory's ``manifest.json`` (see :mod:`robustlab.manifest`).
 
-    Returns ``{"json": path, "html": path}``.
+    Returns ``{"json": path, "html": path, "manifest": path}``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": write_json(out / "report.json", result.to_dict()),
              "html": write_text(out / "report.html", render_html(result))}
+    paths["manifest"] = update_manifest(out, parameters=result.parameters, seed=result.seed)
     return paths
 
 
@@ -115,12 +118,16 @@ def render_comparison_html(comparison: Any, x: Any = None, y: Any = None) -> str
 
 def write_comparison(comparison: Any, out_dir: str | Path, x: Any = None, y: Any = None
                      ) -> dict[str, Path]:
-    """Write ``comparison.json`` and ``comparison.html`` into ``out_dir`` (atomically).
+    """Write ``comparison.json`` and ``comparison.html`` into ``out_dir`` (atomically) and
+    update its ``manifest.json``.
 
-    Returns ``{"json": path, "html": path}``.
+    Returns ``{"json": path, "html": path, "manifest": path}``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return {"json": write_json(out / "comparison.json", comparison.to_dict()),
-            "html": write_text(out / "comparison.html",
-                               render_comparison_html(comparison, x, y))}
+    paths = {"json": write_json(out / "comparison.json", comparison.to_dict()),
+             "html": write_text(out / "comparison.html",
+                                render_comparison_html(comparison, x, y))}
+    first = comparison.results[0]
+    paths["manifest"] = update_manifest(out, parameters=first.parameters, seed=first.seed)
+    return paths
