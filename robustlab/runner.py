@@ -145,6 +145,9 @@ def run_notebook(notebook: str | Path, out_dir: str | Path,
     old = json.loads(staged_manifest.read_text("utf-8")) if staged_manifest.is_file() else {}
     staged_manifest.unlink(missing_ok=True)
     for item in staging.iterdir():
+        if item.is_file():  # papermill wrote it in place: make it durable before the rename
+            with open(item, "rb+") as handle:
+                os.fsync(handle.fileno())
         target = out / item.name
         if target.is_dir() and not item.is_dir():
             shutil.rmtree(target)

@@ -78,6 +78,7 @@ def lab(tmp_path):
 
 
 def test_explorer_in_jupyterlab_updates_on_the_slider(lab):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
@@ -91,14 +92,22 @@ def test_explorer_in_jupyterlab_updates_on_the_slider(lab):
                             "[data-status='idle']")).to_have_count(1, timeout=60_000)
         started = page.locator(".jp-NotebookPanel .jp-InputPrompt").filter(
             has_text=re.compile(r"\[(\*|\d+)\]"))
-        for _attempt in range(3):  # a click that lands while Lab is still settling is lost
-            page.locator(".lm-MenuBar-itemLabel", has_text="Run").click()
-            page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+        dialogs = []
+        for _attempt in range(4):  # a click that lands while Lab is still settling is lost
+            dialog = page.locator(".jp-Dialog")
+            if dialog.count():  # e.g. a kernel prompt on a fresh install: note it, accept it
+                dialogs.append(dialog.first.inner_text())
+                dialog.first.locator(".jp-mod-accept").first.click()
             try:
+                page.locator(".lm-MenuBar-itemLabel", has_text="Run").click(timeout=10_000)
+                page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click(
+                    timeout=10_000)
                 expect(started.first).to_be_visible(timeout=15_000)
                 break
-            except AssertionError:
+            except (AssertionError, PlaywrightTimeout):
                 page.keyboard.press("Escape")
+        if dialogs:
+            print(f"JupyterLab dialogs accepted: {dialogs}")  # noqa: T201
         labels = page.locator(".jp-OutputArea-output div.widget-label")
         adv = labels.filter(has_text="adversarial:")
         try:
@@ -108,7 +117,8 @@ def test_explorer_in_jupyterlab_updates_on_the_slider(lab):
             page.screenshot(path=str(SCREENSHOT.with_name("explorer-failed.png")),
                             full_page=True)
             outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
-            raise AssertionError(f"explorer did not render; outputs: {outputs}") from None
+            raise AssertionError(f"explorer did not render; outputs: {outputs}; dialogs: "
+                                 f"{dialogs}") from None
         before = adv.inner_text()
         readout = page.locator(".jp-OutputArea-output .widget-hslider .widget-readout").first
         readout.click()
