@@ -5,7 +5,6 @@ adversarial prediction read back from the page. A screenshot is kept at
 
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -71,13 +70,14 @@ def lab(tmp_path):
                 time.sleep(0.5)
         else:
             pytest.fail("JupyterLab did not start: " + (tmp_path / "lab.log").read_text()[-2000:])
-        yield url
+        yield url, tmp_path / "lab.log"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
 def test_explorer_in_jupyterlab_updates_on_the_slider(lab):
+    url, lab_log = lab
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 
@@ -86,39 +86,47 @@ def test_explorer_in_jupyterlab_updates_on_the_slider(lab):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         errors = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{lab}/lab/tree/explore.ipynb")
+        page.goto(f"{url}/lab/tree/explore.ipynb")
         expect(page.locator(".jp-NotebookPanel .jp-Cell").first).to_be_visible(timeout=60_000)
         expect(page.locator(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator"
                             "[data-status='idle']")).to_have_count(1, timeout=60_000)
-        started = page.locator(".jp-NotebookPanel .jp-InputPrompt").filter(
-            has_text=re.compile(r"\[(\*|\d+)\]"))
-        dialogs = []
-        for _attempt in range(4):  # a click that lands while Lab is still settling is lost
-            dialog = page.locator(".jp-Dialog")
-            if dialog.count():  # e.g. a kernel prompt on a fresh install: note it, accept it
-                dialogs.append(dialog.first.inner_text())
-                dialog.first.locator(".jp-mod-accept").first.click()
-            try:
-                page.locator(".lm-MenuBar-itemLabel", has_text="Run").click(timeout=10_000)
-                page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click(
-                    timeout=10_000)
-                expect(started.first).to_be_visible(timeout=15_000)
-                break
-            except (AssertionError, PlaywrightTimeout):
-                page.keyboard.press("Escape")
-        if dialogs:
-            print(f"JupyterLab dialogs accepted: {dialogs}")  # noqa: T201
         labels = page.locator(".jp-OutputArea-output div.widget-label")
         adv = labels.filter(has_text="adversarial:")
-        try:
-            expect(adv).to_have_count(1, timeout=240_000)
-        except AssertionError:
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT.with_name("explorer-failed.png")),
-                            full_page=True)
-            outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
-            raise AssertionError(f"explorer did not render; outputs: {outputs}; dialogs: "
-                                 f"{dialogs}") from None
+        prompts = page.locator(".jp-NotebookPanel .jp-CodeCell .jp-InputPrompt")
+        idle = page.locator(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator"
+                            "[data-status='idle']")
+        dialogs, runs = [], []
+        deadline = time.monotonic() + 300
+        # On a fresh workspace JupyterLab sometimes starts two kernels and shuts one down (lab
+        # log: "Kernel started" twice, then "Kernel shutdown"); cells sent to the closed one
+        # never run. So: run all, and run all again while the kernel sits idle with cells
+        # that never ran.
+        while not adv.count():
+            if time.monotonic() > deadline or len(runs) > 4:
+                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(SCREENSHOT.with_name("explorer-failed.png")),
+                                full_page=True)
+                outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+                raise AssertionError(f"explorer did not render after {len(runs)} run-all; "
+                                     f"outputs: {outputs}; dialogs: {dialogs}; lab log: "
+                                     f"{lab_log.read_text()[-1500:]}")
+            dialog = page.locator(".jp-Dialog")
+            if dialog.count():  # e.g. "kernel restarting": note it, accept it
+                dialogs.append(dialog.first.inner_text())
+                dialog.first.locator(".jp-mod-accept").first.click()
+            stalled = idle.count() and any(t.strip().startswith("[ ]")
+                                           for t in prompts.all_inner_texts())
+            if not runs or (stalled and time.monotonic() - runs[-1] > 15):
+                try:
+                    page.locator(".lm-MenuBar-itemLabel", has_text="Run").click(timeout=10_000)
+                    page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click(
+                        timeout=10_000)
+                except PlaywrightTimeout:
+                    page.keyboard.press("Escape")
+                runs.append(time.monotonic())
+            page.wait_for_timeout(1000)
+        if len(runs) > 1 or dialogs:
+            print(f"run-all clicks: {len(runs)}; dialogs accepted: {dialogs}")  # noqa: T201
         before = adv.inner_text()
         readout = page.locator(".jp-OutputArea-output .widget-hslider .widget-readout").first
         readout.click()
