@@ -4,6 +4,7 @@ crash never leaves a half-written artifact where a good one was."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -36,6 +37,15 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -207,12 +207,10 @@ class _Context:
         """Which of ``rows`` are still classified correctly after ``spec`` at ``eps``."""
         if len(rows) == 0:
             return np.zeros(0, bool)
+        threat = self.threat(eps)  # every attack's output is projected onto it (run_attack)
         x_adv = spec.run(self.model, self.x[rows], self.y[rows], epsilon=eps,
-                         norm=self.threat(eps).norm, bounds=self.threat(eps).bounds,
-                         seed=self.seed, batch_size=self.batch_size,
-                         jit_compile=self.jit_compile, ids=rows)
-        x_adv = enforce_threat_model(np.asarray(x_adv, np.float32), self.x[rows],
-                                     self.threat(eps))
+                         norm=threat.norm, bounds=threat.bounds, seed=self.seed,
+                         batch_size=self.batch_size, jit_compile=self.jit_compile, ids=rows)
         return batched_logits(self.model, x_adv, self.batch_size).argmax(1) == self.y[rows]
 
     def iterative(self) -> AttackSpec:
@@ -452,7 +450,8 @@ def _convergence(ctx: _Context) -> tuple[Check, Convergence | None]:
 
 def run_checks(model: Any, x: np.ndarray, y: np.ndarray, result: Any, *,
                attack_masks: dict[str, np.ndarray], n_check: int = 200, seed: int = 0,
-               batch_size: int | None = None, jit_compile: bool | None = None
+               batch_size: int | None = None, jit_compile: bool | None = None,
+               clean_correct: np.ndarray | None = None
                ) -> tuple[tuple[Check, ...], Convergence | None]:
     """Run every check on an evaluation.
 
@@ -464,6 +463,8 @@ def run_checks(model: Any, x: np.ndarray, y: np.ndarray, result: Any, *,
         attack_masks: per attack label, ``(N, len(epsilons))`` bool: robust to that attack.
         n_check: examples the attacking checks use at most (the first correct ones).
         seed, batch_size, jit_compile: as for :func:`robustlab.evaluate`.
+        clean_correct: ``(N,)`` bool, the model's clean predictions are right (computed
+            when not given; :func:`robustlab.evaluate` passes the ones it has).
 
     Returns:
         ``(checks, convergence)``.
@@ -471,8 +472,9 @@ def run_checks(model: Any, x: np.ndarray, y: np.ndarray, result: Any, *,
     specs = tuple(spec_from_dict(c.spec) for c in result.curves)
     bounds = tuple(result.dataset.get("bounds") or (0.0, 1.0))
     norm = result.norm
-    clean_correct = batched_logits(model, x, resolve_batch_size(batch_size, model,
-                                                                x.shape[1:])).argmax(1) == y
+    size = resolve_batch_size(batch_size, model, x.shape[1:])
+    if clean_correct is None:
+        clean_correct = batched_logits(model, x, size).argmax(1) == y
     eps = result.epsilons
     pos = [j for j, e in enumerate(eps) if e > 0]
     focus = None
@@ -481,7 +483,7 @@ def run_checks(model: Any, x: np.ndarray, y: np.ndarray, result: Any, *,
         focus = min(pos, key=lambda j: abs(result.worst_case.points[j].accuracy - target))
     ctx = _Context(model=model, x=x, y=y, result=result, specs=specs, masks=attack_masks,
                    threat=lambda e: ThreatModel.parse(e, norm, bounds), seed=seed,
-                   batch_size=resolve_batch_size(batch_size, model, x.shape[1:]),
+                   batch_size=size,
                    jit_compile=jit_compile, clean_correct=clean_correct,
                    rows=np.flatnonzero(clean_correct)[:n_check],
                    focus=focus)

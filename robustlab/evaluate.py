@@ -27,7 +27,7 @@ from robustlab.attacks._core import (
     parse_norm,
     perturbation_norms,
 )
-from robustlab.attacks._runner import batched_logits, resolve_batch_size
+from robustlab.attacks._runner import batched_logits, resolve_batch_size, softmax
 from robustlab.attacks.spec import AttackSpec, parse_attacks
 from robustlab.checks import Check, Convergence, Status, run_checks
 from robustlab.data import Dataset, validate_arrays
@@ -187,11 +187,6 @@ def _model_info(model: Any) -> dict[str, Any]:
             "parameters": int(model.count_params()) if hasattr(model, "count_params") else None,
             "input_shape": list(getattr(model, "input_shape", None) or [])[1:],
             "num_classes": num_outputs(model)}
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _check_budget(x_adv: np.ndarray, x: np.ndarray, threat: ThreatModel, label: str) -> None:
@@ -383,7 +378,7 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     if checks:
         found, convergence = run_checks(model, x, y, result, attack_masks=attack_masks,
                                         n_check=n_check, seed=seed, batch_size=batch_size,
-                                        jit_compile=jit_compile)
+                                        jit_compile=jit_compile, clean_correct=clean_correct)
         for check in found:
             log.log(logging.WARNING if check.status in (Status.FAIL, Status.WARN)
                     else logging.INFO, "check %s: %s - %s", check.name, check.status.value,
@@ -434,8 +429,8 @@ def _examples(model: Any, x: np.ndarray, y: np.ndarray, clean_logits: np.ndarray
     if shown is None:
         return (), {}
     eps, idx, x_adv = shown
-    adv_prob = _softmax(batched_logits(model, x_adv, batch_size))
-    clean_prob = _softmax(clean_logits[idx])
+    adv_prob = softmax(batched_logits(model, x_adv, batch_size))
+    clean_prob = softmax(clean_logits[idx])
     examples = tuple(Example(
         index=int(i), label=int(y[i]), clean_pred=int(clean_prob[j].argmax()),
         clean_confidence=float(clean_prob[j].max()), adv_pred=int(adv_prob[j].argmax()),

@@ -20,7 +20,6 @@ report or policy cannot be read.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustlab._io import write_json
+from robustlab._io import sha256_file, write_json
 from robustlab._validate import check_float, parse_float
 from robustlab.errors import InputTypeError, ValidationError
 
@@ -207,7 +206,7 @@ def gate(report: str | Path, policy: Policy | str | Path,
             judge(drop <= policy.max_drop + 1e-12,
                   f"{name} {100 * now:.2f}% vs baseline {100 * before:.2f}% (drop "
                   f"{100 * drop:.2f} pt, maximum {100 * policy.max_drop:.2f} pt)")
-    digest = hashlib.sha256(Path(report).read_bytes()).hexdigest()
+    digest = sha256_file(report)
     return Blessing(
         blessed=not reasons, reasons=tuple(reasons), passed=tuple(passed),
         report=str(report), report_sha256=digest,

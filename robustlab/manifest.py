@@ -8,13 +8,12 @@ digests and names every file that changed, went missing or appeared since.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robustlab._io import write_json
+from robustlab._io import sha256_file, write_json
 from robustlab.errors import ValidationError
 
 __all__ = ["MANIFEST", "update_manifest", "verify", "Verification"]
@@ -24,14 +23,6 @@ MANIFEST = "manifest.json"
 _SKIP_PREFIXES = (".",)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _artifacts(out: Path) -> dict[str, dict[str, Any]]:
     files = {}
     for path in sorted(out.rglob("*")):
@@ -39,7 +30,7 @@ def _artifacts(out: Path) -> dict[str, dict[str, Any]]:
         if not path.is_file() or rel.as_posix() == MANIFEST or any(
                 part.startswith(_SKIP_PREFIXES) for part in rel.parts):
             continue
-        files[rel.as_posix()] = {"sha256": _sha256(path), "size": path.stat().st_size}
+        files[rel.as_posix()] = {"sha256": sha256_file(path), "size": path.stat().st_size}
     return files
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from robustlab._io import atomic_path
+from robustlab._io import atomic_path, sha256_file
 from robustlab._validate import check_int, check_seed
 from robustlab.data import Dataset
 from robustlab.errors import InputTypeError, RobustlabWarning, UnsafeModelError, ValidationError
@@ -249,17 +249,6 @@ def _check_config(node: Any, where: str = "config") -> None:
         _check_config(value, f"{where}.{key}")
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_model(path: str | Path, *, sha256: str | None = None) -> Any:
     """Load a ``.keras`` model with Keras' ``safe_mode`` on (never off).
 
@@ -301,16 +290,13 @@ def load_model(path: str | Path, *, sha256: str | None = None) -> Any:
 def check_logits(model: Any, x: np.ndarray, *, atol: float = 1e-3) -> bool:
     """Warn when ``model`` looks like it outputs probabilities rather than logits.
 
-    Returns True if the outputs look like logits. A probability output is detected either
-    from a softmax activation on the last layer or from outputs that lie in [0, 1] and
-    sum to 1 per row on the sample ``x`` (shape ``(N, H, W, C)``).
+    Returns True if the outputs look like logits. The detection is
+    :func:`robustlab.checks.probability_outputs` (a softmax last layer, or outputs in [0, 1]
+    summing to 1 per row on the sample ``x``, shape ``(N, H, W, C)``).
     """
-    last = model.layers[-1] if getattr(model, "layers", None) else None
-    activation = getattr(getattr(last, "activation", None), "__name__", "")
-    out = np.asarray(model(x[:64], training=False))
-    rows_sum_to_one = bool(np.all(np.abs(out.sum(axis=-1) - 1.0) < atol)
-                           and out.min() >= 0.0 and out.max() <= 1.0)
-    if activation == "softmax" or type(last).__name__ == "Softmax" or rows_sum_to_one:
+    from robustlab.checks import Status, probability_outputs
+
+    if probability_outputs(model, x, atol=atol).status is Status.FAIL:
         warnings.warn(
             f"model {model.name!r} seems to output probabilities (softmax) instead of logits. "
             "Cross-entropy gradients through a softmax vanish for confident predictions, "

@@ -25,8 +25,8 @@ import numpy as np
 
 from robustlab._validate import check_int, check_optional_int
 from robustlab.attacks._core import ThreatModel, perturbation_norms
-from robustlab.attacks._runner import batched_logits
-from robustlab.attacks.spec import ALIASES, ATTACKS, AttackSpec
+from robustlab.attacks._runner import batched_logits, softmax
+from robustlab.attacks.spec import AttackSpec, kind_of
 from robustlab.data import Dataset
 from robustlab.errors import ValidationError
 
@@ -67,11 +67,6 @@ class AttackView:
     @property
     def fooled(self) -> bool:
         return self.adv_pred != self.label
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 class Explorer:
@@ -128,10 +123,8 @@ class Explorer:
     # ------------------------------------------------------------------ plain methods
 
     def _spec(self, attack: str, steps: int | None) -> AttackSpec:
-        name = str(attack).strip().lower()
-        kind = ATTACKS[ALIASES.get(name, {}).get("name", name)] if name in ATTACKS or \
-            name in ALIASES else None
-        fields: dict[str, Any] = {"name": name}
+        kind = kind_of(attack)
+        fields: dict[str, Any] = {"name": attack}
         if kind is not None and kind.steps is not None and steps is not None:
             fields["steps"] = check_int("steps", steps, low=1)
         return AttackSpec.parse(fields)
@@ -173,8 +166,8 @@ class Explorer:
         linf, l2 = perturbation_norms(x_adv, x)
         view = AttackView(index=index, label=int(self.y[index]), attack=spec.label,
                           norm=threat.norm.value, epsilon=threat.epsilon, x=x[0],
-                          x_adv=np.asarray(x_adv[0]), clean_probs=_softmax(
-                              self._clean_logits[index]), adv_probs=_softmax(adv_logits[0]),
+                          x_adv=np.asarray(x_adv[0]), clean_probs=softmax(
+                              self._clean_logits[index]), adv_probs=softmax(adv_logits[0]),
                           linf=float(linf[0]), l2=float(l2[0]), seconds=seconds)
         self._cache[key] = view
         log.info("%s on example %d at eps %g: %.0f ms", spec.label, index, threat.epsilon,

@@ -52,6 +52,12 @@ def batched_logits(model: Any, x: np.ndarray, batch_size: int = DEFAULT_BATCH_SI
                            for i in range(0, len(x), batch_size)])
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(N, K)`` logits (NumPy, numerically stable)."""
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def predict_labels(model: Any, x: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE
                    ) -> np.ndarray:
     """``argmax`` of the model's logits, batched; shape ``(N,)`` int64."""

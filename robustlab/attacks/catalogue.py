@@ -21,36 +21,19 @@ from typing import Any
 import numpy as np
 
 from robustlab._validate import check_int
-from robustlab.attacks._core import ThreatModel, batch_seed
+from robustlab.attacks._core import ThreatModel
 from robustlab.attacks._runner import run_attack
-from robustlab.attacks.peers import _art_classifier, _np_norm, _onehot
+from robustlab.attacks.peers import _np_norm, art_batch
 from robustlab.errors import ValidationError
 
 __all__ = ["apgd", "square", "carlini_wagner_l2", "deepfool", "auto_attack"]
 
 
-def _art_batch(make: Callable[[Any, ThreatModel, int], Any]) -> Callable[..., np.ndarray]:
-    """A batch implementation for :func:`run_attack` from ``make(classifier, threat, n)``,
-    which builds the ART attack. ART draws from NumPy's global generator: seeded per batch
-    and restart (:func:`batch_seed`)."""
-
-    def run(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel, targeted: bool,
-            seed: int, restart: int, ids: np.ndarray, **_: Any) -> np.ndarray:
-        np.random.seed(batch_seed(seed, restart, ids))  # noqa: NPY002 - ART uses NumPy's global RNG
-        clf = _art_classifier(model, x, threat)
-        attack = make(clf, threat, len(x))
-        if targeted:
-            attack.set_params(targeted=True)
-        return np.asarray(attack.generate(x, _onehot(y, clf.nb_classes)), np.float32)
-
-    return run
-
-
-def _run(make: Callable[[Any, ThreatModel, int], Any], model: Any, x: Any, y: Any, *,
+def _run(make: Callable[..., Any], model: Any, x: Any, y: Any, *,
          epsilon: Any, norm: Any, bounds: tuple[float, float], restarts: int, seed: int,
          batch_size: int | None, ids: Any, targeted: bool = False) -> np.ndarray:
     threat = ThreatModel.parse(epsilon, norm, bounds)
-    return run_attack(_art_batch(make), model, x, y, threat=threat, targeted=targeted,
+    return run_attack(art_batch(make), model, x, y, threat=threat, targeted=targeted,
                       loss="ce", restarts=restarts, random_start=True,
                       seed=seed, batch_size=batch_size, jit_compile=False, ids=ids)
 
@@ -79,7 +62,7 @@ def apgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
         raise ValidationError(f"expected loss 'ce' or 'dlr' for APGD, got {loss!r}")
     steps = check_int("steps", steps, low=1)
 
-    def make(clf: Any, threat: ThreatModel, n: int) -> Any:
+    def make(clf: Any, threat: ThreatModel, n: int, **_: Any) -> Any:
         from art.attacks.evasion import AutoProjectedGradientDescent
 
         return AutoProjectedGradientDescent(
@@ -108,7 +91,7 @@ def square(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf
     """
     steps = check_int("steps", steps, low=1)
 
-    def make(clf: Any, threat: ThreatModel, n: int) -> Any:
+    def make(clf: Any, threat: ThreatModel, n: int, **_: Any) -> Any:
         from art.attacks.evasion import SquareAttack
 
         return SquareAttack(clf, norm=_np_norm(threat.norm), eps=threat.epsilon,
@@ -136,7 +119,7 @@ def carlini_wagner_l2(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: 
     steps = check_int("steps", steps, low=1)
     searches = check_int("binary_search_steps", binary_search_steps, low=1)
 
-    def make(clf: Any, threat: ThreatModel, n: int) -> Any:
+    def make(clf: Any, threat: ThreatModel, n: int, **_: Any) -> Any:
         from art.attacks.evasion import CarliniL2Method
 
         return CarliniL2Method(clf, max_iter=steps, binary_search_steps=searches,
@@ -162,7 +145,7 @@ def deepfool(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "l2
     """
     steps = check_int("steps", steps, low=1)
 
-    def make(clf: Any, threat: ThreatModel, n: int) -> Any:
+    def make(clf: Any, threat: ThreatModel, n: int, **_: Any) -> Any:
         from art.attacks.evasion import DeepFool
 
         return DeepFool(clf, max_iter=steps, batch_size=n, verbose=False)
@@ -179,7 +162,7 @@ def auto_attack(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = 
 
     Croce & Hein 2020, https://arxiv.org/abs/2003.01690.
     """
-    def make(clf: Any, threat: ThreatModel, n: int) -> Any:
+    def make(clf: Any, threat: ThreatModel, n: int, **_: Any) -> Any:
         try:
             from art.attacks.evasion import AutoAttack
         except ImportError as exc:  # ART imports the optional `multiprocess` package here

@@ -8,6 +8,7 @@ support the cross-entropy loss only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -69,29 +70,43 @@ def _onehot(y: np.ndarray, k: int) -> np.ndarray:
     return np.eye(k, dtype=np.float32)[y]
 
 
-def art_fgsm(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
-             targeted: bool, loss: Loss, **_: Any) -> np.ndarray:
-    """ART ``FastGradientMethod`` on one batch."""
+def art_batch(make: Callable[..., Any]) -> Callable[..., np.ndarray]:
+    """A batch implementation for :func:`~robustlab.attacks._runner.run_attack` from
+    ``make(classifier, threat, n, **params)``, which builds the ART attack (``params``: the
+    attack's own settings, e.g. ``steps``, ``loss``). ART draws from NumPy's global
+    generator: seeded per batch and restart (:func:`batch_seed`)."""
+
+    def run(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel, targeted: bool,
+            seed: int, restart: int, ids: np.ndarray, **params: Any) -> np.ndarray:
+        np.random.seed(batch_seed(seed, restart, ids))  # noqa: NPY002 - ART uses NumPy's global RNG
+        clf = _art_classifier(model, x, threat)
+        attack = make(clf, threat, len(x), **params)
+        if targeted:
+            attack.set_params(targeted=True)
+        return np.asarray(attack.generate(x, _onehot(y, clf.nb_classes)), np.float32)
+
+    return run
+
+
+def _art_fgsm(clf: Any, threat: ThreatModel, n: int, *, loss: Loss, **_: Any) -> Any:
     from art.attacks.evasion import FastGradientMethod
 
     _ce_only(loss, "art")
-    clf = _art_classifier(model, x, threat)
-    attack = FastGradientMethod(clf, norm=_np_norm(threat.norm), eps=threat.epsilon,
-                                targeted=targeted, batch_size=len(x))
-    return attack.generate(x, _onehot(y, clf.nb_classes))
+    return FastGradientMethod(clf, norm=_np_norm(threat.norm), eps=threat.epsilon,
+                              batch_size=n)
 
 
-def art_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
-            targeted: bool, loss: Loss, seed: int, restart: int, ids: np.ndarray,
-            random_start: bool, step_size: float, steps: int, **_: Any) -> np.ndarray:
-    """ART ``ProjectedGradientDescent`` (its TensorFlow v2 variant) on one batch."""
+def _art_pgd(clf: Any, threat: ThreatModel, n: int, *, loss: Loss, random_start: bool,
+             step_size: float, steps: int, **_: Any) -> Any:
     from art.attacks.evasion import ProjectedGradientDescent
 
     _ce_only(loss, "art")
-    np.random.seed(batch_seed(seed, restart, ids))  # noqa: NPY002 - ART draws its random start from NumPy's global RNG
-    clf = _art_classifier(model, x, threat)
-    attack = ProjectedGradientDescent(
+    return ProjectedGradientDescent(
         clf, norm=_np_norm(threat.norm), eps=threat.epsilon, eps_step=step_size,
-        max_iter=steps, targeted=targeted, num_random_init=1 if random_start else 0,
-        batch_size=len(x), verbose=False)
-    return attack.generate(x, _onehot(y, clf.nb_classes))
+        max_iter=steps, num_random_init=1 if random_start else 0, batch_size=n,
+        verbose=False)
+
+
+# ART ``FastGradientMethod`` / ``ProjectedGradientDescent`` (TensorFlow v2) on one batch.
+art_fgsm = art_batch(_art_fgsm)
+art_pgd = art_batch(_art_pgd)

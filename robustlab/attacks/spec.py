@@ -86,6 +86,13 @@ ALIASES: dict[str, dict[str, Any]] = {
 _FIELD_DEFAULTS = {"rel_step_size": None, "restarts": 1, "random_start": True}
 
 
+def kind_of(name: Any) -> AttackKind | None:
+    """The registry entry for an attack name or alias (``"pgd-margin"`` -> PGD); None if
+    unknown."""
+    key = str(name).strip().lower()
+    return ATTACKS.get(ALIASES.get(key, {}).get("name", key))
+
+
 @dataclass(frozen=True)
 class AttackSpec:
     """An attack with its settings; ε and the norm are given when it runs.
@@ -219,8 +226,7 @@ class AttackSpec:
         else:
             raise InputTypeError(f"expected an attack name, dict or AttackSpec, got "
                                  f"{type(value).__name__} {value!r}")
-        key = str(name).strip().lower()
-        kind = ATTACKS.get(ALIASES.get(key, {}).get("name", key))
+        kind = kind_of(name)
         shared = kind.shared if kind is not None else frozenset()
         return cls(**{**{k: v for k, v in defaults.items() if k in shared}, **value})
 
