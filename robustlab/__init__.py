@@ -5,7 +5,7 @@ TensorFlow until an attack, model or evaluation is used::
 
     import robustlab as rl
     data = rl.load("digits")
-    model = rl.load_or_train("", data)
+    model, _ = rl.load_or_train("", data)
     result = rl.evaluate(model, data, "fgsm, pgd", "0, 0.1, 0.2, 0.3")
     rl.write_report(result, "out")
 """
@@ -14,45 +14,54 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
     "load": "robustlab.data", "Dataset": "robustlab.data",
-    "build_model": "robustlab.models", "train": "robustlab.models",
-    "load_model": "robustlab.models", "save_model": "robustlab.models",
-    "load_or_train": "robustlab.models", "check_logits": "robustlab.models",
+    "build_model": "robustlab.models", "load_model": "robustlab.models",
+    "save_model": "robustlab.models",
     "fgsm": "robustlab.attacks", "pgd": "robustlab.attacks",
-    "AttackSpec": "robustlab.attacks", "parse_attacks": "robustlab.attacks",
-    "evaluate": "robustlab.evaluate", "EvaluationResult": "robustlab.evaluate",
-    "compare": "robustlab.evaluate", "Comparison": "robustlab.evaluate",
-    "write_report": "robustlab.report", "render_html": "robustlab.report",
-    "write_comparison": "robustlab.report",
-    "train_adversarial": "robustlab.training", "load_or_harden": "robustlab.training",
-    "AdversarialModel": "robustlab.training", "TrainingConfig": "robustlab.training",
-    "OverfitGuard": "robustlab.training",
-    "run_checks": "robustlab.checks", "Check": "robustlab.checks",
-    "gate": "robustlab.gate", "Policy": "robustlab.gate",
     "apgd": "robustlab.attacks", "square": "robustlab.attacks",
     "carlini_wagner_l2": "robustlab.attacks", "deepfool": "robustlab.attacks",
+    "AttackSpec": "robustlab.attacks", "parse_attacks": "robustlab.attacks",
+    "ThreatModel": "robustlab.types", "Norm": "robustlab.types", "Loss": "robustlab.types",
+    "evaluate": "robustlab.evaluate", "compare": "robustlab.evaluate",
+    "EvaluationResult": "robustlab.results", "Comparison": "robustlab.results",
+    "Check": "robustlab.results", "Status": "robustlab.results",
+    "run_checks": "robustlab.checks", "check_logits": "robustlab.checks",
+    "train": "robustlab.training", "train_adversarial": "robustlab.training",
+    "AdversarialModel": "robustlab.training", "TrainingConfig": "robustlab.training",
+    "OverfitGuard": "robustlab.training",
+    "write_report": "robustlab.report", "render_html": "robustlab.report",
+    "write_comparison": "robustlab.report",
+    "load_or_train": "robustlab.workflow", "ReportConfig": "robustlab.workflow",
+    "gate": "robustlab.gate", "Policy": "robustlab.gate",
     "run_notebook": "robustlab.runner", "verify": "robustlab.manifest",
     "enable_determinism": "robustlab._env",
     "RobustlabError": "robustlab.errors", "ValidationError": "robustlab.errors",
 }
+
+# modules whose functions return results that Jupyter renders through robustlab.report
+_RESULT_MAKERS = {"robustlab.evaluate", "robustlab.results", "robustlab.checks",
+                  "robustlab.workflow"}
 
 __all__ = [*_EXPORTS, "setup_logging", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        module = importlib.import_module(_EXPORTS[name])
-        # Bind every export of that module now: importing a submodule sets the package
-        # attribute of the same name (robustlab.evaluate the module), which would otherwise
-        # shadow the function of that name for good.
+        importlib.import_module(_EXPORTS[name])
+        if _EXPORTS[name] in _RESULT_MAKERS:  # results shown in Jupyter: load their renderer
+            importlib.import_module("robustlab.report")
+        # Bind every export of every module loaded by now: importing a submodule sets the
+        # package attribute of the same name (robustlab.evaluate the module), which would
+        # otherwise shadow the function of that name for good.
         for export, where in _EXPORTS.items():
-            if where == _EXPORTS[name]:
-                globals()[export] = getattr(module, export)
+            if where in sys.modules:
+                globals()[export] = getattr(sys.modules[where], export)
         return globals()[name]
     raise AttributeError(f"module 'robustlab' has no attribute {name!r}")
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import os
 import platform
+import random
+from collections.abc import Iterator
 from typing import Any
+
+import numpy as np
 
 _PACKAGES = ("robustlab", "tensorflow", "keras", "numpy", "cleverhans",
              "adversarial-robustness-toolbox", "scikit-learn", "papermill")
@@ -74,3 +79,51 @@ def enable_determinism() -> None:
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()
+
+
+@contextlib.contextmanager
+def seeded_globals(seed: int, *, tensorflow: bool = False) -> Iterator[None]:
+    """Seed the global generators that third-party code draws from, for the ``with`` block
+    only, and give the caller's state back afterwards.
+
+    robustlab itself draws from local generators (NumPy ``default_rng``, Keras
+    ``SeedGenerator``, seeded initializers). CleverHans, ART and Keras' ``fit`` shuffle draw
+    from global ones (Python's ``random``, NumPy's legacy generator and, with ``tensorflow``,
+    TensorFlow's global seed and Keras' global ``SeedGenerator``): this scope seeds them
+    (as ``keras.utils.set_random_seed`` does) so those calls repeat, without leaving a
+    reseeded global state behind for the user's own code.
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()  # noqa: NPY002
+    restore_tf = None
+    if tensorflow:
+        restore_tf = _tensorflow_seed_state()
+        import keras
+
+        keras.utils.set_random_seed(seed)
+    else:
+        random.seed(seed)
+        np.random.seed(seed)  # noqa: NPY002 - the point: the caller's legacy global RNG
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)  # noqa: NPY002
+        if restore_tf is not None:
+            restore_tf()
+
+
+def _tensorflow_seed_state() -> Any:
+    """A function that puts TensorFlow's global seed and Keras' global seed generator back
+    as they are now."""
+    import tensorflow as tf
+    from keras.src.backend.common import global_state
+    from tensorflow.python.eager import context
+
+    seed = context.global_seed()
+    generator = global_state.get_global_attribute("global_seed_generator")
+
+    def restore() -> None:
+        tf.random.set_seed(seed)
+        global_state.set_global_attribute("global_seed_generator", generator)
+
+    return restore

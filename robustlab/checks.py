@@ -20,19 +20,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from robustlab.attacks._core import Loss, Norm, ThreatModel, enforce_threat_model, random_start
-from robustlab.attacks._runner import batched_logits, resolve_batch_size
-from robustlab.attacks.spec import AttackSpec
+from robustlab._env import default_jit_compile
+from robustlab.attacks import AttackSpec, enforce_threat_model, input_gradient, random_start
+from robustlab.errors import RobustlabWarning
+from robustlab.inference import batched_logits, resolve_batch_size
+from robustlab.results import Check, Convergence, EvaluationResult, Status
+from robustlab.types import Backend, Loss, Norm, ThreatModel
 
 __all__ = ["Status", "Check", "Convergence", "run_checks", "probability_outputs",
-           "gradient_health", "randomness", "spec_from_dict"]
+           "gradient_health", "randomness", "check_logits"]
 
 log = logging.getLogger(__name__)
 
@@ -47,59 +49,9 @@ CONVERGENCE_TOL = 0.01
 NOISE_DRAWS = 32  # random points of the ball tried per example
 SQUARE_QUERIES = 300
 
-
-class Status(str, Enum):
-    """Outcome of a check: ``pass``, ``warn`` (look closer), ``fail`` (the number is likely
-    wrong) or ``skip`` (not applicable to this evaluation)."""
-
-    PASS = "pass"  # a check status, not a password  # noqa: S105  # nosec B105
-    WARN = "warn"
-    FAIL = "fail"
-    SKIP = "skip"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One sanity check: its status, the measured evidence (``values`` holds the numbers)
-    and what it means, with the paper that describes the symptom."""
-
-    name: str
-    title: str
-    status: Status
-    evidence: str
-    explanation: str
-    reference: str
-    values: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "status": self.status.value}
-
-
-@dataclass(frozen=True)
-class Convergence:
-    """Robust accuracy of one attack at one ε as its steps grow (and with twice the
-    restarts), on ``n`` examples: the data behind the convergence check and plot."""
-
-    attack: str
-    epsilon: float
-    n: int
-    steps: tuple[int, ...]
-    accuracy: tuple[float, ...]
-    restarts: int
-    accuracy_double_restarts: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 ATHALYE = "Athalye, Carlini & Wagner 2018, https://arxiv.org/abs/1802.00420"
 CARLINI = "Carlini et al. 2019, https://arxiv.org/abs/1902.06705"
 CROCE = "Croce & Hein 2020, https://arxiv.org/abs/2003.01690"
-
-
-def spec_from_dict(spec: dict[str, Any]) -> AttackSpec:
-    """The :class:`AttackSpec` back from an ``AttackCurve.spec`` dict."""
-    return AttackSpec(**{k: v for k, v in spec.items() if k != "label"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,13 +81,29 @@ def probability_outputs(model: Any, x: np.ndarray, *, atol: float = 1e-3) -> Che
         CARLINI, {"fraction_probability_rows": frac, "softmax_layer": softmax})
 
 
+def check_logits(model: Any, x: np.ndarray, *, atol: float = 1e-3) -> bool:
+    """Warn when ``model`` looks like it outputs probabilities rather than logits.
+
+    Returns True if the outputs look like logits. The detection is
+    :func:`probability_outputs` (a softmax last layer, or outputs in [0, 1] summing to 1 per
+    row on the sample ``x``, shape ``(N, H, W, C)``).
+    """
+    if probability_outputs(model, x, atol=atol).status is Status.FAIL:
+        warnings.warn(
+            f"model {model.name!r} seems to output probabilities (softmax) instead of logits. "
+            "Cross-entropy gradients through a softmax vanish for confident predictions, "
+            "which makes attacks fail and robustness look better than it is. Remove the "
+            "softmax (attacks and training here expect logits).",
+            RobustlabWarning, stacklevel=2)
+        return False
+    return True
+
+
 def gradient_health(model: Any, x: np.ndarray, y: np.ndarray, *,
                     batch_size: int | None = None) -> Check:
     """Fraction of examples whose cross-entropy input gradient is all zero, or has NaN or
     infinite entries (``x`` ``(N, H, W, C)``, labels ``y`` ``(N,)``)."""
     import tensorflow as tf
-
-    from robustlab.attacks._core import input_gradient
 
     size = resolve_batch_size(batch_size, model, x.shape[1:])
     zero = nonfinite = 0
@@ -188,29 +156,37 @@ class _Context:
     model: Any
     x: np.ndarray
     y: np.ndarray
-    result: Any
-    specs: tuple[AttackSpec, ...]
-    masks: dict[str, np.ndarray]  # attack label -> (N, n_eps) robust
-    threat: Callable[[float], ThreatModel]
+    result: EvaluationResult
     seed: int
     batch_size: int
-    jit_compile: bool | None
+    jit: bool
     clean_correct: np.ndarray  # (N,) bool
     rows: np.ndarray  # the checked examples: correctly classified, at most n_check
     focus: int | None  # index of the ε where checks attack (None: no ε > 0)
 
     @property
+    def specs(self) -> tuple[AttackSpec, ...]:
+        return self.result.specs
+
+    @property
+    def masks(self) -> dict[str, np.ndarray]:  # attack label -> (N, n_eps) robust
+        return self.result.attack_masks
+
+    @property
     def worst(self) -> np.ndarray:
+        assert self.result.robust_mask is not None  # set by evaluate before the checks
         return self.result.robust_mask
+
+    def threat(self, eps: float) -> ThreatModel:
+        """The evaluation's own threat model (norm and bounds) at ``eps``."""
+        return self.result.threat(eps)
 
     def robust_after(self, spec: AttackSpec, rows: np.ndarray, eps: float) -> np.ndarray:
         """Which of ``rows`` are still classified correctly after ``spec`` at ``eps``."""
         if len(rows) == 0:
             return np.zeros(0, bool)
-        threat = self.threat(eps)  # every attack's output is projected onto it (run_attack)
-        x_adv = spec.run(self.model, self.x[rows], self.y[rows], epsilon=eps,
-                         norm=threat.norm, bounds=threat.bounds, seed=self.seed,
-                         batch_size=self.batch_size, jit_compile=self.jit_compile, ids=rows)
+        x_adv = spec.run(self.model, self.x[rows], self.y[rows], threat=self.threat(eps),
+                         seed=self.seed, batch_size=self.batch_size, jit=self.jit, ids=rows)
         return batched_logits(self.model, x_adv, self.batch_size).argmax(1) == self.y[rows]
 
     def iterative(self) -> AttackSpec:
@@ -219,8 +195,13 @@ class _Context:
         pgds = [s for s in self.specs if s.name == "pgd"]
         if not pgds:
             return AttackSpec("pgd", steps=20)
-        best = max(pgds, key=lambda s: (s.loss is Loss.CE, s.steps * s.restarts))
-        return dataclasses.replace(best, backend="native")
+        best = max(pgds, key=lambda s: (s.loss is Loss.CE, (s.steps or 1) * s.restarts))
+        return dataclasses.replace(best, backend=Backend.NATIVE)
+
+    @property
+    def single_step_only(self) -> bool:
+        """The evaluation ran no iterative attack (e.g. FGSM alone)."""
+        return not any(s.iterative for s in self.specs)
 
 
 def _extra_breaks(broken: int, checked: int) -> Status:
@@ -236,8 +217,8 @@ def _extra_breaks(broken: int, checked: int) -> Status:
 def _check_single_step(ctx: _Context) -> Check:
     title = "Iterative attack at least as strong as single-step"
     ref = "Carlini et al. 2019 §5.2, " + CARLINI.split(", ")[-1]
-    single = [s for s in ctx.specs if s.name == "fgsm"]
-    iterative = [s for s in ctx.specs if s.name in ("pgd", "apgd")]
+    single = [s for s in ctx.specs if s.kind.ascent and not s.iterative]
+    iterative = [s for s in ctx.specs if s.kind.ascent and s.iterative]
     explanation = ("PGD starts where FGSM stops and takes many steps, so it should break every "
                    "example FGSM breaks. When it does not, its gradients are unreliable "
                    "(masking) or its step size is wrong.")
@@ -257,15 +238,23 @@ def _check_single_step(ctx: _Context) -> Check:
             fg_mask[:, j] = ctx.robust_after(AttackSpec("fgsm"), ctx.rows, eps)
             it_mask[:, j] = ctx.robust_after(ctx.iterative(), ctx.rows, eps)
         where = f"{len(ctx.rows)} checked examples"
-    worse_eps = [ctx.result.epsilons[j] for j in pos
-                 if it_mask[:, j].sum() > fg_mask[:, j].sum()]
+    excess = {ctx.result.epsilons[j]: int(it_mask[:, j].sum() - fg_mask[:, j].sum())
+              for j in pos}
+    worse_eps = [eps for eps, more in excess.items() if more > 0]
     only_fgsm = [int((~fg_mask[:, j] & it_mask[:, j]).sum()) for j in pos]
     n_clean = int(ctx.clean_correct.sum()) if len(fg_mask) == len(ctx.x) else len(ctx.rows)
-    status = Status.FAIL if worse_eps else _extra_breaks(max(only_fgsm, default=0),
-                                                          n_clean)
-    evidence = (f"iterative accuracy above single-step at ε {worse_eps}; " if worse_eps
-                else "iterative accuracy ≤ single-step at every ε; ") + \
-        f"examples broken only by single-step per ε > 0: {only_fgsm} (on {where})"
+    # An iterative attack with random starts can leave standing an example or two that FGSM
+    # broke: judged like every other "another attack broke more" check (noise up to 1%).
+    status = _extra_breaks(max([*only_fgsm, *excess.values()], default=0), n_clean)
+    if worse_eps:
+        most = max(excess.values())
+        evidence = (f"iterative accuracy above single-step at ε {worse_eps} by at most "
+                    f"{most} of {n_clean} examples ({100 * most / max(1, n_clean):.1f}%; "
+                    f"up to {100 * EXTRA_BREAK_PASS:g}% is sampling noise of the random "
+                    f"starts, above {100 * EXTRA_BREAK_FAIL:g}% fails); ")
+    else:
+        evidence = "iterative accuracy ≤ single-step at every ε; "
+    evidence += f"examples broken only by single-step per ε > 0: {only_fgsm} (on {where})"
     return Check("single_vs_iterative", title, status, evidence, explanation, ref,
                  {"epsilons_iterative_weaker": worse_eps, "broken_only_by_single_step":
                   only_fgsm})
@@ -386,11 +375,24 @@ def _focus_attack(ctx: _Context, name: str, title: str, spec: AttackSpec,
     rows = ctx.rows[ctx.worst[ctx.rows, ctx.focus]]
     still = ctx.robust_after(spec, rows, eps)
     broken = int((~still).sum())
-    return Check(name, title, _extra_breaks(broken, len(rows)),
-                 f"{spec.label} at ε {eps:g} broke {broken} of the {len(rows)} checked "
-                 f"examples that survived every attack",
-                 explanation, reference, {"epsilon": eps, "broken": broken,
-                                          "checked": int(len(rows)), "attack": spec.label})
+    status = _extra_breaks(broken, len(rows))
+    evidence = (f"{spec.label} at ε {eps:g} broke {broken} of the {len(rows)} checked "
+                f"examples that survived every attack")
+    if ctx.single_step_only and status is not Status.PASS:
+        # With FGSM alone, any iterative attack breaks more: that is a weak attack set,
+        # not evidence of masking or saturated logits.
+        evidence += ("; the evaluation ran only single-step attacks, so this says the "
+                     "attack set is weak (single-step only): add an iterative attack such "
+                     "as pgd, then look at this check again")
+        explanation = (f"The evaluation's attacks were all single-step ("
+                       f"{', '.join(s.label for s in ctx.specs)}). A single step is a weak "
+                       f"attack on most models, so an iterative attack breaking more examples "
+                       f"says the reported number is too high because the attack set is "
+                       f"weak; it does not by itself point to gradient masking or saturated "
+                       f"logits. Add pgd (and pgd-margin) to the attacks.")
+    return Check(name, title, status, evidence, explanation, reference,
+                 {"epsilon": eps, "broken": broken, "checked": int(len(rows)),
+                  "attack": spec.label})
 
 
 def _check_black_box(ctx: _Context) -> Check:
@@ -448,19 +450,19 @@ def _convergence(ctx: _Context) -> tuple[Check, Convergence | None]:
          "double_restarts": acc_r, "tolerance": tol}), conv
 
 
-def run_checks(model: Any, x: np.ndarray, y: np.ndarray, result: Any, *,
-               attack_masks: dict[str, np.ndarray], n_check: int = 200, seed: int = 0,
-               batch_size: int | None = None, jit_compile: bool | None = None,
-               clean_correct: np.ndarray | None = None
+def run_checks(model: Any, x: np.ndarray, y: np.ndarray, result: EvaluationResult, *,
+               n_check: int = 200, seed: int = 0, batch_size: int | None = None,
+               jit_compile: bool | None = None, clean_correct: np.ndarray | None = None
                ) -> tuple[tuple[Check, ...], Convergence | None]:
-    """Run every check on an evaluation.
+    """Run every check on an evaluation, with the attacks, threat model (norm and bounds)
+    and per-attack masks the evaluation itself used (all carried by ``result``).
 
     Args:
         model: the evaluated model (logits).
-        x, y: the evaluated examples ``(N, H, W, C)`` and labels ``(N,)``, as ``result``
-            saw them.
-        result: the :class:`~robustlab.evaluate.EvaluationResult` (needs ``robust_mask``).
-        attack_masks: per attack label, ``(N, len(epsilons))`` bool: robust to that attack.
+        x, y: the evaluated examples ``(N, H, W, C)`` and labels ``(N,)``, validated, as
+            ``result`` saw them.
+        result: the :class:`~robustlab.results.EvaluationResult` (needs ``robust_mask``
+            and ``attack_masks``).
         n_check: examples the attacking checks use at most (the first correct ones).
         seed, batch_size, jit_compile: as for :func:`robustlab.evaluate`.
         clean_correct: ``(N,)`` bool, the model's clean predictions are right (computed
@@ -469,9 +471,6 @@ def run_checks(model: Any, x: np.ndarray, y: np.ndarray, result: Any, *,
     Returns:
         ``(checks, convergence)``.
     """
-    specs = tuple(spec_from_dict(c.spec) for c in result.curves)
-    bounds = tuple(result.dataset.get("bounds") or (0.0, 1.0))
-    norm = result.norm
     size = resolve_batch_size(batch_size, model, x.shape[1:])
     if clean_correct is None:
         clean_correct = batched_logits(model, x, size).argmax(1) == y
@@ -481,11 +480,9 @@ def run_checks(model: Any, x: np.ndarray, y: np.ndarray, result: Any, *,
     if pos:  # the ε where worst-case accuracy is closest to half the clean accuracy
         target = result.clean_accuracy / 2
         focus = min(pos, key=lambda j: abs(result.worst_case.points[j].accuracy - target))
-    ctx = _Context(model=model, x=x, y=y, result=result, specs=specs, masks=attack_masks,
-                   threat=lambda e: ThreatModel.parse(e, norm, bounds), seed=seed,
-                   batch_size=size,
-                   jit_compile=jit_compile, clean_correct=clean_correct,
-                   rows=np.flatnonzero(clean_correct)[:n_check],
+    ctx = _Context(model=model, x=x, y=y, result=result, seed=seed, batch_size=size,
+                   jit=default_jit_compile() if jit_compile is None else bool(jit_compile),
+                   clean_correct=clean_correct, rows=np.flatnonzero(clean_correct)[:n_check],
                    focus=focus)
     checks = [probability_outputs(model, x), gradient_health(model, x[ctx.rows], y[ctx.rows],
                                                              batch_size=batch_size),

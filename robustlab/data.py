@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from robustlab._validate import check_int, check_optional_int, check_seed
+from robustlab._validate import check_int, check_optional_int, check_seed, validate_arrays
 from robustlab.errors import DatasetUnavailableError, InputTypeError, ValidationError
 
-__all__ = ["Dataset", "load", "validate_arrays", "DATASETS"]
+__all__ = ["Dataset", "load", "DATASETS"]
 
 log = logging.getLogger(__name__)
 
@@ -42,58 +42,6 @@ FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal"
                  "Sneaker", "Bag", "Ankle boot")
 CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                  "ship", "truck")
-
-
-def validate_arrays(x: Any, y: Any, *, num_classes: int | None = None,
-                    bounds: tuple[float, float] = (0.0, 1.0), name: str = "x",
-                    label_name: str = "y") -> tuple[np.ndarray, np.ndarray]:
-    """Check a batch of images and labels and return them as float32 NHWC / int64.
-
-    Args:
-        x: images, shape ``(N, H, W, C)``, finite, inside ``bounds``.
-        y: integer labels, shape ``(N,)``, in ``[0, num_classes)``.
-        num_classes: number of classes, if known.
-        bounds: ``(low, high)`` of valid pixel values.
-        name, label_name: parameter names used in error messages.
-
-    Raises:
-        ValidationError: wrong rank, mismatched lengths, empty batch, NaN/inf, values outside
-            the bounds, labels that are not integers or out of range.
-    """
-    x = np.asarray(x)
-    if x.dtype == object or not np.issubdtype(x.dtype, np.number):
-        raise InputTypeError(f"expected {name} to be a numeric array, got dtype {x.dtype}")
-    if x.ndim != 4:
-        raise ValidationError(f"expected {name} to have shape (N, H, W, C), got shape {x.shape}")
-    if x.shape[0] == 0:
-        raise ValidationError(f"expected {name} to hold at least one example, got shape {x.shape}")
-    x = x.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(x)):
-        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-        raise ValidationError(f"expected {name} to be finite, got {bad} NaN or infinite values")
-    low, high = bounds
-    if x.min() < low or x.max() > high:
-        raise ValidationError(f"expected {name} values within bounds [{low:g}, {high:g}], got "
-                              f"values in [{float(x.min()):g}, {float(x.max()):g}]")
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise ValidationError(f"expected {label_name} to have shape (N,), got shape {y.shape}")
-    if len(y) != len(x):
-        raise ValidationError(f"expected {label_name} to have one label per image in {name} "
-                              f"({len(x)}), got {len(y)}")
-    if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) \
-                and np.all(y == np.round(y)):
-            y = y.astype(np.int64)
-        else:
-            raise ValidationError(f"expected {label_name} to hold integer labels, "
-                                  f"got dtype {y.dtype}")
-    y = y.astype(np.int64, copy=False)
-    if y.min() < 0 or (num_classes is not None and y.max() >= num_classes):
-        expected = f"in [0, {num_classes})" if num_classes is not None else ">= 0"
-        raise ValidationError(f"expected {label_name} {expected}, got labels in "
-                              f"[{int(y.min())}, {int(y.max())}]")
-    return x, y
 
 
 @dataclass(frozen=True, eq=False)

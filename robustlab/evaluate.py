@@ -1,184 +1,62 @@
 """Robustness evaluation: clean accuracy, robust accuracy per attack per ε, and the
 per-example worst case over attacks, with 95% Wilson confidence intervals.
 
-The result is a small frozen dataclass (:class:`EvaluationResult`) with ``to_dict()`` for
-JSON and ``_repr_html_`` for Jupyter; reports are rendered from it alone.
+The result is a small frozen dataclass (:class:`~robustlab.results.EvaluationResult`) with
+``to_dict()`` for JSON and ``_repr_html_`` for Jupyter; reports are rendered from it alone.
+Strings from notebooks and the CLI are parsed here, once; the attacks then run on validated
+arrays and typed specs (:meth:`~robustlab.attacks.AttackSpec.run`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import time
+import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from robustlab._env import determinism_info, device_info, package_versions
-from robustlab._validate import check_int, check_optional_int, check_seed, parse_epsilons
-from robustlab.attacks._core import (
-    Norm,
-    ThreatModel,
-    parse_norm,
-    perturbation_norms,
+from robustlab._env import default_jit_compile, determinism_info, device_info, package_versions
+from robustlab._validate import (
+    check_int,
+    check_optional_int,
+    check_seed,
+    parse_epsilons,
+    validate_arrays,
 )
-from robustlab.attacks._runner import batched_logits, resolve_batch_size, softmax
-from robustlab.attacks.spec import AttackSpec, parse_attacks
-from robustlab.checks import Check, Convergence, Status, run_checks
-from robustlab.data import Dataset, validate_arrays
-from robustlab.errors import RobustlabError, ValidationError
-from robustlab.models import num_outputs
+from robustlab.attacks import AttackSpec, parse_attacks
+from robustlab.checks import run_checks
+from robustlab.data import Dataset
+from robustlab.errors import RobustlabError, RobustlabWarning, ValidationError
+from robustlab.inference import (
+    batched_logits,
+    check_input_shape,
+    num_outputs,
+    resolve_batch_size,
+    softmax,
+)
+from robustlab.results import (
+    AttackCurve,
+    ClassAccuracy,
+    Comparison,
+    CurvePoint,
+    EvaluationResult,
+    Example,
+    Status,
+)
+from robustlab.stats import perturbation_norms, wilson_interval
+from robustlab.types import Norm, ThreatModel, parse_norm
 
-__all__ = ["evaluate", "EvaluationResult", "CurvePoint", "AttackCurve", "Example",
-           "ClassAccuracy", "wilson_interval", "compare", "Comparison"]
+__all__ = ["evaluate", "compare", "EvaluationResult", "Comparison"]
 
 log = logging.getLogger(__name__)
 
 # Tolerance of the re-check that every adversarial example respects the threat model.
 _BUDGET_TOL = 1e-5
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval for a binomial proportion ``successes / n``.
-
-    Wilson 1927, https://doi.org/10.1080/01621459.1927.10502953; unlike the normal
-    approximation it stays inside [0, 1] and is sensible at 0% and 100%.
-    """
-    if n <= 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # clamp: at 0% and 100% rounding can put the end a hair inside the estimate
-    return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    """Robust accuracy at one ε. Norms are of ``x_adv - x`` in pixel units over all examples;
-    ``n_attacked`` examples were attacked at this ε (the others were already misclassified
-    at a smaller ε, or clean), ``seconds`` is the time that took."""
-
-    epsilon: float
-    accuracy: float
-    ci_low: float
-    ci_high: float
-    n_correct: int
-    mean_linf: float = 0.0
-    max_linf: float = 0.0
-    mean_l2: float = 0.0
-    max_l2: float = 0.0
-    seconds: float = 0.0
-    n_attacked: int = 0
-
-
-@dataclass(frozen=True)
-class AttackCurve:
-    """Robust accuracy vs ε for one attack (or the worst case over attacks)."""
-
-    label: str
-    spec: dict[str, Any]
-    points: tuple[CurvePoint, ...]
-
-    def accuracy_at(self, epsilon: float) -> float:
-        for point in self.points:
-            if math.isclose(point.epsilon, epsilon, rel_tol=1e-9, abs_tol=1e-12):
-                return point.accuracy
-        raise ValidationError(f"expected epsilon to be one of "
-                              f"{[p.epsilon for p in self.points]}, got {epsilon}")
-
-
-@dataclass(frozen=True)
-class Example:
-    """One example shown in the report: what the model said before and after the attack."""
-
-    index: int
-    label: int
-    clean_pred: int
-    clean_confidence: float
-    adv_pred: int
-    adv_confidence: float
-    epsilon: float
-    attack: str
-
-
-@dataclass(frozen=True)
-class ClassAccuracy:
-    """Clean and worst-case robust accuracy (per ε of the evaluation) of one class, with
-    95% Wilson intervals."""
-
-    label: int
-    name: str
-    n: int
-    clean: float
-    clean_ci: tuple[float, float]
-    robust: tuple[float, ...]
-    robust_ci: tuple[tuple[float, float], ...]
-
-
-@dataclass(frozen=True, eq=False)
-class EvaluationResult:
-    """Everything a robustness report shows. ``example_images`` (clean and adversarial
-    arrays of the shown examples), ``robust_mask`` (``(n_examples, len(epsilons))`` bool:
-    example ``i`` survived every attack at ``epsilons[j]``) and ``attack_masks`` (the same
-    per attack label) stay out of ``to_dict()``.
-
-    ``checks`` are the sanity checks (:mod:`robustlab.checks`) and ``convergence`` the
-    accuracy-vs-steps data; ``cascade`` says whether each attack ran only on the examples
-    the attacks before it left standing (then each curve is "robust to this attack and
-    every attack before it")."""
-
-    dataset: dict[str, Any]
-    model: dict[str, Any]
-    norm: str
-    epsilons: tuple[float, ...]
-    n_examples: int
-    clean_accuracy: float
-    clean_ci: tuple[float, float]
-    curves: tuple[AttackCurve, ...]
-    worst_case: AttackCurve
-    seed: int
-    versions: dict[str, str]
-    device: dict[str, Any]
-    seconds: float
-    parameters: dict[str, Any] = field(default_factory=dict)
-    examples: tuple[Example, ...] = ()
-    per_class: tuple[ClassAccuracy, ...] = ()
-    determinism: dict[str, Any] = field(default_factory=dict)
-    cascade: bool = False
-    checks: tuple[Check, ...] = ()
-    convergence: Convergence | None = None
-    example_images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    robust_mask: np.ndarray | None = field(default=None, repr=False)
-    attack_masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-
-    @property
-    def trust(self) -> Status:
-        """The worst status over the checks (``skip`` if none ran): ``fail`` means some
-        check found the robust accuracy too high."""
-        order = [Status.FAIL, Status.WARN, Status.PASS]
-        statuses = {c.status for c in self.checks}
-        return next((s for s in order if s in statuses), Status.SKIP)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (no arrays, no NaN)."""
-        out = {k: v for k, v in asdict(self).items()
-               if k not in ("example_images", "robust_mask", "attack_masks")}
-        out["clean_ci"] = list(self.clean_ci)
-        out["checks"] = [c.to_dict() for c in self.checks]
-        out["trust"] = self.trust.value
-        return out
-
-    def _repr_html_(self) -> str:
-        from robustlab.report import render_summary_html
-
-        return render_summary_html(self)
 
 
 def _model_info(model: Any) -> dict[str, Any]:
@@ -267,7 +145,8 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     n = check_optional_int("n", n, low=1)
     n_check = check_int("n_check", n_check, low=1)
     if isinstance(data, Dataset):
-        x, y, bounds = data.x_test, data.y_test, bounds or data.bounds
+        x, y = data.x_test, data.y_test
+        base = ThreatModel.parse(0.0, norm_enum, data.bounds if bounds is None else bounds)
         dataset_info = data.describe()
         class_names = list(data.class_names)
     else:
@@ -275,17 +154,27 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
             x, y = data
         except (TypeError, ValueError):
             raise ValidationError("expected data to be a Dataset or an (x, y) pair") from None
-        bounds = bounds or (0.0, 1.0)
+        base = ThreatModel.parse(0.0, norm_enum, (0.0, 1.0) if bounds is None else bounds)
         dataset_info = {"name": "arrays"}
         class_names = None
     num_classes = num_outputs(model)
-    x, y = validate_arrays(x, y, num_classes=num_classes, bounds=bounds, name="x",
+    x, y = validate_arrays(x, y, num_classes=num_classes, bounds=base.bounds, name="x",
                            label_name="y")
+    check_input_shape(model, x)
     if n is not None:
         x, y = x[:n], y[:n]
+    too_big = [e for e in eps_list if e > base.box_size(x.shape[1:])]
+    if too_big:  # once for the whole evaluation; each attack then uses the capped budget
+        warnings.warn(f"epsilons {too_big} ({norm_enum.value}) exceed the input box "
+                      f"{base.bounds} itself; attacks there use epsilon "
+                      f"{base.box_size(x.shape[1:]):g}, which already allows every input in "
+                      f"the box", RobustlabWarning, stacklevel=2)
     batch_size = resolve_batch_size(batch_size, model, x.shape[1:])
+    jit = default_jit_compile() if jit_compile is None else bool(jit_compile)
     log.info("attack batch size %d", batch_size)
-    dataset_info = {**dataset_info, "n_evaluated": len(x)}
+    # the bounds the evaluation used, whatever the dataset said (the checks and the report
+    # read them from here)
+    dataset_info = {**dataset_info, "n_evaluated": len(x), "bounds": list(base.bounds)}
     if class_names is not None:
         dataset_info["class_names"] = class_names
 
@@ -314,10 +203,9 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
             todo = alive if reuse else np.ones(n_total, bool)
             rows = np.flatnonzero(todo & standing[eps] if cascade else todo)
             if eps > 0 and len(rows):
-                threat = ThreatModel(eps, norm_enum, tuple(bounds))
-                found = spec.run(model, x[rows], y[rows], epsilon=eps, norm=norm_enum,
-                                 bounds=bounds, seed=seed, batch_size=batch_size,
-                                 jit_compile=jit_compile, ids=rows)
+                threat = base.with_epsilon(eps)
+                found = spec.run(model, x[rows], y[rows], threat=threat, seed=seed,
+                                 batch_size=batch_size, jit=jit, ids=rows)
                 _check_budget(found, x[rows], threat, spec.label)
                 x_adv[rows] = found
                 pred[rows] = batched_logits(model, found, batch_size).argmax(axis=1)
@@ -348,8 +236,9 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
                           n_correct=k, **(extra or {}))
 
     curves = tuple(
-        AttackCurve(spec.label, spec.to_dict(),
-                    tuple(make_point(e, robust[spec][e], stats[spec][e]) for e in eps_list))
+        AttackCurve(spec.label,
+                    tuple(make_point(e, robust[spec][e], stats[spec][e]) for e in eps_list),
+                    spec=spec)
         for spec in specs)
     worst_points = []
     mask = np.zeros((n_total, len(eps_list)), bool)
@@ -359,15 +248,15 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
             correct &= robust[spec][eps]
         mask[:, j] = correct
         worst_points.append(make_point(eps, correct, None))
-    worst = AttackCurve("worst case over attacks", {"attacks": [s.label for s in specs]},
-                        tuple(worst_points))
+    worst = AttackCurve("worst case over attacks", tuple(worst_points),
+                        attacks=tuple(s.label for s in specs))
 
     examples, images = _examples(model, x, y, clean_logits, shown, specs[-1].label,
                                  batch_size)
     attack_masks = {spec.label: np.stack([robust[spec][e] for e in eps_list], axis=1)
                     for spec in specs}
     result = EvaluationResult(
-        dataset=dataset_info, model=_model_info(model), norm=norm_enum.value,
+        dataset=dataset_info, model=_model_info(model), norm=norm_enum, bounds=base.bounds,
         epsilons=eps_list, n_examples=n_total, clean_accuracy=n_clean / n_total,
         clean_ci=wilson_interval(n_clean, n_total), curves=curves, worst_case=worst,
         seed=seed, versions=package_versions(), device=dict(device_info()),
@@ -376,9 +265,9 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
         attack_masks=attack_masks, cascade=bool(cascade), determinism=determinism_info(),
         per_class=_per_class(y, clean_correct, mask, class_names, num_classes))
     if checks:
-        found, convergence = run_checks(model, x, y, result, attack_masks=attack_masks,
-                                        n_check=n_check, seed=seed, batch_size=batch_size,
-                                        jit_compile=jit_compile, clean_correct=clean_correct)
+        found, convergence = run_checks(model, x, y, result, n_check=n_check, seed=seed,
+                                        batch_size=batch_size, jit_compile=jit,
+                                        clean_correct=clean_correct)
         for check in found:
             log.log(logging.WARNING if check.status in (Status.FAIL, Status.WARN)
                     else logging.INFO, "check %s: %s - %s", check.name, check.status.value,
@@ -437,35 +326,6 @@ def _examples(model: Any, x: np.ndarray, y: np.ndarray, clean_logits: np.ndarray
         adv_confidence=float(adv_prob[j].max()), epsilon=float(eps), attack=attack)
         for j, i in enumerate(idx))
     return examples, {"clean": x[idx], "adversarial": x_adv}
-
-
-@dataclass(frozen=True, eq=False)
-class Comparison:
-    """Several models evaluated the same way (same data, attacks, ε): for side-by-side
-    reports. The first model is the reference ("baseline").
-
-    ``focus_epsilon`` is the ε > 0 where the best model gains most worst-case accuracy over
-    the baseline; ``gained[name]`` lists examples (indices into the evaluated test examples)
-    that the baseline gets wrong under attack at that ε and model ``name`` gets right.
-    """
-
-    names: tuple[str, ...]
-    results: tuple[EvaluationResult, ...]
-    training_seconds: tuple[float | None, ...]
-    focus_epsilon: float
-    gained: dict[str, tuple[int, ...]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"names": list(self.names), "focus_epsilon": self.focus_epsilon,
-                "training_seconds": list(self.training_seconds),
-                "gained": {k: list(v) for k, v in self.gained.items()},
-                "results": {n: r.to_dict() for n, r in zip(self.names, self.results,
-                                                           strict=True)}}
-
-    def _repr_html_(self) -> str:
-        from robustlab.report import render_comparison_summary_html
-
-        return render_comparison_summary_html(self)
 
 
 def compare(results: dict[str, EvaluationResult], *,

@@ -1,29 +1,25 @@
-"""Model builders, seeded training, safe save/load and the logits check.
+"""Model builders and safe save/load.
 
 Models are Keras 3 models mapping ``(N, H, W, C)`` float32 images to ``(N, K)`` *logits*.
 Attacks differentiate cross-entropy computed from logits; a softmax at the end makes those
 gradients vanish for confident predictions, a classic source of false robustness
-(Carlini & Wagner 2017, https://arxiv.org/abs/1608.04644), hence :func:`check_logits`.
+(Carlini & Wagner 2017, https://arxiv.org/abs/1608.04644; see
+:func:`robustlab.checks.check_logits`). Training lives in :mod:`robustlab.training`.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-import warnings
+import random
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from robustlab._io import atomic_path, sha256_file
 from robustlab._validate import check_int, check_seed
-from robustlab.data import Dataset
-from robustlab.errors import InputTypeError, RobustlabWarning, UnsafeModelError, ValidationError
+from robustlab.errors import UnsafeModelError, ValidationError
 
-__all__ = ["build_model", "build_small_cnn", "build_resnet", "train", "save_model",
-           "load_model", "load_or_train", "check_logits", "num_outputs", "sha256_file"]
+__all__ = ["build_model", "build_small_cnn", "build_resnet", "save_model", "load_model"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +30,25 @@ def _policy(mixed_precision: bool) -> str | None:
     """Per-layer dtype policy: ``mixed_float16`` (float16 compute, float32 weights; for GPUs)
     or None (the global default). Set per layer, so no global Keras state changes."""
     return "mixed_float16" if mixed_precision else None
+
+
+class _Seeds:
+    """Integer seeds for a model's random parts (weight initializers, dropout), drawn from a
+    local generator in the order the layers are built, so building a model touches no
+    global random state. The numbers are those Keras draws itself after
+    ``keras.utils.set_random_seed(seed)`` (``random.randint(1, 10**9)`` per random part),
+    so the weights equal those of earlier robustlab versions for the same seed."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(check_seed(seed))  # noqa: S311 - weights, not secrets
+
+    def glorot(self) -> Any:
+        import keras
+
+        return keras.initializers.GlorotUniform(seed=self._rng.randint(1, int(1e9)))
+
+    def dropout(self) -> int:
+        return self._rng.randint(1, int(1e9))
 
 
 def build_small_cnn(input_shape: tuple[int, int, int], num_classes: int, *,
@@ -49,20 +64,24 @@ def build_small_cnn(input_shape: tuple[int, int, int], num_classes: int, *,
     import keras
     from keras import layers
 
-    keras.utils.set_random_seed(check_seed(seed))
+    seeds = _Seeds(seed)
     dt = _policy(mixed_precision)
     big = min(input_shape[:2]) >= 16
     inputs = keras.Input(shape=input_shape, name="image")
-    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1", dtype=dt)(inputs)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1", dtype=dt,
+                      kernel_initializer=seeds.glorot())(inputs)
     if big:
         x = layers.MaxPooling2D(name="pool1", dtype=dt)(x)
-    x = layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2", dtype=dt)(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2", dtype=dt,
+                      kernel_initializer=seeds.glorot())(x)
     x = layers.MaxPooling2D(name="pool2", dtype=dt)(x)
     x = layers.Flatten(name="flatten", dtype=dt)(x)
-    x = layers.Dropout(0.3, name="dropout1", dtype=dt)(x)
-    x = layers.Dense(128, activation="relu", name="dense", dtype=dt)(x)
-    x = layers.Dropout(0.3, name="dropout2", dtype=dt)(x)
-    outputs = layers.Dense(num_classes, name="logits", dtype="float32")(x)
+    x = layers.Dropout(0.3, name="dropout1", dtype=dt, seed=seeds.dropout())(x)
+    x = layers.Dense(128, activation="relu", name="dense", dtype=dt,
+                     kernel_initializer=seeds.glorot())(x)
+    x = layers.Dropout(0.3, name="dropout2", dtype=dt, seed=seeds.dropout())(x)
+    outputs = layers.Dense(num_classes, name="logits", dtype="float32",
+                           kernel_initializer=seeds.glorot())(x)
     return keras.Model(inputs, outputs, name="small_cnn")
 
 
@@ -76,10 +95,11 @@ def build_resnet(input_shape: tuple[int, int, int], num_classes: int, *, width: 
     import keras
     from keras import layers
 
-    keras.utils.set_random_seed(check_seed(seed))
+    seeds = _Seeds(seed)
     dt = _policy(mixed_precision)
     inputs = keras.Input(shape=input_shape, name="image")
-    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem", dtype=dt)(inputs)
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem", dtype=dt,
+                      kernel_initializer=seeds.glorot())(inputs)
     x = layers.BatchNormalization(name="stem_bn", dtype=dt)(x)
     x = layers.ReLU(name="stem_relu", dtype=dt)(x)
     for stage in range(3):
@@ -89,19 +109,23 @@ def build_resnet(input_shape: tuple[int, int, int], num_classes: int, *, width: 
             prefix = f"s{stage}b{block}"
             shortcut = x
             y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
-                              name=f"{prefix}_conv1", dtype=dt)(x)
+                              name=f"{prefix}_conv1", dtype=dt,
+                              kernel_initializer=seeds.glorot())(x)
             y = layers.BatchNormalization(name=f"{prefix}_bn1", dtype=dt)(y)
             y = layers.ReLU(name=f"{prefix}_relu1", dtype=dt)(y)
             y = layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                              name=f"{prefix}_conv2", dtype=dt)(y)
+                              name=f"{prefix}_conv2", dtype=dt,
+                              kernel_initializer=seeds.glorot())(y)
             y = layers.BatchNormalization(name=f"{prefix}_bn2", dtype=dt)(y)
             if stride != 1 or shortcut.shape[-1] != filters:
                 shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False,
-                                         name=f"{prefix}_proj", dtype=dt)(shortcut)
+                                         name=f"{prefix}_proj", dtype=dt,
+                                         kernel_initializer=seeds.glorot())(shortcut)
             x = layers.Add(name=f"{prefix}_add", dtype=dt)([y, shortcut])
             x = layers.ReLU(name=f"{prefix}_out", dtype=dt)(x)
     x = layers.GlobalAveragePooling2D(name="pool", dtype=dt)(x)
-    outputs = layers.Dense(num_classes, name="logits", dtype="float32")(x)
+    outputs = layers.Dense(num_classes, name="logits", dtype="float32",
+                           kernel_initializer=seeds.glorot())(x)
     return keras.Model(inputs, outputs, name="resnet_small")
 
 
@@ -116,48 +140,6 @@ def build_model(input_shape: tuple[int, int, int], num_classes: int, *, seed: in
         return build_resnet(input_shape, num_classes, seed=seed,
                             mixed_precision=mixed_precision)
     return build_small_cnn(input_shape, num_classes, seed=seed, mixed_precision=mixed_precision)
-
-
-def num_outputs(model: Any) -> int:
-    """Number of classes the model predicts (size of its last output axis)."""
-    shape = getattr(model, "output_shape", None)
-    if not callable(model) or not shape or shape[-1] is None:
-        raise InputTypeError(f"expected model to be a Keras classifier with a (N, K) output, "
-                             f"got {type(model).__name__} with output shape {shape}")
-    return int(shape[-1])
-
-
-def default_epochs(n_train: int) -> int:
-    """About 45,000 example presentations, between 3 and 30 epochs (digits: 30, MNIST-8k: 5)."""
-    return max(3, min(30, 45_000 // max(1, n_train)))
-
-
-def train(model: Any, data: Dataset, *, epochs: int | None = None, batch_size: int = 32,
-          learning_rate: float = 1e-3, seed: int = 0, verbose: int = 0) -> dict[str, Any]:
-    """Train ``model`` on ``data.x_train`` with Adam and cross-entropy on logits (seeded).
-
-    ``epochs`` None picks :func:`default_epochs`. Returns a dict with the Keras history,
-    seconds taken and the final test accuracy.
-    """
-    import keras
-
-    epochs = default_epochs(len(data.x_train)) if epochs is None else \
-        check_int("epochs", epochs, low=1)
-    batch_size = check_int("batch_size", batch_size, low=1)
-    keras.utils.set_random_seed(check_seed(seed))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    start = time.perf_counter()
-    history = model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
-                        shuffle=True, verbose=verbose)
-    seconds = time.perf_counter() - start
-    _, test_acc = model.evaluate(data.x_test, data.y_test, verbose=0,
-                                 batch_size=max(batch_size, 256))
-    log.info("trained %s for %d epochs in %.1f s; test accuracy %.4f", model.name, epochs,
-             seconds, test_acc)
-    return {"history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
-            "seconds": seconds, "test_accuracy": float(test_acc)}
 
 
 def save_model(model: Any, path: str | Path) -> Path:
@@ -287,44 +269,3 @@ def load_model(path: str | Path, *, sha256: str | None = None) -> Any:
         raise UnsafeModelError(f"Keras refused to load {str(path)!r}: {exc}") from exc
 
 
-def check_logits(model: Any, x: np.ndarray, *, atol: float = 1e-3) -> bool:
-    """Warn when ``model`` looks like it outputs probabilities rather than logits.
-
-    Returns True if the outputs look like logits. The detection is
-    :func:`robustlab.checks.probability_outputs` (a softmax last layer, or outputs in [0, 1]
-    summing to 1 per row on the sample ``x``, shape ``(N, H, W, C)``).
-    """
-    from robustlab.checks import Status, probability_outputs
-
-    if probability_outputs(model, x, atol=atol).status is Status.FAIL:
-        warnings.warn(
-            f"model {model.name!r} seems to output probabilities (softmax) instead of logits. "
-            "Cross-entropy gradients through a softmax vanish for confident predictions, "
-            "which makes attacks fail and robustness look better than it is. Remove the "
-            "softmax (attacks and training here expect logits).",
-            RobustlabWarning, stacklevel=2)
-        return False
-    return True
-
-
-def load_or_train(model_path: str | Path | None, data: Dataset, *, epochs: int | None = None,
-                  batch_size: int = 32, seed: int = 0, save_to: str | Path | None = None,
-                  sha256: str | None = None) -> Any:
-    """Load ``model_path`` if given (non-empty; pinned to ``sha256`` when given, see
-    :func:`load_model`), else build and train the default model.
-
-    A trained model is saved to ``save_to`` when given. The logits check runs either way.
-    """
-    if model_path:
-        model = load_model(model_path, sha256=sha256 or None)
-        outputs = num_outputs(model)
-        if outputs != data.num_classes:
-            raise ValidationError(f"expected a model with {data.num_classes} outputs for "
-                                  f"{data.name}, got {outputs} outputs from {model_path}")
-    else:
-        model = build_model(data.input_shape, data.num_classes, seed=seed)
-        train(model, data, epochs=epochs, batch_size=batch_size, seed=seed)
-        if save_to:
-            save_model(model, save_to)
-    check_logits(model, data.x_test)
-    return model

@@ -29,22 +29,19 @@ from typing import Any
 import keras
 import numpy as np
 
-from robustlab._env import default_jit_compile
-from robustlab._validate import check_float, check_int, check_seed, parse_enum
-from robustlab.attacks._core import (
-    Loss,
-    Norm,
-    ThreatModel,
-    ascent_steps,
-    parse_norm,
-    per_example_loss,
-)
+from robustlab._env import default_jit_compile, device_info, seeded_globals
+from robustlab._io import atomic_path, write_json
+from robustlab._validate import check_float, check_int, check_seed, parse_enum, validate_arrays
+from robustlab.attacks import ascent_steps, per_example_loss, pgd
 from robustlab.data import Dataset
-from robustlab.errors import ValidationError
+from robustlab.errors import RobustlabWarning, ValidationError
+from robustlab.inference import predict_labels
+from robustlab.models import save_model
+from robustlab.types import DEFAULT_REL_STEP, Loss, Norm, ThreatModel, parse_norm
 
 __all__ = ["Method", "TrainingConfig", "AdversarialModel", "OverfitGuard", "EpochLogger",
            "EpochProgress", "Checkpoint", "TimeBudget", "TrainingResult",
-           "train_adversarial", "load_or_harden", "training_dataset"]
+           "train_adversarial", "training_dataset", "train", "default_epochs"]
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +122,7 @@ class TrainingConfig:
             return self.rel_step_size * self.epsilon
         if self.method is Method.FGSM_RS:
             return FGSM_RS_REL_STEP * self.epsilon
-        return min(1.0, 2.5 / self.steps) * self.epsilon
+        return min(1.0, DEFAULT_REL_STEP / self.steps) * self.epsilon
 
     def epsilon_at(self, epoch: int) -> float:
         """ε used in ``epoch`` (0-based) under the ramp."""
@@ -185,7 +182,15 @@ class AdversarialModel(keras.Model):
         super().compile(optimizer=optimizer, jit_compile=jit, **kwargs)
 
     def fit(self, *args: Any, callbacks: Any = None, **kwargs: Any) -> Any:
-        """``keras.Model.fit``, with the ε ramp of the config applied at each epoch."""
+        """``keras.Model.fit``, with the ε ramp of the config applied at each epoch.
+
+        The optimizer's variables are created here, eagerly, when Keras would create them
+        inside the traced first step: their names derive from the model's variable paths
+        (``"my model/dense/kernel"``), which TensorFlow refuses as graph scope names."""
+        if (getattr(self, "optimizer", None) is not None and not self.optimizer.built
+                and getattr(self.model, "built", False)):
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.model.trainable_variables)
         callbacks = [*(callbacks or []), _EpsilonSchedule(self)]
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
@@ -231,7 +236,30 @@ class AdversarialModel(keras.Model):
         radius = keras.random.uniform((tf.shape(x)[0],), seed=self.seed_generator) ** (1 / dim)
         return tf.clip_by_value(x + eps * radius[:, None, None, None] * direction, low, high)
 
+    # Keras traces the steps below into graphs, where TensorFlow refuses layer names such as
+    # "my model" as name scopes: each runs inside GraphSafeNames (the model's names, and this
+    # wrapper's "adversarial_<name>", are only swapped while Keras traces).
+
     def train_step(self, data: Any) -> dict[str, Any]:
+        from robustlab.attacks._core import GraphSafeNames
+
+        with GraphSafeNames(self):
+            return self._adversarial_train_step(data)
+
+    def test_step(self, data: Any) -> dict[str, Any]:
+        from robustlab.attacks._core import GraphSafeNames
+
+        with GraphSafeNames(self):
+            return self._adversarial_test_step(data)
+
+    def predict_step(self, data: Any) -> Any:
+        from robustlab.attacks._core import GraphSafeNames
+
+        with GraphSafeNames(self):
+            return super().predict_step(data)
+
+    def _adversarial_train_step(self, data: Any) -> dict[str, Any]:
+        """One update on the batch's adversarial examples (see the module doc)."""
         import tensorflow as tf
 
         x, y = data[0], data[1]
@@ -265,7 +293,8 @@ class AdversarialModel(keras.Model):
         self.adv_accuracy.update_state(y, adv_logits)
         return {m.name: m.result() for m in self.metrics}
 
-    def test_step(self, data: Any) -> dict[str, Any]:
+    def _adversarial_test_step(self, data: Any) -> dict[str, Any]:
+        """Clean loss and accuracy of the batch (no attack: ``evaluate`` measures the model)."""
         import tensorflow as tf
 
         x, y = data[0], data[1]
@@ -369,8 +398,6 @@ class OverfitGuard(keras.callbacks.Callback):
                  drop: float = 0.2, restore_best: bool = True, seed: int = 0,
                  bounds: tuple[float, float] = (0.0, 1.0)) -> None:
         super().__init__()
-        from robustlab.data import validate_arrays
-
         self.x, self.y = validate_arrays(x, y, bounds=bounds, name="x", label_name="y")
         self.epsilon = check_float("epsilon", epsilon, low=0.0, low_open=True)
         self.norm = parse_norm(norm)
@@ -390,9 +417,6 @@ class OverfitGuard(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         import warnings
 
-        from robustlab.attacks import pgd
-        from robustlab.attacks._runner import predict_labels
-        from robustlab.errors import RobustlabWarning
 
         model = self._inner()
         x_adv = pgd(model, self.x, self.y, epsilon=self.epsilon, norm=self.norm,
@@ -470,15 +494,12 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
         >>> model = build_model(data.input_shape, data.num_classes)
         >>> model, info = train_adversarial(model, data, method="pgd", epsilon=0.3, epochs=20)
     """
-    from robustlab.models import save_model
-
     cfg = TrainingConfig(method=method, epsilon=epsilon, norm=norm, steps=steps,
                          rel_step_size=rel_step_size, beta=beta, clean_fraction=clean_fraction,
                          ramp_epochs=ramp_epochs, bounds=data.bounds, seed=seed)
     epochs = check_int("epochs", epochs, low=1)
     batch_size = check_int("batch_size", batch_size, low=1)
     learning_rate = check_float("learning_rate", learning_rate, low=0.0, low_open=True)
-    keras.utils.set_random_seed(cfg.seed)
     x, y = data.x_train, data.y_train
     use_guard = (cfg.method is Method.FGSM_RS) if guard is None else bool(guard)
     extra: list[Any] = []
@@ -506,10 +527,12 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
     if os.environ.get("ROBUSTLAB_PROGRESS", "1") != "0":
         extra.append(EpochProgress(epochs))
     start = time.perf_counter()
-    history = trainer.fit(training_dataset(x, y, batch_size, seed=cfg.seed + start_epoch),
-                          epochs=epochs, initial_epoch=min(start_epoch, epochs), verbose=0,
-                          shuffle=False,  # the dataset reshuffles every epoch itself
-                          callbacks=[*extra, EpochLogger(epochs), *(callbacks or [])])
+    # tf.data's seeded shuffle also depends on TensorFlow's global seed: set for this call only
+    with seeded_globals(cfg.seed, tensorflow=True):
+        history = trainer.fit(training_dataset(x, y, batch_size, seed=cfg.seed + start_epoch),
+                              epochs=epochs, initial_epoch=min(start_epoch, epochs),
+                              verbose=0, shuffle=False,  # the dataset reshuffles itself
+                              callbacks=[*extra, EpochLogger(epochs), *(callbacks or [])])
     seconds = time.perf_counter() - start
     path = str(save_model(model, save_to)) if save_to else None
     if checkpoint_dir is not None:  # finished (or stopped by the guard): nothing to resume
@@ -532,8 +555,6 @@ def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int
     """
     import tensorflow as tf
 
-    from robustlab._env import device_info
-
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
         len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     if device_info()["type"] == "GPU":
@@ -542,29 +563,6 @@ def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int
     options.autotune.enabled = False
     options.threading.private_threadpool_size = 1
     return ds.with_options(options)
-
-
-def load_or_harden(model_path: str | os.PathLike[str] | None, data: Dataset, *,
-                   save_to: str | os.PathLike[str] | None = None, seed: int = 0,
-                   **training: Any) -> tuple[Any, TrainingResult | None]:
-    """Load ``model_path`` if given (non-empty), else build the default model for ``data``
-    and :func:`train_adversarial` it with ``training`` (method, epsilon, epochs, ...).
-
-    Returns ``(model, TrainingResult or None when loaded)``.
-    """
-    from robustlab.models import build_model, check_logits, load_model, num_outputs
-
-    if model_path:
-        model = load_model(model_path)
-        if num_outputs(model) != data.num_classes:
-            raise ValidationError(f"expected a model with {data.num_classes} outputs for "
-                                  f"{data.name}, got {num_outputs(model)} from {model_path}")
-        info = None
-    else:
-        model = build_model(data.input_shape, data.num_classes, seed=seed)
-        model, info = train_adversarial(model, data, seed=seed, save_to=save_to, **training)
-    check_logits(model, data.x_test)
-    return model, info
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -582,8 +580,6 @@ class Checkpoint(keras.callbacks.Callback):
         self.config = config
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        from robustlab._io import atomic_path, write_json
-
         self.directory.mkdir(parents=True, exist_ok=True)
         weights = self.directory / f"epoch-{epoch + 1}.weights.h5"
         with atomic_path(weights, suffix=".weights.h5") as tmp:
@@ -626,3 +622,39 @@ def _remove_checkpoint(directory: Path) -> None:
         directory.rmdir()
     except OSError:
         pass
+
+
+# ---------------------------------------------------------------------------------------------
+# standard training
+
+
+def default_epochs(n_train: int) -> int:
+    """About 45,000 example presentations, between 3 and 30 epochs (digits: 30, MNIST-8k: 5)."""
+    return max(3, min(30, 45_000 // max(1, n_train)))
+
+
+def train(model: Any, data: Dataset, *, epochs: int | None = None, batch_size: int = 32,
+          learning_rate: float = 1e-3, seed: int = 0, verbose: int = 0) -> dict[str, Any]:
+    """Train ``model`` on ``data.x_train`` with Adam and cross-entropy on logits (seeded).
+
+    ``epochs`` None picks :func:`default_epochs`. Returns a dict with the Keras history,
+    seconds taken and the final test accuracy.
+    """
+    epochs = default_epochs(len(data.x_train)) if epochs is None else \
+        check_int("epochs", epochs, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    start = time.perf_counter()
+    # Keras' fit shuffles with TensorFlow's global generator: seeded for this call only
+    with seeded_globals(check_seed(seed), tensorflow=True):
+        history = model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
+                            shuffle=True, verbose=verbose)
+    seconds = time.perf_counter() - start
+    _, test_acc = model.evaluate(data.x_test, data.y_test, verbose=0,
+                                 batch_size=max(batch_size, 256))
+    log.info("trained %s for %d epochs in %.1f s; test accuracy %.4f", model.name, epochs,
+             seconds, test_acc)
+    return {"history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+            "seconds": seconds, "test_accuracy": float(test_acc)}

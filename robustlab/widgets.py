@@ -23,12 +23,17 @@ from typing import Any
 
 import numpy as np
 
-from robustlab._validate import check_int, check_optional_int
-from robustlab.attacks._core import ThreatModel, perturbation_norms
-from robustlab.attacks._runner import batched_logits, softmax
-from robustlab.attacks.spec import AttackSpec, kind_of
+from robustlab._env import default_jit_compile
+from robustlab._validate import check_int, check_optional_int, validate_arrays
+from robustlab.attacks import AttackSpec, kind_of
 from robustlab.data import Dataset
 from robustlab.errors import ValidationError
+from robustlab.evaluate import evaluate
+from robustlab.inference import batched_logits, check_input_shape, num_outputs, softmax
+from robustlab.report.plots import _figure, _png, _show, curves_png, examples_png
+from robustlab.results import EvaluationResult
+from robustlab.stats import perturbation_norms
+from robustlab.types import Norm, ThreatModel
 
 __all__ = ["Explorer", "AttackView"]
 
@@ -92,9 +97,6 @@ class Explorer:
     def __init__(self, model: Any, data: Dataset | tuple[Any, Any], *, attack: str = "pgd",
                  epsilon: float = 0.1, norm: str = "linf", steps: int = 20, top_k: int = 3,
                  curve_examples: int = 100, seed: int = 0) -> None:
-        from robustlab.data import validate_arrays
-        from robustlab.models import num_outputs
-
         if isinstance(data, Dataset):
             x, y, self.bounds = data.x_test, data.y_test, tuple(data.bounds)
             self.class_names = [str(c) for c in data.class_names]
@@ -109,6 +111,7 @@ class Explorer:
         self.model = model
         self.x, self.y = validate_arrays(x, y, num_classes=num_outputs(model),
                                          bounds=self.bounds, name="x", label_name="y")
+        check_input_shape(model, self.x)
         self.top_k = check_int("top_k", top_k, low=1)
         self.seed = int(seed)
         self._cache: dict[tuple[Any, ...], AttackView] = {}
@@ -145,7 +148,7 @@ class Explorer:
         """The slider's upper end: half the pixel range (L∞) or a quarter of the image's
         diagonal (L2)."""
         width = self.bounds[1] - self.bounds[0]
-        if ThreatModel.parse(0.0, norm).norm.value == "linf":
+        if ThreatModel.parse(0.0, norm).norm is Norm.LINF:
             return 0.5 * width
         return round(0.25 * width * float(np.sqrt(np.prod(self.x.shape[1:]))), 2)
 
@@ -158,9 +161,8 @@ class Explorer:
         index, spec, threat = key[0], key[1], ThreatModel.parse(key[3], key[2], self.bounds)
         t0 = time.perf_counter()
         x = self.x[index:index + 1]
-        x_adv = spec.run(self.model, x, self.y[index:index + 1], epsilon=threat.epsilon,
-                         norm=threat.norm, bounds=self.bounds, seed=self.seed,
-                         ids=np.array([index]))
+        x_adv = spec.run(self.model, x, self.y[index:index + 1], threat=threat, seed=self.seed,
+                         batch_size=1, jit=default_jit_compile(), ids=np.array([index]))
         adv_logits = batched_logits(self.model, np.asarray(x_adv, np.float32), 1)
         seconds = time.perf_counter() - t0
         linf, l2 = perturbation_norms(x_adv, x)
@@ -186,11 +188,10 @@ class Explorer:
         return None
 
     def curve(self, n: int, *, attack: str = "pgd", norm: str = "linf",
-              steps: int | None = 20, points: int = 8, callback: Any = None) -> Any:
+              steps: int | None = 20, points: int = 8, callback: Any = None
+              ) -> EvaluationResult:
         """Robustness curve of the attack on the first ``n`` examples at ``points`` ε from 0
         to the slider's end: an :class:`~robustlab.evaluate.EvaluationResult` (cached)."""
-        from robustlab.evaluate import evaluate
-
         n = check_optional_int("n", n, low=1) or len(self.x)
         spec = self._spec(attack, steps)
         top = self.max_epsilon(norm) * (0.6 if norm == "linf" else 1.0)
@@ -207,8 +208,6 @@ class Explorer:
     # ------------------------------------------------------------------ rendering
 
     def _view_png(self, view: AttackView) -> bytes:
-        from robustlab.report.plots import _figure, _png, _show
-
         fig = _figure(8.4, 2.3)
         axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1, 1, 1.6]})
         delta = view.x_adv - view.x
@@ -241,8 +240,6 @@ class Explorer:
         chosen example attacked at ε, and the robustness curve on ``n_curve`` examples.
         Returns an ``IPython.display.Image``."""
         from IPython.display import Image
-
-        from robustlab.report.plots import _figure, _png, _show
 
         s = {**self._initial, **{k: v for k, v in dict(
             attack=attack, epsilon=epsilon, norm=norm, steps=steps).items() if v is not None}}
@@ -407,8 +404,6 @@ class Explorer:
             result = self.curve(int(self.w_n.value), attack=s["attack"], norm=s["norm"],
                                 steps=s["steps"], callback=callback)
             self.w_progress.value = self.w_progress.max
-            from robustlab.report.plots import curves_png, examples_png
-
             self.w_curve.value = curves_png(result)
             first = examples_png(result, self.class_names)
             self.w_first.value = first or b""

@@ -71,8 +71,119 @@ def test_comparison_report(digits_model, digits, tmp_path):
     assert "&lt;b&gt;base&lt;/b&gt;" in html and "<b>base</b>" not in html
     assert "<script" not in html and "Content-Security-Policy" in html
     assert json.loads(paths["json"].read_text())["training_seconds"] == [None, 1.5]
+    with pytest.raises(ValidationError, match="to write comparison.html and comparison.json "
+                       "into, got '.*comparison.html' \\(a file name\\); pass its folder"):
+        write_comparison(comp, tmp_path / "new" / "comparison.html")
+    with pytest.raises(ValidationError, match="directory, got the existing file"):
+        write_comparison(comp, paths["html"])
+    assert not (tmp_path / "new").exists()
     with pytest.raises(ValidationError, match="share epsilons"):
         compare({"a": a, "b": evaluate(digits_model, digits, attacks="fgsm", epsilons="0, 0.1",
                                        n=60)})
     with pytest.raises(ValidationError, match="at least two"):
         compare({"a": a})
+
+
+def _renamed(result, name, class_name=None):
+    """``result`` with every user-visible name (model, dataset, classes, attack labels,
+    parameters) replaced, without re-running the evaluation."""
+    class_name = name if class_name is None else class_name
+    curves = tuple(replace(c, label=f"{c.label} {name}") for c in result.curves)
+    return replace(
+        result, model={**result.model, "name": name},
+        dataset={**result.dataset, "name": name, "source": name,
+                 "class_names": [f"{class_name}{i}" for i in range(10)]},
+        curves=curves, worst_case=replace(result.worst_case, label=f"worst {name}"),
+        per_class=tuple(replace(k, name=f"{class_name}{k.label}") for k in result.per_class),
+        examples=tuple(replace(e, attack=f"{e.attack} {name}") for e in result.examples),
+        convergence=replace(result.convergence, attack=f"{result.convergence.attack}{name}"),
+        parameters={**result.parameters, f"p{name}": name})
+
+
+def _png_widths(html):
+    import base64
+
+    uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    pngs = [base64.b64decode(u) for u in uris]
+    assert pngs and all(p[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    return [int.from_bytes(p[16:20], "big") for p in pngs]
+
+
+INVISIBLE = "\u202e\x00\u200b\x7f\x85\u202a\u2066\u200e\ufeff\u2028\r\x1b"
+
+
+def test_control_and_bidi_characters_are_shown_escaped(result):
+    name = "abc\u202edef\x00ghi\u200bjkl"
+    html = render_html(_renamed(result, name + INVISIBLE))
+    for ch in INVISIBLE:
+        assert ch not in html, f"raw U+{ord(ch):04X} in the page"
+    assert "abc\\u202edef\\u0000ghi\\u200bjkl" in html
+    for escaped in ("\\u007f", "\\u0085", "\\u202a", "\\u2066", "\\u200e", "\\ufeff",
+                    "\\u2028", "\\u000d", "\\u001b"):
+        assert escaped in html
+    assert "\t" in render_html(_renamed(result, "tab\there"))  # tab and newline stay
+    summary = _renamed(result, name)._repr_html_()
+    assert "\u202e" not in summary and "abc\\u202edef" in summary
+    assert _renamed(result, name).to_dict()["model"]["name"] == name  # JSON keeps the original
+
+
+def test_figure_text_is_escaped_and_shortened():
+    from robustlab.report.plots import _figure_text
+
+    assert _figure_text("a\u202eb\x00c") == "a\\u202eb\\u0000c"
+    assert _figure_text("cost $5 or $\\frac{1}$") == "cost \\$5 or \\$\\frac{1}\\$"
+    long = _figure_text("\u202e" * 10 + "x" * 5000, limit=40)
+    assert long.endswith("…") and len(long) <= 40 and "\\u202e" in long
+    assert not long.removesuffix("…").endswith("\\")  # an escape is never cut in half
+
+
+def test_long_names_keep_figures_and_page_narrow(result, digits):
+    from robustlab.evaluate import compare
+    from robustlab.report import CSS, render_comparison_html
+
+    long = "é" + "x" * 5000
+    widths = _png_widths(render_html(result))
+    long_widths = _png_widths(render_html(_renamed(result, long)))
+    assert len(long_widths) == len(widths) == 3
+    assert max(long_widths) <= 1500, long_widths
+    for short, wide in zip(widths, long_widths, strict=True):
+        assert abs(short - wide) <= 8, (widths, long_widths)
+    html = render_html(_renamed(result, "$\\frac{1}$ " + long))  # mathtext is not parsed
+    assert "x" * 100 in html  # the page keeps the full name (it wraps, see the CSS)
+    assert re.search(r"body \{[^}]*overflow-wrap: anywhere", CSS)
+    assert "table-layout" in CSS or re.search(r"td\.l[^{]*\{[^}]*overflow-wrap: anywhere", CSS)
+    comp = compare({long: result, "b" + long: _renamed(result, long)})
+    x, y = digits.x_test[:result.n_examples], digits.y_test[:result.n_examples]
+    comp = replace(comp, gained={"b" + long: (0, 1, 2)})
+    comp_widths = _png_widths(render_comparison_html(comp, x, y))
+    assert len(comp_widths) == 2 and max(comp_widths) <= 1500, comp_widths
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda d: (d / "report.html").write_text("x") and d / "report.html",
+     "expected out_dir to be a directory, got the existing file"),
+    (lambda d: d / "report.html", "got '.*report.html' \\(a file name\\); pass its folder"),
+    (lambda d: d / "sub" / "Report.JSON", "to write report.html and report.json into"),
+    (lambda d: (d / "f").write_text("x") and d / "f" / "sub",
+     "expected out_dir to be a directory, got '.*sub' inside the existing file"),
+    (lambda d: "", "expected out_dir to be a directory path, got ''"),
+])
+def test_write_report_refuses_a_file_as_out_dir(result, tmp_path, make, expected):
+    out_dir = make(tmp_path)
+    with pytest.raises(ValidationError, match=expected) as info:
+        write_report(result, out_dir)
+    assert isinstance(info.value, ValueError) and "out_dir" in str(info.value)
+    assert not (tmp_path / "report.html").is_dir() and not (tmp_path / "sub").exists()
+
+
+def test_write_report_accepts_an_existing_directory_named_like_a_file(result, tmp_path):
+    out = tmp_path / "report.html"
+    out.mkdir()
+    assert write_report(result, out)["html"] == out / "report.html"
+
+
+def test_write_report_refuses_a_non_path_out_dir(result):
+    from robustlab.errors import InputTypeError
+
+    with pytest.raises(InputTypeError, match="expected out_dir to be a directory path .*int 3"):
+        write_report(result, 3)

@@ -3,15 +3,25 @@
 FGSM and PGD have a native TensorFlow implementation and CleverHans 4 / ART implementations
 behind the same signature (``backend=``); APGD, Square, CW-L2, DeepFool and AutoAttack come
 from ART (:mod:`robustlab.attacks.catalogue`). The threat model is enforced on every output.
+
+Inside: ``_core`` is the math (the only input-gradient tape, projection, steps, random
+starts), ``_runner`` the engine (checks at the boundary, batching, restarts, OOM fallback),
+one module per attack family, and ``spec`` the registry (:data:`ATTACKS`). Other layers use
+the names exported here, never the private modules.
 """
 
-from robustlab.attacks._core import Loss, Norm, ThreatModel, input_gradient, parse_norm
-from robustlab.attacks._runner import Backend
+from robustlab.attacks._core import (
+    ascent_steps,
+    enforce_threat_model,
+    input_gradient,
+    per_example_loss,
+    random_start,
+)
 from robustlab.attacks.catalogue import apgd, auto_attack, carlini_wagner_l2, deepfool, square
 from robustlab.attacks.fgsm import fgsm
 from robustlab.attacks.pgd import pgd
-from robustlab.attacks.spec import ATTACKS, AttackSpec, parse_attacks
+from robustlab.attacks.spec import ATTACKS, AttackKind, AttackSpec, kind_of, parse_attacks
 
 __all__ = ["fgsm", "pgd", "apgd", "square", "carlini_wagner_l2", "deepfool", "auto_attack",
-           "AttackSpec", "parse_attacks", "ATTACKS", "Norm", "Loss", "Backend",
-           "ThreatModel", "input_gradient", "parse_norm"]
+           "AttackSpec", "AttackKind", "parse_attacks", "kind_of", "ATTACKS", "input_gradient",
+           "per_example_loss", "ascent_steps", "enforce_threat_model", "random_start"]

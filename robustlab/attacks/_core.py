@@ -9,87 +9,14 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import numpy as np
 
-from robustlab._validate import check_float, parse_enum
-from robustlab.errors import ValidationError
+from robustlab.types import Loss, Norm, ThreatModel
 
 # Numerical floor used in L2 normalisations (same value as CleverHans' avoid_zero_div).
 _TINY = 1e-12
-
-
-class Norm(str, Enum):
-    """The norm that measures a perturbation: ``linf`` (max abs pixel change) or ``l2``."""
-
-    LINF = "linf"
-    L2 = "l2"
-
-
-_NORM_ALIASES = {"inf": "linf", "l_inf": "linf", "l-inf": "linf", "np.inf": "linf",
-                 "l∞": "linf", "2": "l2", "l_2": "l2", "l-2": "l2"}
-
-
-def parse_norm(value: Any, name: str = "norm") -> Norm:
-    """``"linf"``, ``"inf"``, ``np.inf`` -> ``Norm.LINF``; ``"l2"``, ``2`` -> ``Norm.L2``."""
-    if isinstance(value, Norm):
-        return value
-    if isinstance(value, float) and np.isinf(value):
-        return Norm.LINF
-    key = str(value).strip().lower()
-    return parse_enum(name, _NORM_ALIASES.get(key, key), Norm)
-
-
-class Loss(str, Enum):
-    """Loss the attack ascends: cross-entropy on logits, the scale-invariant margin
-    ``max_{j != y} z_j - z_y`` (Carlini & Wagner 2017, https://arxiv.org/abs/1608.04644), the
-    margin divided by the spread of the top logits ``dlr`` (difference of logits ratio,
-    shift- and scale-invariant, needs >= 3 classes; Croce & Hein 2020,
-    https://arxiv.org/abs/2003.01690), or ``kl``: KL(softmax(reference) ‖ softmax(z)) against
-    reference logits instead of labels (TRADES' inner maximisation, Zhang et al. 2019,
-    https://arxiv.org/abs/1901.08573).
-
-    Margin and DLR do not saturate: logits scaled by 1000 leave their gradient direction
-    unchanged, where cross-entropy's vanishes (a common source of gradient masking)."""
-
-    CE = "ce"
-    MARGIN = "margin"
-    DLR = "dlr"
-    KL = "kl"
-
-
-@dataclass(frozen=True)
-class ThreatModel:
-    """What an adversary may do: move each image at most ``epsilon`` in ``norm``, staying
-    inside ``bounds`` (pixel units, e.g. ``(0.0, 1.0)``)."""
-
-    epsilon: float
-    norm: Norm = Norm.LINF
-    bounds: tuple[float, float] = (0.0, 1.0)
-
-    @classmethod
-    def parse(cls, epsilon: Any, norm: Any = "linf",
-              bounds: tuple[float, float] = (0.0, 1.0)) -> ThreatModel:
-        eps = check_float("epsilon", epsilon, low=0.0)
-        try:
-            low, high = (float(b) for b in bounds)
-        except (TypeError, ValueError):
-            raise ValidationError(f"expected bounds to be (low, high), got {bounds!r}") from None
-        if not (np.isfinite(low) and np.isfinite(high) and low < high):
-            raise ValidationError(f"expected bounds low < high (finite), got {bounds!r}")
-        return cls(eps, parse_norm(norm), (low, high))
-
-    def capped(self, image_shape: tuple[int, ...]) -> ThreatModel:
-        """The same threat model with ε no larger than the box's own size (``high - low`` in
-        L∞, its diagonal in L2): beyond that the box, not the ball, limits the adversary, so
-        the result is identical, and arithmetic with an ε near the float32 maximum (which
-        would overflow to inf and NaN) is avoided."""
-        width = self.bounds[1] - self.bounds[0]
-        top = width if self.norm is Norm.LINF else width * float(np.sqrt(np.prod(image_shape)))
-        return self if self.epsilon <= top else ThreatModel(top, self.norm, self.bounds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,12 +132,6 @@ def enforce_threat_model(x_adv: np.ndarray, x: np.ndarray, threat: ThreatModel) 
     return np.clip(x.astype(np.float32) + delta, low, high)
 
 
-def perturbation_norms(x_adv: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-example ``(L∞, L2)`` norms of ``x_adv - x``, each of shape ``(N,)``."""
-    flat = (x_adv.astype(np.float64) - x.astype(np.float64)).reshape(len(x), -1)
-    return np.abs(flat).max(axis=1), np.sqrt((flat**2).sum(axis=1))
-
-
 # Random starts are drawn in blocks of this many examples, one generator per block, so that an
 # example's start depends on (seed, restart, its id) only, never on which examples share a call.
 _NOISE_BLOCK = 64
@@ -258,17 +179,92 @@ def batch_seed(seed: int, restart: int, ids: np.ndarray) -> int:
 _CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Callable[..., Any]]] = \
     weakref.WeakKeyDictionary()
 
+# The names TensorFlow accepts for a name scope at the root of a graph (the stricter of its two
+# rules, _VALID_OP_NAME_REGEX in tensorflow/python/framework/ops.py; nested scopes use a rule
+# that differs only in the first character).
+_GRAPH_SCOPE_NAME = r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*"
+_LOCKS: dict[str, Any] = {}
+
+
+def graph_scope_name(name: str) -> str:
+    """``name`` as TensorFlow accepts it for a graph name scope: valid names unchanged, else
+    every character outside ``[A-Za-z0-9_.-]`` becomes ``_`` (``"my model"`` ->
+    ``"my_model"``, ``"modèle"`` -> ``"mod_le"``, ``"cnn(1)"`` -> ``"cnn_1_"``) and a name
+    that would start with ``_`` or ``-`` gets an ``x`` in front."""
+    import re
+
+    if not name or re.fullmatch(_GRAPH_SCOPE_NAME, name):
+        return name
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return safe if re.match(r"[A-Za-z0-9.]", safe) else "x" + safe
+
+
+class GraphSafeNames:
+    """While open, every layer of ``model`` (itself and nested models included) whose name
+    TensorFlow refuses as a graph name scope is called :func:`graph_scope_name` of it; on exit,
+    error or not, each gets its own name back, so ``model.name`` is unchanged afterwards.
+
+    Why: Keras opens a TensorFlow name scope named after each layer it calls. Eager calls do not
+    check the name, but inside ``tf.function`` (every compiled attack, and Keras' ``fit``)
+    TensorFlow refuses anything outside ``[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*``: a model named
+    ``"my model"``, ``"modèle"`` or ``"cnn(1)"`` evaluated fine and then failed every attack
+    with "'my model' is not a valid root scope name". A name is only a label, so users are not
+    asked to rename. (Keras also leaves the failed scope on its own name-scope stack, which is
+    why a second attack on the same model then seemed to work.)
+
+    Only tracing reads the names; opening it again while open (same thread) changes nothing,
+    and a process-wide lock keeps two threads from swapping one model's names at once.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self._renamed: list[tuple[Any, str]] = []
+
+    def __enter__(self) -> GraphSafeNames:
+        import threading
+
+        self._lock = _LOCKS.setdefault("graph_names", threading.RLock())
+        self._lock.acquire()
+        try:
+            flatten = getattr(self.model, "_flatten_layers", None)  # Keras 3: all sublayers
+            for layer in flatten(include_self=True, recursive=True) if flatten else [self.model]:
+                name = getattr(layer, "name", None)
+                # Input layers are never called (so never open a scope) and name the inputs.
+                if (isinstance(name, str) and graph_scope_name(name) != name
+                        and type(layer).__name__ != "InputLayer"):
+                    self._renamed.append((layer, name))
+                    layer.name = graph_scope_name(name)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            for layer, name in reversed(self._renamed):
+                layer.name = name
+            self._renamed.clear()
+        finally:
+            self._lock.release()
+
 
 def compiled(model: Any, key: tuple[Any, ...], build: Callable[[], Callable[..., Any]]
              ) -> Callable[..., Any]:
     """Return the compiled function ``key`` for ``model``, building it once.
 
     Compiled functions take their scalars (epsilon, step size, bounds) as tensors so that a
-    new epsilon does not retrace.
+    new epsilon does not retrace. Every call runs inside :class:`GraphSafeNames`, so a model
+    (or layer) named ``"my model"`` can be traced whatever its name.
     """
     per_model = _CACHE.setdefault(model, {})
     if key not in per_model:
-        per_model[key] = build()
+        function = build()
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with GraphSafeNames(model):
+                return function(*args, **kwargs)
+
+        per_model[key] = call
     return per_model[key]
 
 

@@ -21,27 +21,103 @@ from typing import Any
 import numpy as np
 
 from robustlab._validate import check_int
-from robustlab.attacks._core import ThreatModel
-from robustlab.attacks._runner import run_attack
+from robustlab.attacks._runner import BatchAttack, boundary, run_attack
 from robustlab.attacks.peers import _np_norm, art_batch
 from robustlab.errors import ValidationError
+from robustlab.types import ThreatModel
 
-__all__ = ["apgd", "square", "carlini_wagner_l2", "deepfool", "auto_attack"]
+__all__ = ["apgd", "square", "carlini_wagner_l2", "deepfool", "auto_attack", "apgd_batch",
+           "square_batch", "cw_batch", "deepfool_batch", "auto_attack_batch"]
+
+# ``make(classifier, threat, n) -> ART attack``; wrapped by :func:`art_batch` into a batch
+# implementation for the engine.
+Make = Callable[..., Any]
 
 
-def _run(make: Callable[..., Any], model: Any, x: Any, y: Any, *,
-         epsilon: Any, norm: Any, bounds: tuple[float, float], restarts: int, seed: int,
-         batch_size: int | None, ids: Any, targeted: bool = False) -> np.ndarray:
-    threat = ThreatModel.parse(epsilon, norm, bounds)
-    return run_attack(art_batch(make), model, x, y, threat=threat, targeted=targeted,
-                      loss="ce", restarts=restarts, random_start=True,
-                      seed=seed, batch_size=batch_size, jit_compile=False, ids=ids)
+def _run(impl: BatchAttack, model: Any, x: Any, y: Any, *, epsilon: Any, norm: Any,
+         bounds: tuple[float, float], restarts: int, seed: int, batch_size: int | None,
+         ids: Any) -> np.ndarray:
+    given = boundary(model, x, y, epsilon=epsilon, norm=norm, bounds=bounds, targeted=False,
+                     loss="ce", restarts=restarts, random_start=True, seed=seed,
+                     batch_size=batch_size, jit_compile=False, ids=ids)
+    return run_attack(impl, model, given, targeted=False, random_start=True)
+
+
+def apgd_batch(steps: int, loss: str) -> BatchAttack:
+    """ART's APGD as a batch implementation (``loss`` ``"ce"`` or ``"dlr"``)."""
+    loss_type = {"ce": "cross_entropy", "dlr": "difference_logits_ratio"}.get(str(loss).lower())
+    if loss_type is None:
+        raise ValidationError(f"expected loss 'ce' or 'dlr' for APGD, got {loss!r}")
+    steps = check_int("steps", steps, low=1)
+
+    def make(clf: Any, threat: ThreatModel, n: int, **_: Any) -> Any:
+        from art.attacks.evasion import AutoProjectedGradientDescent
+
+        return AutoProjectedGradientDescent(
+            clf, norm=_np_norm(threat.norm), eps=threat.epsilon, eps_step=2 * threat.epsilon,
+            max_iter=steps, nb_random_init=1, batch_size=n, loss_type=loss_type,
+            verbose=False)
+
+    return art_batch(make)
+
+
+def square_batch(steps: int) -> BatchAttack:
+    """ART's Square attack (``steps`` queries) as a batch implementation."""
+    steps = check_int("steps", steps, low=1)
+
+    def make(clf: Any, threat: ThreatModel, n: int, **_: Any) -> Any:
+        from art.attacks.evasion import SquareAttack
+
+        return SquareAttack(clf, norm=_np_norm(threat.norm), eps=threat.epsilon,
+                            max_iter=steps, nb_restarts=1, batch_size=n, verbose=False)
+
+    return art_batch(make)
+
+
+def cw_batch(steps: int, binary_search_steps: int = 5) -> BatchAttack:
+    """ART's Carlini-Wagner L2 as a batch implementation."""
+    steps = check_int("steps", steps, low=1)
+    searches = check_int("binary_search_steps", binary_search_steps, low=1)
+
+    def make(clf: Any, threat: ThreatModel, n: int, **_: Any) -> Any:
+        from art.attacks.evasion import CarliniL2Method
+
+        return CarliniL2Method(clf, max_iter=steps, binary_search_steps=searches,
+                               batch_size=n, verbose=False)
+
+    return art_batch(make)
+
+
+def deepfool_batch(steps: int) -> BatchAttack:
+    """ART's DeepFool as a batch implementation."""
+    steps = check_int("steps", steps, low=1)
+
+    def make(clf: Any, threat: ThreatModel, n: int, **_: Any) -> Any:
+        from art.attacks.evasion import DeepFool
+
+        return DeepFool(clf, max_iter=steps, batch_size=n, verbose=False)
+
+    return art_batch(make)
+
+
+def auto_attack_batch() -> BatchAttack:
+    """ART's AutoAttack (its default ensemble) as a batch implementation."""
+    def make(clf: Any, threat: ThreatModel, n: int, **_: Any) -> Any:
+        try:
+            from art.attacks.evasion import AutoAttack
+        except ImportError as exc:  # ART imports the optional `multiprocess` package here
+            raise ValidationError(f"ART's AutoAttack could not be imported ({exc}); install "
+                                  f"the 'multiprocess' package") from exc
+        return AutoAttack(clf, norm=_np_norm(threat.norm), eps=threat.epsilon,
+                          eps_step=threat.epsilon / 4, batch_size=n)
+
+    return art_batch(make)
 
 
 def apgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
          loss: str = "ce", steps: int = 100, restarts: int = 1,
          bounds: tuple[float, float] = (0.0, 1.0), batch_size: int | None = None,
-         seed: int = 0, ids: Any = None, **_: Any) -> np.ndarray:
+         seed: int = 0, ids: Any = None) -> np.ndarray:
     """Auto-PGD (ART): PGD with an adaptive step size and momentum, no step to tune.
 
     Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of
@@ -57,27 +133,13 @@ def apgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
     Returns:
         Adversarial images, shape and dtype of ``x``, inside the ε-ball and bounds.
     """
-    loss_type = {"ce": "cross_entropy", "dlr": "difference_logits_ratio"}.get(str(loss).lower())
-    if loss_type is None:
-        raise ValidationError(f"expected loss 'ce' or 'dlr' for APGD, got {loss!r}")
-    steps = check_int("steps", steps, low=1)
-
-    def make(clf: Any, threat: ThreatModel, n: int, **_: Any) -> Any:
-        from art.attacks.evasion import AutoProjectedGradientDescent
-
-        return AutoProjectedGradientDescent(
-            clf, norm=_np_norm(threat.norm), eps=threat.epsilon, eps_step=2 * threat.epsilon,
-            max_iter=steps, nb_random_init=1, batch_size=n, loss_type=loss_type,
-            verbose=False)
-
-    return _run(make, model, x, y, epsilon=epsilon, norm=norm, bounds=bounds,
-                restarts=restarts, seed=seed, batch_size=batch_size, ids=ids)
+    return _run(apgd_batch(steps, loss), model, x, y, epsilon=epsilon, norm=norm,
+                bounds=bounds, restarts=restarts, seed=seed, batch_size=batch_size, ids=ids)
 
 
 def square(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
            steps: int = 1000, restarts: int = 1, bounds: tuple[float, float] = (0.0, 1.0),
-           batch_size: int | None = None, seed: int = 0, ids: Any = None,
-           **_: Any) -> np.ndarray:
+           batch_size: int | None = None, seed: int = 0, ids: Any = None) -> np.ndarray:
     """Square attack (ART): black-box, random square-shaped updates, model outputs only.
 
     Andriushchenko et al. 2020, https://arxiv.org/abs/1912.00049. Needs no gradient, so
@@ -89,22 +151,14 @@ def square(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf
         model, x, y, epsilon, norm, bounds, batch_size, seed, ids: as for
             :func:`~robustlab.attacks.pgd`.
     """
-    steps = check_int("steps", steps, low=1)
-
-    def make(clf: Any, threat: ThreatModel, n: int, **_: Any) -> Any:
-        from art.attacks.evasion import SquareAttack
-
-        return SquareAttack(clf, norm=_np_norm(threat.norm), eps=threat.epsilon,
-                            max_iter=steps, nb_restarts=1, batch_size=n, verbose=False)
-
-    return _run(make, model, x, y, epsilon=epsilon, norm=norm, bounds=bounds,
+    return _run(square_batch(steps), model, x, y, epsilon=epsilon, norm=norm, bounds=bounds,
                 restarts=restarts, seed=seed, batch_size=batch_size, ids=ids)
 
 
 def carlini_wagner_l2(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "l2",
                       steps: int = 10, bounds: tuple[float, float] = (0.0, 1.0),
                       batch_size: int | None = None, seed: int = 0, ids: Any = None,
-                      binary_search_steps: int = 5, **_: Any) -> np.ndarray:
+                      binary_search_steps: int = 5) -> np.ndarray:
     """Carlini-Wagner L2 (ART): minimum-norm attack on the logit margin, then projected onto
     the ε-ball of ``norm``.
 
@@ -116,23 +170,13 @@ def carlini_wagner_l2(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: 
         model, x, y, epsilon, norm, bounds, batch_size, seed, ids: as for
             :func:`~robustlab.attacks.pgd`.
     """
-    steps = check_int("steps", steps, low=1)
-    searches = check_int("binary_search_steps", binary_search_steps, low=1)
-
-    def make(clf: Any, threat: ThreatModel, n: int, **_: Any) -> Any:
-        from art.attacks.evasion import CarliniL2Method
-
-        return CarliniL2Method(clf, max_iter=steps, binary_search_steps=searches,
-                               batch_size=n, verbose=False)
-
-    return _run(make, model, x, y, epsilon=epsilon, norm=norm, bounds=bounds, restarts=1,
-                seed=seed, batch_size=batch_size, ids=ids)
+    return _run(cw_batch(steps, binary_search_steps), model, x, y, epsilon=epsilon, norm=norm,
+                bounds=bounds, restarts=1, seed=seed, batch_size=batch_size, ids=ids)
 
 
 def deepfool(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "l2",
              steps: int = 100, bounds: tuple[float, float] = (0.0, 1.0),
-             batch_size: int | None = None, seed: int = 0, ids: Any = None,
-             **_: Any) -> np.ndarray:
+             batch_size: int | None = None, seed: int = 0, ids: Any = None) -> np.ndarray:
     """DeepFool (ART): minimum-norm L2 attack by linearising the decision boundaries, then
     projected onto the ε-ball of ``norm``. Untargeted only.
 
@@ -143,33 +187,17 @@ def deepfool(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "l2
         model, x, y, epsilon, norm, bounds, batch_size, seed, ids: as for
             :func:`~robustlab.attacks.pgd`.
     """
-    steps = check_int("steps", steps, low=1)
-
-    def make(clf: Any, threat: ThreatModel, n: int, **_: Any) -> Any:
-        from art.attacks.evasion import DeepFool
-
-        return DeepFool(clf, max_iter=steps, batch_size=n, verbose=False)
-
-    return _run(make, model, x, y, epsilon=epsilon, norm=norm, bounds=bounds, restarts=1,
-                seed=seed, batch_size=batch_size, ids=ids)
+    return _run(deepfool_batch(steps), model, x, y, epsilon=epsilon, norm=norm, bounds=bounds,
+                restarts=1, seed=seed, batch_size=batch_size, ids=ids)
 
 
 def auto_attack(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
                 bounds: tuple[float, float] = (0.0, 1.0), batch_size: int | None = None,
-                seed: int = 0, ids: Any = None, **_: Any) -> np.ndarray:
+                seed: int = 0, ids: Any = None) -> np.ndarray:
     """ART's AutoAttack: its default ensemble (APGD-CE, APGD-DLR, DeepFool, Square), the
     strongest result per example. Slow: budget minutes per hundred images on a CPU.
 
     Croce & Hein 2020, https://arxiv.org/abs/2003.01690.
     """
-    def make(clf: Any, threat: ThreatModel, n: int, **_: Any) -> Any:
-        try:
-            from art.attacks.evasion import AutoAttack
-        except ImportError as exc:  # ART imports the optional `multiprocess` package here
-            raise ValidationError(f"ART's AutoAttack could not be imported ({exc}); install "
-                                  f"the 'multiprocess' package") from exc
-        return AutoAttack(clf, norm=_np_norm(threat.norm), eps=threat.epsilon,
-                          eps_step=threat.epsilon / 4, batch_size=n)
-
-    return _run(make, model, x, y, epsilon=epsilon, norm=norm, bounds=bounds, restarts=1,
-                seed=seed, batch_size=batch_size, ids=ids)
+    return _run(auto_attack_batch(), model, x, y, epsilon=epsilon, norm=norm, bounds=bounds,
+                restarts=1, seed=seed, batch_size=batch_size, ids=ids)

@@ -12,8 +12,9 @@ import numpy as np
 
 from robustlab._validate import parse_enum
 from robustlab.attacks import peers
-from robustlab.attacks._core import Loss, ThreatModel, ascent_fn
-from robustlab.attacks._runner import Backend, BatchAttack, run_attack
+from robustlab.attacks._core import ascent_fn
+from robustlab.attacks._runner import BatchAttack, boundary, run_attack
+from robustlab.types import Backend, Loss, ThreatModel
 
 
 def native_fgsm(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
@@ -65,8 +66,8 @@ def fgsm(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
         >>> float(abs(x_adv - data.x_test).max()) <= 0.1
         True
     """
-    threat = ThreatModel.parse(epsilon, norm, bounds)
+    given = boundary(model, x, y, epsilon=epsilon, norm=norm, bounds=bounds,
+                     targeted=targeted, loss=loss, restarts=1, random_start=False, seed=seed,
+                     batch_size=batch_size, jit_compile=jit_compile, ids=ids)
     impl = FGSM_BACKENDS[parse_enum("backend", backend, Backend)]
-    return run_attack(impl, model, x, y, threat=threat, targeted=targeted, loss=loss,
-                      restarts=1, random_start=False, seed=seed, batch_size=batch_size,
-                      jit_compile=jit_compile, ids=ids)
+    return run_attack(impl, model, given, targeted=targeted, random_start=False)

@@ -2,7 +2,8 @@
 native result can be cross-checked against two independent implementations.
 
 They take their randomness from global seeds (TensorFlow's for CleverHans, NumPy's for ART),
-which these adapters set from ``seed``, the restart and the batch's first example id. Both
+which these adapters set from ``seed``, the restart and the batch's first example id, for the
+call only (:func:`robustlab._env.seeded_globals` gives the caller's state back). Both
 support the cross-entropy loss only.
 """
 
@@ -13,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from robustlab.attacks._core import Loss, Norm, ThreatModel, batch_seed
+from robustlab._env import seeded_globals
+from robustlab.attacks._core import batch_seed
 from robustlab.errors import ValidationError
+from robustlab.types import Loss, Norm, ThreatModel
 
 
 def _ce_only(loss: Loss, backend: str) -> None:
@@ -43,16 +46,15 @@ def cleverhans_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatMo
                    targeted: bool, loss: Loss, seed: int, restart: int, ids: np.ndarray,
                    random_start: bool, step_size: float, steps: int, **_: Any) -> np.ndarray:
     """CleverHans 4 ``projected_gradient_descent`` on one batch (one restart)."""
-    import tensorflow as tf
     from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
     _ce_only(loss, "cleverhans")
-    tf.random.set_seed(batch_seed(seed, restart, ids))
     low, high = threat.bounds
-    out = projected_gradient_descent(
-        model, x, threat.epsilon, step_size, steps, _np_norm(threat.norm), clip_min=low,
-        clip_max=high, y=y, targeted=targeted, rand_init=random_start,
-        rand_minmax=threat.epsilon if random_start else None, sanity_checks=False)
+    with seeded_globals(batch_seed(seed, restart, ids), tensorflow=True):
+        out = projected_gradient_descent(
+            model, x, threat.epsilon, step_size, steps, _np_norm(threat.norm), clip_min=low,
+            clip_max=high, y=y, targeted=targeted, rand_init=random_start,
+            rand_minmax=threat.epsilon if random_start else None, sanity_checks=False)
     return np.asarray(out)
 
 
@@ -74,16 +76,16 @@ def art_batch(make: Callable[..., Any]) -> Callable[..., np.ndarray]:
     """A batch implementation for :func:`~robustlab.attacks._runner.run_attack` from
     ``make(classifier, threat, n, **params)``, which builds the ART attack (``params``: the
     attack's own settings, e.g. ``steps``, ``loss``). ART draws from NumPy's global
-    generator: seeded per batch and restart (:func:`batch_seed`)."""
+    generator: seeded per batch and restart (:func:`batch_seed`) for the call only."""
 
     def run(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel, targeted: bool,
             seed: int, restart: int, ids: np.ndarray, **params: Any) -> np.ndarray:
-        np.random.seed(batch_seed(seed, restart, ids))  # noqa: NPY002 - ART uses NumPy's global RNG
-        clf = _art_classifier(model, x, threat)
-        attack = make(clf, threat, len(x), **params)
-        if targeted:
-            attack.set_params(targeted=True)
-        return np.asarray(attack.generate(x, _onehot(y, clf.nb_classes)), np.float32)
+        with seeded_globals(batch_seed(seed, restart, ids)):  # ART uses NumPy's global RNG
+            clf = _art_classifier(model, x, threat)
+            attack = make(clf, threat, len(x), **params)
+            if targeted:
+                attack.set_params(targeted=True)
+            return np.asarray(attack.generate(x, _onehot(y, clf.nb_classes)), np.float32)
 
     return run
 

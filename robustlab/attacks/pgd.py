@@ -10,15 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from robustlab._validate import check_float, check_int, parse_enum
+from robustlab._validate import check_int, parse_enum
 from robustlab.attacks import peers
-from robustlab.attacks._core import Loss, ThreatModel, ascent_fn
+from robustlab.attacks._core import ascent_fn
 from robustlab.attacks._core import random_start as random_point
-from robustlab.attacks._runner import Backend, BatchAttack, run_attack
-from robustlab.errors import ValidationError
+from robustlab.attacks._runner import BatchAttack, boundary, run_attack
+from robustlab.types import Backend, Loss, ThreatModel
 
-# Madry et al.'s step size: 2.5 * epsilon / steps, so the walk can cross the whole ball.
-DEFAULT_REL_STEP = 2.5
 # Steps per compiled call. Between calls the engine reads which examples are fooled and drops
 # them; 8 keeps the per-call overhead under 1% of a small CNN's step on a CPU.
 CHUNK_STEPS = 8
@@ -92,17 +90,6 @@ PGD_BACKENDS: dict[Backend, BatchAttack] = {
 }
 
 
-def resolve_step_size(epsilon: float, steps: int, step_size: Any) -> float:
-    """Check ``0 < step_size <= epsilon``; None gives Madry's ``2.5 * epsilon / steps``
-    (at most ``epsilon``)."""
-    if step_size is None:
-        return min(1.0, DEFAULT_REL_STEP / steps) * epsilon
-    value = check_float("step_size", step_size, low=0.0, low_open=True)
-    if epsilon > 0 and value > epsilon:
-        raise ValidationError(f"expected step_size <= epsilon ({epsilon:g}), got {value:g}")
-    return value
-
-
 def pgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
         steps: int = 40, step_size: Any = None, random_start: bool = True, restarts: int = 1,
         targeted: bool = False, loss: Any = "ce", bounds: tuple[float, float] = (0.0, 1.0),
@@ -151,12 +138,13 @@ def pgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
         >>> float(abs(x_adv - data.x_test).max()) <= 0.3
         True
     """
-    threat = ThreatModel.parse(epsilon, norm, bounds)
     steps = check_int("steps", steps, low=1)
-    alpha = resolve_step_size(threat.epsilon, steps, step_size)
+    given = boundary(model, x, y, epsilon=epsilon, norm=norm, bounds=bounds,
+                     targeted=targeted, loss=loss, restarts=restarts,
+                     random_start=bool(random_start), seed=seed, batch_size=batch_size,
+                     jit_compile=jit_compile, ids=ids)
+    alpha = given.threat.step_length(steps, absolute=step_size, image_shape=given.x.shape[1:])
     impl = PGD_BACKENDS[parse_enum("backend", backend, Backend)]
-    return run_attack(impl, model, x, y, threat=threat, targeted=targeted, loss=loss,
-                      restarts=restarts, random_start=bool(random_start), seed=seed,
-                      batch_size=batch_size, jit_compile=jit_compile, step_size=alpha,
-                      steps=steps, keep_best=bool(keep_best), early_stop=bool(early_stop),
-                      ids=ids)
+    return run_attack(impl, model, given, targeted=targeted, random_start=bool(random_start),
+                      step_size=alpha, steps=steps, keep_best=bool(keep_best),
+                      early_stop=bool(early_stop))

@@ -12,67 +12,93 @@ import numpy as np
 
 from robustlab._validate import check_float, check_int, parse_enum, split_list
 from robustlab.attacks import catalogue
-from robustlab.attacks._core import Loss
-from robustlab.attacks._runner import Backend
-from robustlab.attacks.fgsm import fgsm
-from robustlab.attacks.pgd import DEFAULT_REL_STEP, pgd
+from robustlab.attacks._runner import BatchAttack, attack_arrays
+from robustlab.attacks.fgsm import FGSM_BACKENDS
+from robustlab.attacks.pgd import PGD_BACKENDS
 from robustlab.errors import InputTypeError, ValidationError
+from robustlab.types import Backend, Loss, ThreatModel
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one attack runs in the engine: the batch implementation, its own parameters,
+    and the engine options it fixes (random start, loss, whether XLA may be used)."""
+
+    impl: BatchAttack
+    params: dict[str, Any]
+    random_start: bool
+    loss: Loss = Loss.CE
+    jit_ok: bool = True
 
 
 @dataclass(frozen=True)
 class AttackKind:
-    """One entry of the attack registry: how to run it and which AttackSpec fields it uses.
+    """One entry of the attack registry: how to plan a run and the facts callers need.
 
-    ``run(spec, model, x, y, **common) -> x_adv``; ``fields`` are the spec fields that mean
+    ``plan(spec, threat, image_shape) -> Plan``; ``fields`` are the spec fields that mean
     something for it; ``shared`` those that take defaults meant for every attack (e.g. the
     notebook's ``pgd_steps``); ``steps`` its default number of iterations (None: no steps).
+    ``gradient_based`` is False for black-box attacks (they only query outputs);
+    ``iterative`` False for single-step ones (FGSM); ``label_steps`` puts the steps in the
+    label (``PGD-40``).
     """
 
     title: str
-    run: Callable[..., np.ndarray]
+    plan: Callable[[AttackSpec, ThreatModel, tuple[int, ...]], Plan]
     fields: frozenset[str]
     shared: frozenset[str] = frozenset()
     steps: int | None = None
     losses: tuple[Loss, ...] = (Loss.CE,)
     backends: tuple[Backend, ...] = (Backend.ART,)
+    gradient_based: bool = True
+    iterative: bool = True
+    label_steps: bool = False
+    ascent: bool = False
 
 
-def _run_fgsm(spec: AttackSpec, model: Any, x: Any, y: Any, **common: Any) -> np.ndarray:
-    return fgsm(model, x, y, loss=spec.loss, backend=spec.backend, **common)
+def _plan_fgsm(spec: AttackSpec, threat: ThreatModel, shape: tuple[int, ...]) -> Plan:
+    return Plan(FGSM_BACKENDS[spec.backend], {}, random_start=False, loss=spec.loss)
 
 
-def _run_pgd(spec: AttackSpec, model: Any, x: Any, y: Any, **common: Any) -> np.ndarray:
-    rel = DEFAULT_REL_STEP / spec.steps if spec.rel_step_size is None else spec.rel_step_size
-    return pgd(model, x, y, steps=spec.steps, step_size=min(rel, 1.0) * common["epsilon"]
-               or None, random_start=spec.random_start, restarts=spec.restarts,
-               loss=spec.loss, backend=spec.backend, **common)
+def _plan_pgd(spec: AttackSpec, threat: ThreatModel, shape: tuple[int, ...]) -> Plan:
+    steps = int(spec.steps or 1)
+    alpha = threat.step_length(steps, relative=spec.rel_step_size, image_shape=shape)
+    return Plan(PGD_BACKENDS[spec.backend], {"step_size": alpha, "steps": steps,
+                                             "keep_best": True, "early_stop": True},
+                random_start=spec.random_start, loss=spec.loss)
 
 
-def _run_art(function: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    def run(spec: AttackSpec, model: Any, x: Any, y: Any, **common: Any) -> np.ndarray:
-        common.pop("jit_compile", None)
-        return function(model, x, y, steps=spec.steps, restarts=spec.restarts,
-                        loss=spec.loss.value, **common)
-    return run
+def _plan_art(batch: Callable[[AttackSpec], BatchAttack]
+              ) -> Callable[[AttackSpec, ThreatModel, tuple[int, ...]], Plan]:
+    def plan(spec: AttackSpec, threat: ThreatModel, shape: tuple[int, ...]) -> Plan:
+        return Plan(batch(spec), {}, random_start=True, jit_ok=False)
+    return plan
 
 
 _GRADIENT = frozenset({"steps", "restarts"})
+_ALL_LOSSES = (Loss.CE, Loss.MARGIN, Loss.DLR)
 ATTACKS: dict[str, AttackKind] = {
-    "fgsm": AttackKind("FGSM", _run_fgsm, frozenset({"loss", "backend"}),
-                       shared=frozenset({"backend"}), losses=(Loss.CE, Loss.MARGIN, Loss.DLR),
-                       backends=tuple(Backend)),
-    "pgd": AttackKind("PGD", _run_pgd, frozenset({"steps", "rel_step_size", "restarts",
-                                                  "random_start", "loss", "backend"}),
+    "fgsm": AttackKind("FGSM", _plan_fgsm, frozenset({"loss", "backend"}),
+                       shared=frozenset({"backend"}), losses=_ALL_LOSSES,
+                       backends=tuple(Backend), iterative=False, ascent=True),
+    "pgd": AttackKind("PGD", _plan_pgd, frozenset({"steps", "rel_step_size", "restarts",
+                                                   "random_start", "loss", "backend"}),
                       shared=frozenset({"steps", "restarts", "backend"}), steps=40,
-                      losses=(Loss.CE, Loss.MARGIN, Loss.DLR), backends=tuple(Backend)),
-    "apgd": AttackKind("APGD", _run_art(catalogue.apgd), _GRADIENT | {"loss"},
-                       shared=_GRADIENT, steps=100, losses=(Loss.CE, Loss.DLR)),
-    "square": AttackKind("Square", _run_art(catalogue.square), _GRADIENT, steps=1000),
-    "cw": AttackKind("CW-L2", _run_art(catalogue.carlini_wagner_l2), frozenset({"steps"}),
-                     steps=10),
-    "deepfool": AttackKind("DeepFool", _run_art(catalogue.deepfool), frozenset({"steps"}),
-                           steps=100),
-    "autoattack": AttackKind("AutoAttack", _run_art(catalogue.auto_attack), frozenset()),
+                      losses=_ALL_LOSSES, backends=tuple(Backend), label_steps=True,
+                      ascent=True),
+    "apgd": AttackKind("APGD", _plan_art(lambda s: catalogue.apgd_batch(int(s.steps or 1),
+                                                                        s.loss.value)),
+                       _GRADIENT | {"loss"}, shared=_GRADIENT, steps=100,
+                       losses=(Loss.CE, Loss.DLR), label_steps=True, ascent=True),
+    "square": AttackKind("Square", _plan_art(lambda s: catalogue.square_batch(int(s.steps or 1))),
+                         _GRADIENT, steps=1000, gradient_based=False, label_steps=True),
+    "cw": AttackKind("CW-L2", _plan_art(lambda s: catalogue.cw_batch(int(s.steps or 1))),
+                     frozenset({"steps"}), steps=10),
+    "deepfool": AttackKind("DeepFool", _plan_art(
+        lambda s: catalogue.deepfool_batch(int(s.steps or 1))), frozenset({"steps"}),
+        steps=100),
+    "autoattack": AttackKind("AutoAttack", _plan_art(lambda s: catalogue.auto_attack_batch()),
+                             frozenset()),
 }
 # names that fix a field as well: "pgd-margin" is PGD on the margin loss
 ALIASES: dict[str, dict[str, Any]] = {
@@ -162,7 +188,7 @@ class AttackSpec:
                                   f"{[b.value for b in kind.backends]} for attack {name!r}, "
                                   f"got {self.backend.value!r}")
         if self.loss is not Loss.CE and self.backend is not Backend.NATIVE \
-                and name in ("fgsm", "pgd"):
+                and Backend.NATIVE in kind.backends:
             raise ValidationError(f"expected loss='ce' with backend={self.backend.value!r} "
                                   f"(only the native backend has loss={self.loss.value!r})")
         if self.restarts > 1 and not self.random_start:
@@ -177,22 +203,29 @@ class AttackSpec:
     def label(self) -> str:
         """Short human name, e.g. ``PGD-40×5 (margin)``, ``APGD-DLR-100`` or ``FGSM [art]``."""
         text = self.kind.title
-        if self.name == "apgd":
+        kind = self.kind
+        loss_in_title = len(kind.losses) > 1 and Backend.NATIVE not in kind.backends
+        if loss_in_title:  # APGD-CE, APGD-DLR
             text += f"-{self.loss.value.upper()}"
-        if self.name in ("pgd", "apgd", "square"):
+        if kind.label_steps:
             text += f"-{self.steps}"
         if self.restarts > 1:
             text += f"×{self.restarts}"
-        if self.loss is not Loss.CE and self.name != "apgd":
+        if self.loss is not Loss.CE and not loss_in_title:
             text += f" ({self.loss.value})"
-        if self.backend is not Backend.NATIVE and self.name in ("fgsm", "pgd"):
+        if self.backend is not Backend.NATIVE and Backend.NATIVE in kind.backends:
             text += f" [{self.backend.value}]"
         return text
 
     @property
     def gradient_based(self) -> bool:
         """False for black-box attacks (Square), which only query the model's outputs."""
-        return self.name != "square"
+        return self.kind.gradient_based
+
+    @property
+    def iterative(self) -> bool:
+        """False for single-step attacks (FGSM)."""
+        return self.kind.iterative
 
     def to_dict(self) -> dict[str, Any]:
         out = {"name": self.name, **{k: v for k, v in asdict(self).items()
@@ -202,15 +235,18 @@ class AttackSpec:
             out["loss"] = self.loss.value
         return out
 
-    def run(self, model: Any, x: Any, y: Any, *, epsilon: float, norm: Any = "linf",
-            bounds: tuple[float, float] = (0.0, 1.0), seed: int = 0,
-            batch_size: int | None = None, jit_compile: bool | None = None,
-            ids: Any = None) -> np.ndarray:
-        """Run the attack at one ε (untargeted, labels ``y``); returns adversarial images.
-        ``ids`` number the examples for their random starts (see :func:`pgd`)."""
-        return self.kind.run(self, model, x, y, epsilon=epsilon, norm=norm, bounds=bounds,
-                             batch_size=batch_size, jit_compile=jit_compile, seed=seed,
-                             ids=ids)
+    def run(self, model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
+            seed: int, batch_size: int, jit: bool, ids: np.ndarray) -> np.ndarray:
+        """Run the attack (untargeted, labels ``y``) on already validated arrays: ``x``
+        ``(N, ...)`` float32 inside ``threat.bounds``, ``y`` ``(N,)`` int64, ``ids``
+        ``(N,)`` int64 numbering the examples for their random starts (see
+        :func:`~robustlab.attacks.pgd`). The public attack functions are the checked
+        entry points; :func:`robustlab.evaluate` checks once and calls this per ε."""
+        plan = self.kind.plan(self, threat, tuple(x.shape[1:]))
+        return attack_arrays(plan.impl, model, x, y, threat=threat, targeted=False,
+                             loss=plan.loss, restarts=self.restarts,
+                             random_start=plan.random_start, seed=seed, batch_size=batch_size,
+                             jit=jit and plan.jit_ok, ids=ids, **plan.params)
 
     @classmethod
     def parse(cls, value: Any, **defaults: Any) -> AttackSpec:

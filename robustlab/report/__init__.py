@@ -15,6 +15,7 @@ from typing import Any
 
 from markupsafe import Markup
 
+from robustlab._display import register_html
 from robustlab._io import write_json, write_text
 from robustlab.manifest import update_manifest
 from robustlab.report.plots import (
@@ -24,11 +25,64 @@ from robustlab.report.plots import (
     examples_png,
     gained_png,
 )
+from robustlab.results import Comparison, EvaluationResult
 
 __all__ = ["render_html", "render_summary_html", "write_report", "render_comparison_html",
            "render_comparison_summary_html", "write_comparison", "CSS"]
 
 CSS = (resources.files(__package__) / "templates" / "report.css").read_text("utf-8")
+
+
+def _finalize(value: Any) -> Any:
+    """Jinja2's ``finalize``: every ``{{ expression }}`` of every template passes through it
+    before autoescaping. Names come from users, models and datasets, and a RIGHT-TO-LEFT
+    OVERRIDE, NUL or zero-width space in them would reverse or hide text on the page; they
+    are shown as ``\\u202e`` etc. instead (see :func:`robustlab.report.plots._visible`).
+    Markup (the style sheet, the CSP) is robustlab's own and passes untouched; other values
+    (lists, dicts) are shown as their ``str()``, escaped the same way."""
+    from robustlab.report.plots import _visible
+
+    if hasattr(value, "__html__"):
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return _visible(value if isinstance(value, str) else str(value))
+
+
+def _output_dir(out_dir: Any, files: tuple[str, str]) -> Path:
+    """Check that ``out_dir`` names a directory (existing, or to be created) and create it.
+
+    The writers take a folder, not a file: ``write_report(result, "out/report.html")`` used
+    to create a *directory* named ``report.html``, and an existing file gave a bare
+    ``FileExistsError``. Each misuse is refused before anything is rendered or created, with
+    a message that names ``out_dir``, what was expected and what was given.
+    """
+    import os
+
+    from robustlab.errors import InputTypeError, ValidationError
+
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise InputTypeError(f"expected out_dir to be a directory path (str or os.PathLike), "
+                             f"got {type(out_dir).__name__} {out_dir!r}")
+    if isinstance(out_dir, str) and not out_dir.strip():
+        raise ValidationError(f"expected out_dir to be a directory path, got {out_dir!r}")
+    out = Path(out_dir)
+    if out.is_dir():
+        return out
+    if os.path.lexists(out):
+        what = "file" if out.exists() else "broken symbolic link"
+        raise ValidationError(f"expected out_dir to be a directory, got the existing {what} "
+                              f"'{out}'")
+    if out.suffix.lower() in (".html", ".htm", ".json"):
+        raise ValidationError(
+            f"expected out_dir to be a directory to write {files[0]} and {files[1]} into, got "
+            f"'{out}' (a file name); pass its folder '{out.parent}'")
+    above = next((p for p in out.parents if os.path.lexists(p)), None)
+    if above is not None and not above.is_dir():
+        raise ValidationError(f"expected out_dir to be a directory, got '{out}' inside the "
+                              f"existing file '{above}'")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def _environment() -> Any:
@@ -37,7 +91,7 @@ def _environment() -> Any:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("robustlab.report", "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
-        lstrip_blocks=True)
+        lstrip_blocks=True, finalize=_finalize)
     env.filters["pct"] = lambda v: f"{100 * float(v):.1f}"
     env.filters["num"] = lambda v: f"{float(v):.4g}"
     return env
@@ -84,13 +138,14 @@ def render_summary_html(result: Any) -> str:
 
 
 def write_report(result: Any, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``report.json`` and ``report.html`` into ``out_dir`` (atomically) and update the
-    directory's ``manifest.json`` (see :mod:`robustlab.manifest`).
+    """Write ``report.json`` and ``report.html`` into the directory ``out_dir`` (created if
+    missing; atomically) and update its ``manifest.json`` (see :mod:`robustlab.manifest`).
+    A file, or a file name such as ``"out/report.html"``, is refused with a
+    :class:`~robustlab.errors.ValidationError`.
 
     Returns ``{"json": path, "html": path, "manifest": path}``.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_dir(out_dir, ("report.html", "report.json"))
     paths = {"json": write_json(out / "report.json", result.to_dict()),
              "html": write_text(out / "report.html", render_html(result))}
     paths["manifest"] = update_manifest(out, parameters=result.parameters, seed=result.seed)
@@ -118,16 +173,22 @@ def render_comparison_html(comparison: Any, x: Any = None, y: Any = None) -> str
 
 def write_comparison(comparison: Any, out_dir: str | Path, x: Any = None, y: Any = None
                      ) -> dict[str, Path]:
-    """Write ``comparison.json`` and ``comparison.html`` into ``out_dir`` (atomically) and
-    update its ``manifest.json``.
+    """Write ``comparison.json`` and ``comparison.html`` into the directory ``out_dir``
+    (created if missing; atomically) and update its ``manifest.json``. A file, or a file
+    name such as ``"out/comparison.html"``, is refused with a
+    :class:`~robustlab.errors.ValidationError`.
 
     Returns ``{"json": path, "html": path, "manifest": path}``.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_dir(out_dir, ("comparison.html", "comparison.json"))
     paths = {"json": write_json(out / "comparison.json", comparison.to_dict()),
              "html": write_text(out / "comparison.html",
                                 render_comparison_html(comparison, x, y))}
     first = comparison.results[0]
     paths["manifest"] = update_manifest(out, parameters=first.parameters, seed=first.seed)
     return paths
+
+
+# Jupyter shows results through these (robustlab.results asks robustlab._display).
+register_html(EvaluationResult, render_summary_html)
+register_html(Comparison, render_comparison_summary_html)

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from robustlab.stats import wilson_interval
+
 
 def _figure(width: float, height: float) -> Any:
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
@@ -20,6 +22,68 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def _invisible_escapes() -> dict[int, str]:
+    """``str.translate`` table: code point -> ``\\uXXXX`` (backslash, ``u``, 4 lowercase hex
+    digits) for the characters that are invisible or rearrange the text around them.
+
+    Names come from users, models and datasets; a RIGHT-TO-LEFT OVERRIDE in a model name
+    visibly reverses the text after it, a zero-width space or NUL hides that two names
+    differ, and a lone surrogate cannot even be written as UTF-8. Escaped, they are visible
+    and harmless. The set: C0 controls except tab and newline, DEL, C1 controls, the bidi
+    controls (U+061C, U+200E/U+200F, U+202A-U+202E, U+2066-U+2069), the zero-width
+    characters (U+200B-U+200D, U+2060, U+FEFF), the line and paragraph separators
+    (U+2028/U+2029) and surrogates (U+D800-U+DFFF). A literal backslash is left alone, so
+    ``\\u202e`` typed by a user reads the same as an escaped RLO; ``report.json`` keeps the
+    original text.
+    """
+    codes = [*(c for c in range(0x20) if c not in (0x09, 0x0A)), *range(0x7F, 0xA0),
+             0x061C, *range(0x200B, 0x2010), *range(0x2028, 0x202F), *range(0x2060, 0x2061),
+             *range(0x2066, 0x206A), 0xFEFF, *range(0xD800, 0xE000)]
+    return {c: f"\\u{c:04x}" for c in codes}
+
+
+_ESCAPES = _invisible_escapes()
+# Figure text is one line, and matplotlib reads $...$ as mathtext (a name such as "$\foo$"
+# would even fail to draw): tab and newline are escaped too, and "$" becomes "\$".
+_FIGURE_ESCAPES = {**_ESCAPES, 0x09: "\\u0009", 0x0A: "\\u000a", ord("$"): "\\$"}
+
+
+def _visible(text: str) -> str:
+    """``text`` with its invisible and bidi control characters shown as ``\\uXXXX`` (see
+    :func:`_invisible_escapes`); the report's Jinja2 ``finalize`` applies it to every
+    string, before HTML escaping."""
+    return text.translate(_ESCAPES)
+
+
+def _figure_text(text: object, limit: int | None = None) -> str:
+    """``text`` made safe for a figure: escaped like :func:`_visible` (plus tab, newline and
+    ``$``) and, when longer than ``limit`` characters, cut to ``limit`` with a final "…".
+
+    Matplotlib grows the PNG to fit every title and legend (``bbox_inches="tight"``), so a
+    5,000-character model name made a 40,000-pixel-wide plot; the full name is in the HTML
+    tables and ``report.json``. An escape sequence is never cut in half.
+    """
+    pieces = [_FIGURE_ESCAPES.get(ord(ch), ch) for ch in str(text)]
+    if limit is None or sum(len(p) for p in pieces) <= limit:
+        return "".join(pieces)
+    kept: list[str] = []
+    used = 0
+    for piece in pieces:
+        if used + len(piece) > limit - 1:
+            break
+        kept.append(piece)
+        used += len(piece)
+    return "".join(kept) + "…"
+
+
+# Longest figure text, in characters: legend entries; an axes title (about the width of the
+# axes at 12 pt); a class or model name in the small titles of an image grid (about the
+# width of one image at 7 pt).
+_LEGEND_CHARS = 60
+_TITLE_CHARS = 48
+_GRID_NAME_CHARS = 12
+
+
 def _accuracy_plot(curves: list[tuple[str, Any, dict[str, Any]]], norm: str, ylabel: str,
                    title: str, mark: float | None = None) -> bytes:
     """Accuracy (%) vs ε, one line with its 95% CI band per ``(label, points, style)``."""
@@ -27,18 +91,18 @@ def _accuracy_plot(curves: list[tuple[str, Any, dict[str, Any]]], norm: str, yla
     ax = fig.subplots()
     for label, points, style in curves:
         eps = [p.epsilon for p in points]
-        line, = ax.plot(eps, [100 * p.accuracy for p in points], marker="o", label=label,
-                        **style)
+        line, = ax.plot(eps, [100 * p.accuracy for p in points], marker="o",
+                        label=_figure_text(label, _LEGEND_CHARS), **style)
         ax.fill_between(eps, [100 * p.ci_low for p in points],
                         [100 * p.ci_high for p in points], alpha=0.15, color=line.get_color())
     if mark is not None:
         ax.axvline(mark, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel(f"ε ({norm}, pixel units)")
+    ax.set_xlabel(f"ε ({_figure_text(norm, _LEGEND_CHARS)}, pixel units)")
     ax.set_ylabel(ylabel)
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    ax.set_title(title)
+    ax.set_title(_figure_text(title, _TITLE_CHARS))
     return _png(fig)
 
 
@@ -57,7 +121,7 @@ def curves_png(result: Any) -> bytes:
     curves = [(c.label, c.points, {}) for c in result.curves]
     curves.append((result.worst_case.label, result.worst_case.points,
                    dict(color="black", linestyle="--")))
-    return _accuracy_plot(curves, result.norm, "accuracy (%)",
+    return _accuracy_plot(curves, result.norm.value, "accuracy (%)",
                           f"Robust accuracy on {result.n_examples} examples")
 
 
@@ -66,7 +130,8 @@ def examples_png(result: Any, class_names: list[str] | None = None) -> bytes | N
     images = result.example_images
     if not result.examples or "clean" not in images:
         return None
-    names = class_names or [str(i) for i in range(result.model["num_classes"])]
+    names = [_figure_text(name, _GRID_NAME_CHARS) for name in
+             class_names or [str(i) for i in range(result.model["num_classes"])]]
     clean, adv = images["clean"], images["adversarial"]
     n = len(result.examples)
     fig = _figure(1.9 * n, 6.2)
@@ -92,7 +157,7 @@ def comparison_png(comparison: Any) -> bytes:
     first = comparison.results[0]
     curves = [(name, result.worst_case.points, {})
               for name, result in zip(comparison.names, comparison.results, strict=True)]
-    return _accuracy_plot(curves, first.norm, "worst-case accuracy (%)",
+    return _accuracy_plot(curves, first.norm.value, "worst-case accuracy (%)",
                           f"Worst case over {', '.join(c.label for c in first.curves)}",
                           mark=comparison.focus_epsilon)
 
@@ -105,7 +170,8 @@ def gained_png(comparison: Any, x: np.ndarray, y: np.ndarray,
     if not rows:
         return None
     cols = max(len(idx) for _, idx in rows)
-    names = class_names or [str(i) for i in range(int(y.max()) + 1)]
+    names = [_figure_text(name, _GRID_NAME_CHARS) for name in
+             class_names or [str(i) for i in range(int(y.max()) + 1)]]
     fig = _figure(1.6 * cols, 1.9 * len(rows))
     axes = np.atleast_2d(fig.subplots(len(rows), cols, squeeze=False))
     for r, (name, idx) in enumerate(rows):
@@ -116,7 +182,8 @@ def gained_png(comparison: Any, x: np.ndarray, y: np.ndarray,
                 continue
             _show(ax, x[idx[c]])
             ax.set_title(f"#{idx[c]} label {names[int(y[idx[c]])]}", fontsize=7)
-        axes[r, 0].text(-0.15, 0.5, name, transform=axes[r, 0].transAxes, rotation=90,
+        axes[r, 0].text(-0.15, 0.5, _figure_text(name, _GRID_NAME_CHARS + 8),
+                        transform=axes[r, 0].transAxes, rotation=90,
                         va="center", ha="right", fontsize=8)
     return _png(fig)
 
@@ -124,8 +191,6 @@ def gained_png(comparison: Any, x: np.ndarray, y: np.ndarray,
 def convergence_png(result: Any) -> bytes | None:
     """Robust accuracy (%) vs number of attack steps at the checks' ε, with 95% Wilson
     bands, and the accuracy with twice the restarts; None without convergence data."""
-    from robustlab.evaluate import wilson_interval
-
     conv = result.convergence
     if conv is None:
         return None
@@ -133,8 +198,8 @@ def convergence_png(result: Any) -> bytes | None:
     ax = fig.subplots()
     acc = np.asarray(conv.accuracy) * 100
     band = np.asarray([wilson_interval(round(a * conv.n), conv.n) for a in conv.accuracy]) * 100
-    ax.plot(conv.steps, acc, marker="o", label=f"{conv.attack.split('-')[0]}, "
-            f"{conv.restarts} restart(s)")
+    attack = _figure_text(conv.attack.split('-')[0], _LEGEND_CHARS - 16)
+    ax.plot(conv.steps, acc, marker="o", label=f"{attack}, {conv.restarts} restart(s)")
     ax.fill_between(conv.steps, band[:, 0], band[:, 1], alpha=0.15)
     ax.scatter([max(conv.steps) // 2], [100 * conv.accuracy_double_restarts], marker="s",
                color="black", zorder=3, label=f"{2 * conv.restarts} restarts")

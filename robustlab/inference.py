@@ -1,0 +1,133 @@
+"""Running a model for predictions: class count, batched logits, labels, softmax, and how
+many examples fit in one batch. Every layer above uses these; none of them differentiates.
+
+Models are Keras classifiers mapping inputs ``(N, ...)`` to logits ``(N, K)``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from robustlab._env import device_info
+from robustlab._validate import check_int, check_optional_int
+from robustlab.errors import InputTypeError, ValidationError
+
+__all__ = ["num_outputs", "batched_logits", "predict_labels", "softmax", "check_input_shape",
+           "resolve_batch_size", "auto_batch_size", "bytes_per_example", "DEFAULT_BATCH_SIZE"]
+
+# Batch size when the model's memory needs cannot be estimated (a subclassed model).
+DEFAULT_BATCH_SIZE = 500
+# Memory an attack batch may use: on a CPU an eighth of what is available, at most 256 MiB
+# (beyond a few hundred examples a CPU step costs the same per example, measured from 64 to
+# 2,000 on MNIST); on a GPU 4 GiB, where big batches do pay (the ResourceExhausted fallback
+# below halves the batch if even that is too much).
+_CPU_BUDGET, _GPU_BUDGET = 256 << 20, 4 << 30
+_MAX_BATCH = 4096
+
+
+def num_outputs(model: Any) -> int:
+    """Number of classes the model predicts (size of its last output axis)."""
+    shape = getattr(model, "output_shape", None)
+    if not callable(model) or not shape or shape[-1] is None:
+        raise InputTypeError(f"expected model to be a Keras classifier with a (N, K) output, "
+                             f"got {type(model).__name__} with output shape {shape}")
+    return int(shape[-1])
+
+
+def check_input_shape(model: Any, x: np.ndarray, *, name: str = "x") -> None:
+    """Refuse inputs whose shape (after the batch axis) differs from what ``model`` declares
+    (``model.input_shape``; unknown dimensions match anything), before Keras fails deep
+    inside with a message that names neither the input nor the model."""
+    expected = getattr(model, "input_shape", None)
+    if isinstance(expected, list):  # several inputs: not a single-input classifier
+        return
+    if not expected or len(expected) < 2:
+        return
+    want = tuple(expected[1:])
+    got = tuple(x.shape[1:])
+    if len(want) != len(got) or any(w is not None and w != g
+                                    for w, g in zip(want, got, strict=True)):
+        shown = tuple("any" if w is None else w for w in want)
+        raise ValidationError(f"expected {name} with input shape {shown} for model "
+                              f"{getattr(model, 'name', type(model).__name__)!r}, got "
+                              f"{got} (full shape {tuple(x.shape)})")
+
+
+def batched_logits(model: Any, x: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE
+                   ) -> np.ndarray:
+    """The model's logits for ``x`` in inference mode, batched; shape ``(N, K)`` float32."""
+    return np.concatenate([np.asarray(model(x[i:i + batch_size], training=False),
+                                      dtype=np.float32)
+                           for i in range(0, len(x), batch_size)])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(N, K)`` logits (NumPy, numerically stable)."""
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def predict_labels(model: Any, x: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE
+                   ) -> np.ndarray:
+    """``argmax`` of the model's logits, batched; shape ``(N,)`` int64."""
+    return batched_logits(model, x, batch_size).argmax(axis=1).astype(np.int64)
+
+
+def _available_memory() -> int:
+    """Bytes of memory available to this process now (Linux ``MemAvailable``; else 4 GiB)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def bytes_per_example(model: Any, image_shape: tuple[int, ...]) -> int | None:
+    """Estimated memory one example needs in a PGD step, in bytes, or None if unknown.
+
+    A gradient step keeps every layer's activation for the backward pass and makes a gradient
+    of each; counted as 3 float32 copies of all layer outputs plus 8 copies of the image
+    (clean, iterate, best, gradient, noise and temporaries).
+    """
+    total = 0
+    for layer in getattr(model, "layers", []):
+        shape = getattr(getattr(layer, "output", None), "shape", None)
+        if shape is None:
+            return None
+        try:
+            total += int(np.prod([d for d in shape[1:]]))
+        except TypeError:  # an unknown (None) dimension
+            return None
+    if total == 0:
+        return None
+    return 4 * (3 * total + 8 * int(np.prod(image_shape)))
+
+
+def auto_batch_size(model: Any, image_shape: tuple[int, ...]) -> int:
+    """Examples per attack batch that fit the memory budget (see ``_CPU_BUDGET``).
+
+    ``ROBUSTLAB_BATCH_SIZE`` overrides it; a model whose layer sizes are unknown gets
+    ``DEFAULT_BATCH_SIZE``. The result is between 1 and 4096.
+    """
+    forced = os.environ.get("ROBUSTLAB_BATCH_SIZE", "").strip()
+    if forced:
+        return check_int("ROBUSTLAB_BATCH_SIZE", forced, low=1)
+    per_example = bytes_per_example(model, image_shape)
+    if per_example is None:
+        return DEFAULT_BATCH_SIZE
+    budget = _GPU_BUDGET if device_info()["type"] == "GPU" else \
+        min(_CPU_BUDGET, _available_memory() // 8)
+    size = max(1, min(_MAX_BATCH, budget // per_example))
+    return size - size % 32 if size >= 64 else size
+
+
+def resolve_batch_size(batch_size: Any, model: Any, image_shape: tuple[int, ...]) -> int:
+    """``batch_size`` checked, or :func:`auto_batch_size` when it is None."""
+    size = check_optional_int("batch_size", batch_size, low=1)
+    return size if size is not None else auto_batch_size(model, image_shape)

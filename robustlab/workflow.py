@@ -1,0 +1,156 @@
+"""Workflows: the steps a notebook or the CLI strings together, each one call.
+
+:func:`load_or_train` loads a model file or trains one (plainly, or adversarially with a
+``method``); :class:`ReportConfig` carries the report notebook's parameters, parsed once,
+through loading, training, evaluation and the report, so a parameter cannot drift out of
+the recorded run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from robustlab.attacks import AttackSpec, parse_attacks
+from robustlab.checks import check_logits
+from robustlab.data import Dataset, load
+from robustlab.errors import InputTypeError, ValidationError
+from robustlab.evaluate import evaluate
+from robustlab.inference import num_outputs
+from robustlab.models import build_model, load_model, save_model
+from robustlab.report import write_report
+from robustlab.results import EvaluationResult
+from robustlab.training import TrainingResult, train, train_adversarial
+
+__all__ = ["load_or_train", "ReportConfig"]
+
+
+def load_or_train(model_path: str | os.PathLike[str] | None, data: Dataset, *,
+                  method: str | None = None, save_to: str | os.PathLike[str] | None = None,
+                  sha256: str | None = None, seed: int = 0, epochs: int | None = None,
+                  **training: Any) -> tuple[Any, TrainingResult | None]:
+    """Load ``model_path`` if given (non-empty; pinned to ``sha256`` when given, see
+    :func:`~robustlab.models.load_model`), else build the default model for ``data`` and
+    train it.
+
+    ``method`` None trains plainly with Keras ``fit`` (:func:`~robustlab.training.train`;
+    ``training`` may set ``batch_size``, ``learning_rate``); a method (``standard``,
+    ``pgd``, ``fgsm_rs``, ``trades``) trains inside :class:`~robustlab.training.
+    AdversarialModel` (:func:`~robustlab.training.train_adversarial`; ``training`` takes its
+    options: ``epsilon``, ``steps``, ``checkpoint_dir``, ...). A trained model is saved to
+    ``save_to`` when given. The logits check runs either way.
+
+    Returns:
+        ``(model, TrainingResult)``, or ``(model, None)`` when the model was loaded.
+
+    Example:
+        >>> model, info = load_or_train("", load("digits"), seed=0)
+        >>> hardened, info = load_or_train("", data, method="pgd", epsilon=0.2, epochs=20)
+    """
+    if model_path is not None and not isinstance(model_path, (str, os.PathLike)):
+        raise InputTypeError(f"expected model_path to be a path or '' (train), got "
+                             f"{type(model_path).__name__} {model_path!r}")
+    info: TrainingResult | None = None
+    if model_path:
+        model = load_model(model_path, sha256=sha256 or None)
+        outputs = num_outputs(model)
+        if outputs != data.num_classes:
+            raise ValidationError(f"expected a model with {data.num_classes} outputs for "
+                                  f"{data.name}, got {outputs} outputs from {model_path}")
+    elif method is None:
+        model = build_model(data.input_shape, data.num_classes, seed=seed)
+        fitted = train(model, data, epochs=epochs, seed=seed, **training)
+        path = str(save_model(model, save_to)) if save_to else None
+        info = TrainingResult(config={"method": "keras_fit", "seed": seed, **training},
+                              history=fitted["history"], seconds=fitted["seconds"],
+                              initial_epoch=0, epochs=len(fitted["history"].get("loss", [])),
+                              model_path=path)
+    else:
+        model = build_model(data.input_shape, data.num_classes, seed=seed)
+        extra = {} if epochs is None else {"epochs": epochs}
+        model, info = train_adversarial(model, data, method=method, seed=seed,
+                                        save_to=save_to, **extra, **training)
+    check_logits(model, data.x_test)
+    return model, info
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """The report notebook's parameters (``notebooks/robustness_report.ipynb``), one field
+    each, with the same names and defaults. Build it from the notebook's namespace with
+    :meth:`from_namespace`; every step then reads it, and the evaluation records
+    :meth:`parameters`, so a new parameter cannot drift out of the report.
+
+    A test checks that the notebook's parameters cell and these fields are the same names.
+    """
+
+    dataset: str = "digits"
+    split: int | None = None
+    n_train: int | None = None
+    n_test: int | None = 500
+    model_path: str = ""
+    model_sha256: str = ""
+    epochs: int | None = None
+    attacks: str | list[Any] = "fgsm, pgd"
+    epsilons: str | list[Any] | float = "0, 0.05, 0.1, 0.15, 0.2, 0.3"
+    norm: str = "linf"
+    pgd_steps: int = 40
+    pgd_restarts: int = 3
+    backend: str = "native"
+    cascade: bool = False
+    checks: bool = True
+    n_check: int = 200
+    seed: int = 0
+    output_dir: str = "out/report"
+
+    # where the run's files go: not a parameter of the result
+    _NOT_RECORDED = ("output_dir",)
+
+    @classmethod
+    def from_namespace(cls, namespace: Mapping[str, Any]) -> ReportConfig:
+        """The config from a mapping that holds every field (e.g. a notebook's
+        ``globals()`` after its parameters cell); other names are ignored."""
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in namespace]
+        if missing:
+            raise ValidationError(f"expected the parameters {missing} to be defined (the "
+                                  f"report notebook's parameters cell defines them)")
+        return cls(**{f.name: namespace[f.name] for f in dataclasses.fields(cls)})
+
+    def parameters(self) -> dict[str, Any]:
+        """The parameters recorded with the result (everything but the output folder)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in self._NOT_RECORDED}
+
+    def specs(self) -> tuple[AttackSpec, ...]:
+        """The attacks, with the PGD settings as defaults for the attacks that share them."""
+        return parse_attacks(self.attacks, steps=self.pgd_steps, restarts=self.pgd_restarts,
+                             backend=self.backend)
+
+    def load_data(self) -> Dataset:
+        return load(self.dataset, n_train=self.n_train, n_test=self.n_test, seed=self.seed,
+                    split=self.split)
+
+    def load_model(self, data: Dataset) -> Any:
+        """The model file, or the default model trained here (saved as ``model.keras``)."""
+        model, _ = load_or_train(
+            self.model_path, data, epochs=self.epochs, seed=self.seed,
+            sha256=self.model_sha256,
+            save_to=None if self.model_path else Path(self.output_dir) / "model.keras")
+        return model
+
+    def evaluate(self, model: Any, data: Dataset) -> EvaluationResult:
+        return evaluate(model, data, self.specs(), self.epsilons, norm=self.norm,
+                        seed=self.seed, cascade=self.cascade, checks=self.checks,
+                        n_check=self.n_check, parameters=self.parameters())
+
+    def run(self) -> EvaluationResult:
+        """Every step: data, model, evaluation, ``report.html`` / ``report.json`` in
+        ``output_dir``."""
+        data = self.load_data()
+        result = self.evaluate(self.load_model(data), data)
+        write_report(result, self.output_dir)
+        return result
