@@ -1,5 +1,6 @@
 # robustlab: `make demo` writes a robustness report on the bundled digits dataset (offline);
 # `make test` runs the whole test suite. Both create .venv and install what they need.
+# `make check` is the inner loop: lint, layer contract, types and the fast tests.
 # `make bench` measures speed and memory against CleverHans and ART (benchmarks/RESULTS.md).
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 OUT ?= out/demo
 
-.PHONY: demo test lint bench clean browser audit audit-deps
+.PHONY: demo test check static lint bench clean browser audit audit-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +20,18 @@ demo: $(STAMP)
 	$(VENV)/bin/robustlab run notebooks/robustness_report.ipynb --out $(OUT) -p dataset digits
 	@echo "open $(OUT)/report.html"
 
-test: $(STAMP) browser
-	$(PY) -m ruff check .
+test: $(STAMP) browser static
 	$(PY) -m pytest
+
+# lint, the layer contract (pyproject.toml [tool.importlinter]) and the static type check
+static: $(STAMP)
+	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
+# the fast inner loop (minutes): static checks, then every test not marked slow
+check: static
+	$(PY) -m pytest -m "not slow" -q
 
 # Debian's Chromium for the browser tests (JupyterLab explorer, report rendering); Playwright
 # drives it from Python. Browser downloads are impossible here, so no `playwright install`.

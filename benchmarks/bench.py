@@ -64,7 +64,8 @@ def floor_fn(model: Any, x: np.ndarray, y: np.ndarray, steps: int) -> Callable[[
     """``steps`` forward+backward passes of the batch through one compiled function."""
     import tensorflow as tf
 
-    from robustlab.attacks._core import Loss, input_gradient
+    from robustlab.attacks import input_gradient
+    from robustlab.types import Loss
 
     @tf.function(reduce_retracing=True)
     def grad(xb: Any, yb: Any) -> Any:
@@ -143,7 +144,8 @@ def fgsm_fns(model: Any, x: np.ndarray, y: np.ndarray, eps: float
 
 
 def trained_model(name: str, data: Any, epochs: int | None) -> Any:
-    from robustlab import build_model, train
+    from robustlab.models import build_model
+    from robustlab.training import train
 
     model = build_model(data.input_shape, data.num_classes, seed=0)
     info = train(model, data, epochs=epochs, seed=0)
@@ -394,7 +396,8 @@ def memory_probe(n: int, steps: int) -> None:
     together when ``n`` exceeds the test split; only memory is measured); print the resident
     memory before the evaluation and its peak during it (the peak is reset first)."""
     from robustlab import AttackSpec, evaluate, load
-    from robustlab.models import build_model, train
+    from robustlab.models import build_model
+    from robustlab.training import train
 
     data = load(f"idx:{MNIST_DIR}", split=8000)
     model = build_model(data.input_shape, data.num_classes, seed=0)

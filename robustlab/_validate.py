@@ -125,8 +125,9 @@ def parse_epsilons(value: str | float | Sequence[Any], *, name: str = "epsilons"
     Returns a sorted tuple of unique non-negative floats. Raises :class:`ValidationError`
     for an empty list, a negative, NaN or infinite value.
     """
-    items = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        else split_list(value)
+    if isinstance(value, bool):
+        raise InputTypeError(f"expected {name} to be numbers, got bool {value!r}")
+    items = [value] if isinstance(value, (int, float)) else split_list(value)
     if not items:
         raise ValidationError(f"expected {name} to hold at least one value, got {value!r}")
     eps = [check_float(f"{name}[{i}]", item, low=0.0) for i, item in enumerate(items)]

@@ -3,7 +3,8 @@
 ``robustlab run NOTEBOOK --out DIR -p name value ...`` executes a parameterized notebook with
 papermill and leaves the executed notebook and its outputs (``report.html``,
 ``report.json``) in ``DIR``. Exit status 0 on success, 1 when the notebook failed, 2 for
-bad arguments.
+bad arguments. The kernel's own stderr goes to a log file (quoted when the run fails);
+``--verbose`` shows it instead.
 
 ``robustlab gate REPORT --policy POLICY`` judges a ``report.json`` against a YAML policy
 (:mod:`robustlab.gate`), writes ``blessing.json`` and exits 0 if blessed, 1 if not, 2 for
@@ -33,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="notebook parameter (VALUE as JSON, else a string); repeatable")
     run.add_argument("--kernel", default=None, help="Jupyter kernel name (default: notebook's)")
     run.add_argument("--timeout", type=float, default=None, help="per-cell timeout, seconds")
+    run.add_argument("--verbose", action="store_true",
+                     help="let the kernel's own stderr (TensorFlow's C++ start-up lines, "
+                          "Jupyter's warnings) through to this terminal; by default it goes "
+                          "to a log file that a failed run quotes")
     gate = sub.add_parser("gate", help="bless a report.json against a YAML policy (CI gate)")
     gate.add_argument("report", help="path of report.json")
     gate.add_argument("--policy", required=True, help="YAML policy (see robustlab.gate)")
@@ -98,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = {name: parse_cli_value(value) for name, value in args.parameter}
         try:
             executed = run_notebook(args.notebook, args.out, params, kernel_name=args.kernel,
-                                    timeout=args.timeout)
+                                    timeout=args.timeout, verbose=args.verbose)
         except NotebookExecutionError as exc:
             print(f"robustlab run: {exc}", file=sys.stderr)
             return 1

@@ -214,9 +214,9 @@ def _load_idx(spec: str, *, split: int | None = None, **_: Any) -> Dataset:
         raise DatasetUnavailableError(
             f"found no '<train|t10k>-images-idx3-ubyte[.gz]' with matching labels file in "
             f"{directory}")
-    for key, (images, labels) in pairs.items():
-        if len(images) != len(labels):
-            raise ValidationError(f"IDX {key} images ({len(images)}) and labels ({len(labels)}) "
+    for key, (imgs, labs) in pairs.items():
+        if len(imgs) != len(labs):
+            raise ValidationError(f"IDX {key} images ({len(imgs)}) and labels ({len(labs)}) "
                                   f"differ in length in {directory}")
     if len(pairs) == 2 and split is None:
         (xtr, ytr), (xte, yte) = pairs["train"], pairs["t10k"]

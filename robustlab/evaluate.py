@@ -265,14 +265,14 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
         attack_masks=attack_masks, cascade=bool(cascade), determinism=determinism_info(),
         per_class=_per_class(y, clean_correct, mask, class_names, num_classes))
     if checks:
-        found, convergence = run_checks(model, x, y, result, n_check=n_check, seed=seed,
-                                        batch_size=batch_size, jit_compile=jit,
-                                        clean_correct=clean_correct)
-        for check in found:
+        verdicts, convergence = run_checks(model, x, y, result, n_check=n_check, seed=seed,
+                                           batch_size=batch_size, jit_compile=jit,
+                                           clean_correct=clean_correct)
+        for check in verdicts:
             log.log(logging.WARNING if check.status in (Status.FAIL, Status.WARN)
                     else logging.INFO, "check %s: %s - %s", check.name, check.status.value,
                     check.evidence)
-        result = dataclasses.replace(result, checks=found, convergence=convergence,
+        result = dataclasses.replace(result, checks=verdicts, convergence=convergence,
                                      seconds=time.perf_counter() - start_time)
     log.info("evaluation done in %.1f s", result.seconds)
     return result

@@ -35,12 +35,14 @@ def _artifacts(out: Path) -> dict[str, dict[str, Any]]:
 
 
 def update_manifest(out_dir: str | Path, *, parameters: dict[str, Any] | None = None,
-                    seed: int | None = None) -> Path:
+                    seed: int | None = None, device: dict[str, Any] | None = None) -> Path:
     """(Re)write ``out_dir/manifest.json`` over the files now in ``out_dir``, atomically.
 
     ``parameters`` and ``seed`` are merged into what an earlier manifest recorded (a report
     written inside a notebook run keeps the notebook's parameters and vice versa). Versions
-    and device are those of this process.
+    are those of this process; so is the device unless ``device`` says where the results
+    were computed (``robustlab run`` passes the notebook kernel's: looking up this process's
+    own would import TensorFlow into the command line only to record the wrong process).
     """
     from robustlab._env import device_info, package_versions
 
@@ -60,7 +62,7 @@ def update_manifest(out_dir: str | Path, *, parameters: dict[str, Any] | None = 
         "parameters": params,
         "seed": seed if seed is not None else old.get("seed"),
         "versions": package_versions(),
-        "device": dict(device_info()),
+        "device": dict(device if device is not None else device_info()),
         "files": _artifacts(out),
     }
     return write_json(out / MANIFEST, manifest)

@@ -10,6 +10,7 @@ gradients vanish for confident predictions, a classic source of false robustness
 from __future__ import annotations
 
 import logging
+import os
 import random
 import zipfile
 from pathlib import Path
@@ -142,7 +143,7 @@ def build_model(input_shape: tuple[int, int, int], num_classes: int, *, seed: in
     return build_small_cnn(input_shape, num_classes, seed=seed, mixed_precision=mixed_precision)
 
 
-def save_model(model: Any, path: str | Path) -> Path:
+def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
     """Save ``model`` as a ``.keras`` archive, atomically (temporary file + rename)."""
     path = Path(path)
     if path.suffix != ".keras":
@@ -197,13 +198,24 @@ _REFUSED_CLASSES = {"Lambda", "TFSMLayer", "TorchModuleWrapper", "JaxLayer", "Fl
                     "__lambda__", "function"}
 _REFUSED_KEYS = {"safe_mode", "enable_unsafe_deserialization", "unsafe", "function_type",
                  "filepath", "call_endpoint"}
+# Deepest nesting of lists and dicts allowed in config.json. robustlab's own models nest 10
+# (small CNN) and 11 (ResNet) levels, a model wrapping another about 3 more; 100 leaves room
+# for deep stacks of nested models and stays far below Python's recursion limit (1000 frames),
+# which a file nested thousands of levels deep would otherwise exhaust (a RecursionError).
+_MAX_CONFIG_DEPTH = 100
 
 
-def _check_config(node: Any, where: str = "config") -> None:
-    """Walk a ``.keras`` ``config.json`` and refuse anything outside the allowlist."""
+def _check_config(node: Any, where: str = "config", depth: int = 1) -> None:
+    """Walk a ``.keras`` ``config.json`` and refuse anything outside the allowlist, or nested
+    deeper than ``_MAX_CONFIG_DEPTH`` (``depth`` is ``node``'s level, the root's is 1)."""
+    if isinstance(node, (list, dict)) and depth > _MAX_CONFIG_DEPTH:
+        at = where if len(where) <= 80 else f"{where[:40]}...{where[-30:]}"
+        raise UnsafeModelError(f"model config nests lists/dicts deeper than "
+                               f"{_MAX_CONFIG_DEPTH} levels (at {at}); real Keras configs "
+                               f"nest about 10-15, so robustlab refuses the file")
     if isinstance(node, list):
         for i, item in enumerate(node):
-            _check_config(item, f"{where}[{i}]")
+            _check_config(item, f"{where}[{i}]", depth + 1)
         return
     if not isinstance(node, dict):
         return
@@ -228,10 +240,10 @@ def _check_config(node: Any, where: str = "config") -> None:
             raise UnsafeModelError(f"model config imports from module {module!r} at {where} "
                                    f"({name}); allowed: Keras' own modules and robustlab")
     for key, value in node.items():
-        _check_config(value, f"{where}.{key}")
+        _check_config(value, f"{where}.{key}", depth + 1)
 
 
-def load_model(path: str | Path, *, sha256: str | None = None) -> Any:
+def load_model(path: str | os.PathLike[str], *, sha256: str | None = None) -> Any:
     """Load a ``.keras`` model with Keras' ``safe_mode`` on (never off).
 
     Before Keras sees the file, robustlab checks it by content (HDF5, pickles, SavedModel
@@ -239,13 +251,23 @@ def load_model(path: str | Path, *, sha256: str | None = None) -> Any:
     SHA-256 (``sha256``: the expected hex digest; a mismatch is refused), and walks its
     ``config.json``: only classes from Keras' own modules and robustlab's are allowed; Lambda,
     TFSMLayer, TorchModuleWrapper, other modules and any unsafe-deserialization switch are
-    refused. Every refusal is an :class:`~robustlab.errors.UnsafeModelError` naming the
-    reason.
+    refused, and so is a config nested deeper than 100 levels (robustlab's own models nest
+    10-11; a file nested thousands deep would otherwise end in a bare ``RecursionError``).
+    Every refusal is an :class:`~robustlab.errors.UnsafeModelError` naming the file and the
+    reason; a ``path`` that is not a ``str`` or ``os.PathLike`` is an
+    :class:`~robustlab.errors.InputTypeError`.
     """
     import json
+    import os
 
     import keras
 
+    from robustlab.errors import InputTypeError
+
+    if not isinstance(path, (str, os.PathLike)):
+        shown = repr(path) if len(repr(path)) <= 80 else repr(path)[:77] + "..."
+        raise InputTypeError(f"expected path to be a path to a .keras file, got "
+                             f"{type(path).__name__} {shown}")
     path = Path(path)
     _check_keras_archive(path)
     if sha256 is not None:
@@ -262,7 +284,15 @@ def load_model(path: str | Path, *, sha256: str | None = None) -> Any:
         except (ValueError, UnicodeDecodeError) as exc:
             raise UnsafeModelError(f"model file {str(path)!r} has an unreadable config.json: "
                                    f"{exc}") from None
-    _check_config(config)
+        except RecursionError:  # the parser itself gives up (thousands of nested levels)
+            raise UnsafeModelError(f"model file {str(path)!r} has a config.json that nests "
+                                   f"lists/dicts too deeply to parse (more than "
+                                   f"{_MAX_CONFIG_DEPTH} levels is refused; real Keras configs "
+                                   f"nest about 10-15)") from None
+    try:
+        _check_config(config)
+    except UnsafeModelError as exc:  # say which file, not only where in it
+        raise UnsafeModelError(f"model file {str(path)!r}: {exc}") from None
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types; name the file

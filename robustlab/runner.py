@@ -90,16 +90,85 @@ def check_parameters(notebook: Path, parameters: dict[str, Any]) -> dict[str, di
     return declared
 
 
+# Lines TensorFlow and the Jupyter kernel print at every start-up, which say nothing about why
+# a run failed: left out of the log excerpt in an error message (the log file keeps them).
+_STARTUP_NOISE = re.compile(
+    r"absl::InitializeLog|oneDNN custom operations|Could not find cuda drivers|cuInit|"
+    r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|"
+    r"TF-TRT Warning|This TensorFlow binary is optimized|To enable the following instructions|"
+    r"Kernel is running over TCP without encryption")
+_LOG_EXCERPT_LINES = 12
+_LOG_EXCERPT_BYTES = 64 * 1024
+
+
+def _quiet_kernel_manager(log: Any) -> type:
+    """An nbclient kernel manager class whose kernel writes its own stdout and stderr to the
+    open binary file ``log`` instead of inheriting this process's terminal.
+
+    Why: ipykernel puts everything a cell writes into the executed notebook (C++ libraries'
+    output included) and *also* echoes it to the kernel process's own streams, inherited from
+    ``robustlab run``: TensorFlow's C++ start-up lines (oneDNN, CUDA drivers, absl; printed
+    before ``TF_CPP_MIN_LOG_LEVEL`` applies) and ipykernel's TCP transport warning reached the
+    terminal before every result. ``start_kernel``'s keyword arguments are jupyter_client's
+    documented way to set the kernel's Popen arguments; papermill passes none, so this class
+    (given to papermill as nbclient's ``kernel_manager_class``) adds them.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        # AsyncKernelManager's start_kernel is a coroutine; jupyter_client's annotations
+        # describe the synchronous KernelManager's.
+        async def start_kernel(self, **kw: Any) -> None:  # type: ignore[override]
+            kw.setdefault("stdout", log)
+            kw.setdefault("stderr", log)
+            await super().start_kernel(**kw)
+
+    return QuietKernelManager
+
+
+def _kernel_log_excerpt(path: Path | None) -> str:
+    """For a failed run's message: the kernel log's last lines that are not routine start-up
+    lines (a dying kernel's C++ abort message, say), and where the whole log is kept."""
+    if path is None:
+        return ""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            handle.seek(max(0, size - _LOG_EXCERPT_BYTES))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    if not text.strip():
+        path.unlink(missing_ok=True)
+        return ""
+    lines = [line.rstrip() for line in text.splitlines()
+             if line.strip() and not _STARTUP_NOISE.search(line)][-_LOG_EXCERPT_LINES:]
+    lines = [line if len(line) <= 300 else line[:297] + "..." for line in lines]
+    if not lines:
+        return f"; the kernel's log is kept at {path}"
+    return (f"; the kernel's last output (whole log kept at {path}):\n  "
+            + "\n  ".join(lines))
+
+
 def run_notebook(notebook: str | Path, out_dir: str | Path,
                  parameters: dict[str, Any] | None = None, *, kernel_name: str | None = None,
-                 output_param: str = "output_dir", timeout: float | None = None) -> Path:
+                 output_param: str = "output_dir", timeout: float | None = None,
+                 verbose: bool = False) -> Path:
     """Execute ``notebook`` with ``parameters`` and leave the executed copy and everything
     the notebook wrote (via its ``output_dir`` parameter) in ``out_dir``.
+
+    The kernel's own stdout and stderr (TensorFlow's C++ start-up lines, Jupyter's transport
+    warning; cell output is in the executed notebook either way) go to a log file in the
+    temporary directory, deleted after a successful run and named in the error after a failed
+    one, whose message also quotes its last lines; ``verbose`` lets them through to this
+    process's terminal instead.
 
     On success ``out_dir/manifest.json`` lists every file with its SHA-256 (see
     :mod:`robustlab.manifest`). Returns the path of the executed notebook. Raises
     NotebookExecutionError on failure.
     """
+    import contextlib
+
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -117,11 +186,18 @@ def run_notebook(notebook: str | Path, out_dir: str | Path,
         params[output_param] = str(staging)
     os.environ.setdefault("ROBUSTLAB_PROGRESS", "0")  # no widget bars in executed notebooks
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel inherits this
+    log_path = None
+    if not verbose:  # private (0600), outside out_dir: never an artifact of the run
+        fd, name = tempfile.mkstemp(prefix=f"robustlab-kernel-{notebook.stem}-", suffix=".log")
+        os.close(fd)
+        log_path = Path(name)
     try:
-        papermill.execute_notebook(str(notebook), str(executed), parameters=params,
-                                   kernel_name=kernel_name, progress_bar=False,
-                                   log_output=False, cwd=os.getcwd(),
-                                   execution_timeout=timeout)
+        with open(log_path, "ab") if log_path else contextlib.nullcontext() as log:
+            engine = {} if log is None else {"kernel_manager_class": _quiet_kernel_manager(log)}
+            papermill.execute_notebook(str(notebook), str(executed), parameters=params,
+                                       kernel_name=kernel_name, progress_bar=False,
+                                       log_output=False, cwd=os.getcwd(),
+                                       execution_timeout=timeout, **engine)
     except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
         kept = out / f"{notebook.stem}.failed.ipynb"
         if executed.exists():
@@ -138,9 +214,12 @@ def run_notebook(notebook: str | Path, out_dir: str | Path,
             cell = None
         if executed.exists() or kept.exists():
             message += f"; the executed notebook is kept at {kept}"
+        message += _kernel_log_excerpt(log_path)
         raise NotebookExecutionError(message, cell_index=cell,
                                      executed_path=str(kept) if kept.exists() else None) \
             from exc
+    if log_path is not None:
+        log_path.unlink(missing_ok=True)
     staged_manifest = staging / MANIFEST  # the notebook's own (over staging); merged below
     old = json.loads(staged_manifest.read_text("utf-8")) if staged_manifest.is_file() else {}
     staged_manifest.unlink(missing_ok=True)
@@ -154,6 +233,11 @@ def run_notebook(notebook: str | Path, out_dir: str | Path,
         os.replace(item, target)
     staging.rmdir()
     run_params = {k: v for k, v in params.items() if k != output_param}
+    # The device is the one the notebook recorded (its kernel computed the results), else
+    # "not recorded": finding this process's would import TensorFlow here for nothing.
+    device = old.get("device") or {"type": "not recorded", "name": "the notebook wrote no "
+                                   "manifest of its own", "count": 0}
     update_manifest(out, parameters={**old.get("parameters", {}), **run_params,
-                                     "notebook": notebook.name}, seed=old.get("seed"))
+                                     "notebook": notebook.name}, seed=old.get("seed"),
+                    device=device)
     return out / notebook.name

@@ -71,9 +71,10 @@ def load_or_train(model_path: str | os.PathLike[str] | None, data: Dataset, *,
                               model_path=path)
     else:
         model = build_model(data.input_shape, data.num_classes, seed=seed)
-        extra = {} if epochs is None else {"epochs": epochs}
+        if epochs is not None:
+            training["epochs"] = epochs
         model, info = train_adversarial(model, data, method=method, seed=seed,
-                                        save_to=save_to, **extra, **training)
+                                        save_to=save_to, **training)
     check_logits(model, data.x_test)
     return model, info
 

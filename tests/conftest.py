@@ -23,7 +23,8 @@ def digits():
 @pytest.fixture(scope="session")
 def digits_model(digits):
     """The default CNN trained on digits (seeded): about 98-99% test accuracy."""
-    from robustlab.models import build_model, train
+    from robustlab.models import build_model
+    from robustlab.training import train
 
     model = build_model(digits.input_shape, digits.num_classes, seed=0)
     info = train(model, digits, seed=0)

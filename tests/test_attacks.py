@@ -3,8 +3,8 @@ import pytest
 from conftest import accuracy
 
 from robustlab.attacks import AttackSpec, fgsm, parse_attacks, pgd
-from robustlab.attacks._core import perturbation_norms
 from robustlab.errors import InputTypeError, ValidationError
+from robustlab.stats import perturbation_norms
 
 ATTACKS = {"fgsm": lambda m, x, y, **kw: fgsm(m, x, y, **kw),
            "pgd": lambda m, x, y, **kw: pgd(m, x, y, steps=5, **kw)}
@@ -113,7 +113,7 @@ def test_bad_inputs(tiny_model, batch):
     x, y = batch
     with pytest.raises(ValidationError, match="targeted"):
         pgd(tiny_model, x, None, epsilon=0.1, targeted=True)
-    with pytest.raises(ValidationError, match=r"image shape \(8, 8, 1\)"):
+    with pytest.raises(ValidationError, match=r"input shape \(8, 8, 1\)"):
         fgsm(tiny_model, np.zeros((2, 9, 9, 1), np.float32), [0, 1], epsilon=0.1)
     with pytest.raises(ValidationError, match="within bounds"):
         fgsm(tiny_model, x + 2.0, y, epsilon=0.1)

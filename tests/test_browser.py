@@ -171,6 +171,12 @@ def test_report_with_hostile_strings_runs_nothing_in_chromium(digits_model, digi
         parameters={h[:20]: h for h in HOSTILE})
     page_path = tmp_path / "report.html"
     page_path.write_text(render_html(evil), encoding="utf-8")
+    long = HOSTILE[5]  # every name 5,000+ characters: the page must wrap them, not widen
+    long_path = tmp_path / "long.html"
+    long_path.write_text(render_html(replace(
+        res, model={**res.model, "name": long},
+        dataset={**res.dataset, "name": long, "class_names": [long] * 10},
+        curves=tuple(replace(c, label=long) for c in res.curves))), encoding="utf-8")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         page = browser.new_page()
@@ -183,6 +189,10 @@ def test_report_with_hostile_strings_runs_nothing_in_chromium(digits_model, digi
         text = page.inner_text("body")
         title = page.title()
         scripts = page.locator("script").count()
+        page.goto(long_path.as_uri())
+        page.wait_for_load_state("load")
+        overflow = page.evaluate(
+            "() => document.documentElement.scrollWidth - window.innerWidth")
         browser.close()
     assert pwned, "hostile markup executed"
     assert scripts == 0 and not errors and not console, (console, errors)
@@ -190,3 +200,4 @@ def test_report_with_hostile_strings_runs_nothing_in_chromium(digits_model, digi
     for hostile in HOSTILE[:5]:
         assert hostile in text
     assert "Can you trust this number?" in text and "Package versions" in text
+    assert overflow <= 20, f"a page with 5,000-character names is {overflow} px too wide"

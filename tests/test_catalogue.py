@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from robustlab.attacks import AttackSpec, Loss, parse_attacks, pgd
+from robustlab.attacks import AttackSpec, parse_attacks, pgd
 from robustlab.errors import ValidationError
+from robustlab.types import Loss
 
 
 def test_aliases_labels_and_shared_defaults():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from robustlab.data import Dataset, load, validate_arrays
+from robustlab._validate import validate_arrays
+from robustlab.data import Dataset, load
 from robustlab.errors import DatasetUnavailableError, ValidationError
 
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from conftest import accuracy
 
-from robustlab.attacks import _runner, pgd
-from robustlab.attacks._core import ThreatModel, random_start
+from robustlab import inference
+from robustlab.attacks import pgd, random_start
 from robustlab.attacks.pgd import _bucket, native_pgd
 from robustlab.errors import ValidationError
+from robustlab.types import Backend, ThreatModel
 
 
 def fooled(model, x_adv, y):
@@ -57,7 +58,7 @@ def test_restarts_run_only_on_survivors(digits_model, digits, monkeypatch):
         return native_pgd(*args, **kwargs)
 
     monkeypatch.setitem(__import__("robustlab.attacks.pgd", fromlist=["x"]).PGD_BACKENDS,
-                        _runner.Backend.NATIVE, counting)
+                        Backend.NATIVE, counting)
     out = pgd(digits_model, x, y, epsilon=0.15, steps=10, restarts=3, batch_size=1000)
     survivors = int((~fooled(digits_model, out, y)).sum())
     assert sizes[0] == 100 and all(s < 100 for s in sizes[1:])
@@ -92,7 +93,7 @@ def test_out_of_memory_halves_the_batch(digits_model, digits, monkeypatch):
         return native_pgd(*args, **kwargs)
 
     monkeypatch.setitem(__import__("robustlab.attacks.pgd", fromlist=["x"]).PGD_BACKENDS,
-                        _runner.Backend.NATIVE, picky)
+                        Backend.NATIVE, picky)
     out = pgd(digits_model, x, y, epsilon=0.1, steps=4, random_start=False, batch_size=40)
     ref = native_pgd(digits_model, x, y, threat=ThreatModel(0.1), targeted=False, loss="ce",
                      seed=0, restart=0, ids=np.arange(40), random_start=False, jit=False,
@@ -103,17 +104,17 @@ def test_out_of_memory_halves_the_batch(digits_model, digits, monkeypatch):
 
 def test_auto_batch_size_fits_the_budget(digits_model, monkeypatch):
     monkeypatch.delenv("ROBUSTLAB_BATCH_SIZE", raising=False)
-    per = _runner.bytes_per_example(digits_model, (8, 8, 1))
+    per = inference.bytes_per_example(digits_model, (8, 8, 1))
     assert per is not None and per > 4 * 8 * 8
-    size = _runner.auto_batch_size(digits_model, (8, 8, 1))
-    assert 1 <= size <= 4096 and size * per <= _runner._CPU_BUDGET
-    monkeypatch.setattr(_runner, "_available_memory", lambda: 64 * per)
-    assert _runner.auto_batch_size(digits_model, (8, 8, 1)) == 8
+    size = inference.auto_batch_size(digits_model, (8, 8, 1))
+    assert 1 <= size <= 4096 and size * per <= inference._CPU_BUDGET
+    monkeypatch.setattr(inference, "_available_memory", lambda: 64 * per)
+    assert inference.auto_batch_size(digits_model, (8, 8, 1)) == 8
     monkeypatch.setenv("ROBUSTLAB_BATCH_SIZE", "77")
-    assert _runner.auto_batch_size(digits_model, (8, 8, 1)) == 77
+    assert inference.auto_batch_size(digits_model, (8, 8, 1)) == 77
     monkeypatch.setenv("ROBUSTLAB_BATCH_SIZE", "lots")
     with pytest.raises(ValidationError, match="ROBUSTLAB_BATCH_SIZE"):
-        _runner.auto_batch_size(digits_model, (8, 8, 1))
+        inference.auto_batch_size(digits_model, (8, 8, 1))
 
 
 def test_bad_ids_are_refused(tiny_model, batch):

@@ -5,7 +5,8 @@ import pytest
 
 from robustlab.attacks import AttackSpec
 from robustlab.errors import RobustlabError, ValidationError
-from robustlab.evaluate import evaluate, wilson_interval
+from robustlab.evaluate import evaluate
+from robustlab.stats import wilson_interval
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +100,50 @@ def test_curve_reuse_is_never_weaker_than_independent_runs(digits_model, digits,
     assert sum(attacked) < sum(p.n_attacked for p in slow.curves[0].points)
     for a, b in zip(fast.curves[0].points[1:], fast.curves[0].points[2:], strict=False):
         assert b.n_attacked == a.n_correct  # only survivors are attacked again
+
+
+def test_bounds_given_to_evaluate_are_the_ones_used(digits_model, digits):
+    """Regression: evaluate(..., bounds=(-1, 1)) on arrays recorded no bounds, so the checks
+    attacked in [0, 1] (and refused the data) and the report showed [0, 1]."""
+    from robustlab.report import render_html
+
+    x, y = digits.x_test[:60] * 2.0 - 1.0, digits.y_test[:60]
+    res = evaluate(digits_model, (x, y), "fgsm, pgd", "0, 0.2", bounds=(-1, 1), n_check=20,
+                   seed=0)
+    assert res.bounds == (-1.0, 1.0) and res.dataset["bounds"] == [-1.0, 1.0]
+    assert res.to_dict()["dataset"]["bounds"] == [-1.0, 1.0]
+    large = next(c for c in res.checks if c.name == "large_budget")
+    assert large.values["epsilon"] == pytest.approx(1.0)  # half of the [-1, 1] box
+    assert "bounds [-1.0, 1.0]" in render_html(res)
+
+
+def test_input_shape_mismatch_is_a_named_error(digits_model, digits):
+    y = digits.y_test[:4]
+    for shape in ((4, 28, 28, 1), (4, 8, 8, 3)):
+        with pytest.raises(ValidationError, match=r"expected x with input shape \(8, 8, 1\)"):
+            evaluate(digits_model, (np.zeros(shape, np.float32), y), "fgsm", "0, 0.1",
+                     checks=False)
+
+
+def test_epsilon_beyond_the_box_warns_once(digits_model, digits):
+    from robustlab.attacks import fgsm
+    from robustlab.errors import RobustlabWarning
+
+    x, y = digits.x_test[:20], digits.y_test[:20]
+    with pytest.warns(RobustlabWarning) as record:
+        res = evaluate(digits_model, (x, y), "fgsm, pgd", "0, 0.1, 5, 7", checks=False)
+    capped = [str(w.message) for w in record if "exceed the input box" in str(w.message)]
+    assert len(capped) == 1 and "[5.0, 7.0]" in capped[0] and "epsilon 1" in capped[0]
+    assert res.epsilons == (0.0, 0.1, 5.0, 7.0)  # reported as asked
+    with pytest.warns(RobustlabWarning, match="exceeds the input box"):
+        out = fgsm(digits_model, x, y, epsilon=5.0)
+    assert np.abs(out - x).max() <= 1.0
+
+
+def test_repr_is_a_few_lines(result):
+    text = repr(result)
+    lines = text.splitlines()
+    assert len(lines) <= 3 + len(result.epsilons) + 1
+    assert lines[0].startswith("EvaluationResult(small_cnn on digits, 120 examples, linf")
+    assert "clean" in lines[0] and lines[-1].startswith("  trust: ")
+    assert f"{100 * result.worst_case.accuracy_at(0.3):5.1f}%" in text

@@ -4,7 +4,7 @@ import pytest
 
 from robustlab.data import load
 from robustlab.evaluate import evaluate
-from robustlab.models import load_or_train
+from robustlab.workflow import load_or_train
 
 
 @pytest.mark.slow
@@ -12,7 +12,7 @@ def test_mnist_8k_end_to_end(mnist_dir):
     data = load(f"idx:{mnist_dir}", split=8000)
     assert data.x_train.shape == (8000, 28, 28, 1) and data.x_test.shape == (2000, 28, 28, 1)
     assert list(data.y_train[:10]) == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
-    model = load_or_train("", data, seed=0)
+    model, _ = load_or_train("", data, seed=0)
     result = evaluate(model, data, "fgsm, pgd", "0, 0.1, 0.3", n=500, seed=0)
     assert result.clean_accuracy >= 0.95
     pgd = result.curves[1]

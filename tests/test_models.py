@@ -5,15 +5,11 @@ import zipfile
 import numpy as np
 import pytest
 
+from robustlab.checks import check_logits
 from robustlab.errors import RobustlabWarning, UnsafeModelError, ValidationError
-from robustlab.models import (
-    build_model,
-    check_logits,
-    default_epochs,
-    load_model,
-    load_or_train,
-    save_model,
-)
+from robustlab.models import build_model, load_model, save_model
+from robustlab.training import default_epochs
+from robustlab.workflow import load_or_train
 
 
 def test_builders_pick_architecture():
@@ -93,7 +89,7 @@ def test_load_or_train_checks_outputs(tiny_model, tmp_path, digits):
     import keras
 
     path = save_model(tiny_model, tmp_path / "m.keras")
-    assert load_or_train(path, digits).output_shape == (None, 10)
+    assert load_or_train(path, digits)[0].output_shape == (None, 10)
     five = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
                              keras.layers.Dense(5)])
     save_model(five, tmp_path / "five.keras")
@@ -102,7 +98,9 @@ def test_load_or_train_checks_outputs(tiny_model, tmp_path, digits):
 
 
 def _rewrite_config(src, dst, edit):
-    """Copy the .keras archive ``src`` to ``dst`` with ``edit(config)`` applied to config.json."""
+    """Copy the .keras archive ``src`` to ``dst`` with ``edit(config)`` applied to config.json
+    (an ``edit`` that returns bytes replaces the file with them: JSON that ``json.dumps``
+    cannot write, such as thousands of nested levels)."""
     import json
     import zipfile
 
@@ -111,8 +109,8 @@ def _rewrite_config(src, dst, edit):
             data = zin.read(item.filename)
             if item.filename == "config.json":
                 config = json.loads(data)
-                edit(config)
-                data = json.dumps(config).encode()
+                raw = edit(config)
+                data = raw if isinstance(raw, bytes) else json.dumps(config).encode()
             zout.writestr(item, data)
     return dst
 
@@ -153,7 +151,7 @@ def test_allowlist_accepts_robustlab_models(tmp_path, digits):
 
 
 def test_sha256_pinning(tiny_model, tmp_path):
-    from robustlab.models import sha256_file
+    from robustlab._io import sha256_file
 
     path = save_model(tiny_model, tmp_path / "pinned.keras")
     digest = sha256_file(path)
@@ -169,3 +167,56 @@ def test_renamed_pickle_gets_a_clear_error(tmp_path):
     path.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
     with pytest.raises(UnsafeModelError, match="is a pickle; unpickling runs code"):
         load_model(path)
+
+
+def _nested(kind, levels):
+    """JSON text of ``levels`` nested lists (``[[[...]]]``) or dicts (``{"a": {"a": ...}}``)."""
+    if kind == "list":
+        return "[" * levels + "1" + "]" * levels
+    return '{"a": ' * levels + "1" + "}" * levels
+
+
+def _deepest(node):
+    """Deepest nesting of lists and dicts in a parsed JSON document (iterative)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in
+                         (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+@pytest.mark.parametrize("kind", ["list", "dict"])
+@pytest.mark.parametrize("levels", [5_000, 150])
+def test_deeply_nested_config_is_refused_naming_the_file(tiny_model, tmp_path, kind, levels):
+    """5,000 levels exhaust Python's recursion in json.loads itself; 150 parse but exceed
+    robustlab's limit. Both must be an UnsafeModelError that names the file, not a
+    RecursionError."""
+    good = save_model(tiny_model, tmp_path / "good.keras")
+    text = '{"class_name": "Sequential", "config": {"layers": ' + _nested(kind, levels) + "}}"
+    bad = _rewrite_config(good, tmp_path / "deep.keras", lambda _config: text.encode())
+    with pytest.raises(UnsafeModelError, match=r"deep\.keras.*nest"):
+        load_model(bad)
+
+
+def test_nesting_limit_is_far_above_real_models(tmp_path):
+    import json
+
+    from robustlab.models import _MAX_CONFIG_DEPTH, build_resnet
+
+    for i, model in enumerate([build_model((8, 8, 1), 10, seed=0),
+                               build_resnet((16, 16, 3), 10, width=8, seed=0)]):
+        with zipfile.ZipFile(save_model(model, tmp_path / f"m{i}.keras")) as archive:
+            depth = _deepest(json.loads(archive.read("config.json")))
+        assert 5 <= depth <= 15 < _MAX_CONFIG_DEPTH  # robustlab's models: 10 and 11 levels
+
+
+@pytest.mark.parametrize("value", [None, 3, ["m.keras"], b"m.keras"])
+def test_load_model_names_a_wrong_path_type(value):
+    from robustlab.errors import InputTypeError
+
+    with pytest.raises(InputTypeError, match=r"expected path to be a path to a \.keras file, "
+                                             rf"got {type(value).__name__} "):
+        load_model(value)

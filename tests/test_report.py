@@ -152,7 +152,8 @@ def test_long_names_keep_figures_and_page_narrow(result, digits):
     assert "x" * 100 in html  # the page keeps the full name (it wraps, see the CSS)
     assert re.search(r"body \{[^}]*overflow-wrap: anywhere", CSS)
     assert "table-layout" in CSS or re.search(r"td\.l[^{]*\{[^}]*overflow-wrap: anywhere", CSS)
-    comp = compare({long: result, "b" + long: _renamed(result, long)})
+    renamed = _renamed(result, long)
+    comp = compare({long: renamed, "b" + long: renamed})
     x, y = digits.x_test[:result.n_examples], digits.y_test[:result.n_examples]
     comp = replace(comp, gained={"b" + long: (0, 1, 2)})
     comp_widths = _png_widths(render_comparison_html(comp, x, y))

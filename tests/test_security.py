@@ -96,7 +96,7 @@ def _bad_inputs(tiny_model, x, y, tmp_path):
         ("zero steps", lambda: pgd(tiny_model, x, y, epsilon=0.1, steps=0), "steps >= 1"),
         ("wrong rank", lambda: fgsm(tiny_model, x[..., 0], y, epsilon=0.1), "x"),
         ("wrong channel count", lambda: fgsm(tiny_model, np.repeat(x, 3, axis=-1), y,
-                                             epsilon=0.1), "image shape"),
+                                             epsilon=0.1), "input shape"),
         ("label out of range", lambda: fgsm(tiny_model, x, y + 10, epsilon=0.1), "label"),
         ("non-integer labels", lambda: fgsm(tiny_model, x, y + 0.5, epsilon=0.1),
          "integer labels"),

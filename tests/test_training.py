@@ -13,8 +13,8 @@ import pytest
 from conftest import ROOT, accuracy
 
 from robustlab.attacks import pgd
-from robustlab.attacks._core import perturbation_norms
 from robustlab.errors import RobustlabWarning, ValidationError
+from robustlab.stats import perturbation_norms
 from robustlab.training import (
     AdversarialModel,
     Checkpoint,

@@ -1,10 +1,14 @@
 """The attack explorer driven without a browser: set widget values, click buttons, and check
-that images, labels and norms change as they should."""
+that images, labels and norms change as they should; and its session on its own, without
+ipywidgets."""
+
+import sys
 
 import numpy as np
 import pytest
 
-from robustlab.widgets import Explorer
+from robustlab.errors import ValidationError
+from robustlab.widgets import Explorer, ExplorerSession, ExplorerSettings, view_png
 
 
 @pytest.fixture()
@@ -72,7 +76,14 @@ def test_next_fooled_jumps_to_an_example_the_attack_breaks(explorer):
     assert i > 0
     view = ex.attack(i, attack="pgd", epsilon=0.15, steps=10)
     assert view.fooled or view.clean_pred != view.label
-    assert ex.w_adv.value.endswith("— fooled") or "fooled" not in ex.w_adv.value
+    # the widget shows the example it jumped to ...
+    assert ex.w_adv.value.endswith("— fooled") == view.fooled
+    assert ex.w_clean.value.endswith(f"label {ex.class_names[view.label]}")
+    assert "error" not in ex.w_status.value
+    # ... and it is the first one after the start: none in between is clean-wrong or fooled
+    for j in range(1, i):
+        skipped = ex.attack(j, attack="pgd", epsilon=0.15, steps=10)
+        assert skipped.clean_pred == skipped.label and not skipped.fooled, j
 
 
 def test_errors_are_shown_in_the_widget(explorer, monkeypatch):
@@ -107,3 +118,46 @@ def test_static_summary_and_bad_input(explorer, digits_model, digits):
     with pytest.raises(ValueError, match="expected epsilon >= 0"):
         explorer.attack(0, epsilon=-1)
     assert np.isfinite(explorer.attack(0, attack="square", epsilon=0.1, steps=50).linf)
+
+
+def test_session_caches_views_without_ipywidgets(digits_model, digits, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # any import of it now fails
+    session = ExplorerSession(digits_model, digits,
+                              settings=ExplorerSettings(attack="FGSM", norm="inf"), seed=3)
+    assert session.settings == ExplorerSettings(attack="fgsm", norm="linf")
+    assert not session.is_cached(2, attack="fgsm", epsilon=0.1)
+    view = session.attack(2, attack="fgsm", epsilon=0.1)
+    assert session.is_cached(2, attack="fgsm", epsilon=0.1)
+    # the same setting, however spelled, is the same object; FGSM ignores the steps slider
+    assert session.attack(2, attack="FGSM", epsilon="0.1", norm="inf", steps=7) is view
+    assert session.attack(2, attack="fgsm", epsilon=0.2) is not view
+    assert view.index == 2 and view.label == digits.y_test[2] and view.attack == "FGSM"
+    assert 0.0 < view.linf <= 0.1 + 1e-6
+    assert np.array_equal(view.x, digits.x_test[2])
+    assert view_png(view, session.class_names, session.bounds)[:4] == b"\x89PNG"
+    assert session.max_epsilon("linf") == 0.5 and session.max_epsilon("l2") == 2.0
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("attack", "nope", "expected attack to be one of .*, got 'nope'"),
+    ("epsilon", -0.5, "expected epsilon >= 0, got -0.5"),
+    ("epsilon", "a lot", "expected epsilon to be a number such as 0.3 or 8/255, got 'a lot'"),
+    ("norm", "l3", "expected norm to be one of 'linf', 'l2', got 'l3'"),
+    ("steps", 0, "expected steps >= 1, got 0"),
+    ("curve_examples", "0", "expected curve_examples >= 1, got 0"),
+])
+def test_bad_settings_name_the_parameter(field, value, message):
+    with pytest.raises(ValidationError, match=message):
+        ExplorerSettings(**{field: value})
+    with pytest.raises(ValidationError, match=message):
+        ExplorerSettings().replace(**{field: value})
+
+
+def test_session_rejects_bad_data_and_seed(digits_model, digits):
+    with pytest.raises(ValidationError, match="expected data to be a Dataset or an \\(x, y\\) "
+                                              "pair, got int"):
+        ExplorerSession(digits_model, 3)
+    with pytest.raises(ValidationError, match="expected seed >= 0, got -1"):
+        ExplorerSession(digits_model, digits, seed=-1)
+    with pytest.raises(ValidationError, match="expected top_k >= 1, got 0"):
+        Explorer(digits_model, digits, top_k=0)

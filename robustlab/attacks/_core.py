@@ -212,8 +212,10 @@ class GraphSafeNames:
     asked to rename. (Keras also leaves the failed scope on its own name-scope stack, which is
     why a second attack on the same model then seemed to work.)
 
-    Only tracing reads the names; opening it again while open (same thread) changes nothing,
-    and a process-wide lock keeps two threads from swapping one model's names at once.
+    TensorFlow reads the names only while it traces, so a caller may open this around every
+    call of a compiled function (as :func:`compiled` does) or only inside the traced code (as
+    adversarial training's steps do). Opening it again while open (same thread) changes
+    nothing, and a process-wide lock keeps two threads from swapping names at once.
     """
 
     def __init__(self, model: Any) -> None:
@@ -264,6 +266,7 @@ def compiled(model: Any, key: tuple[Any, ...], build: Callable[[], Callable[...,
             with GraphSafeNames(model):
                 return function(*args, **kwargs)
 
+        call.__wrapped__ = function  # type: ignore[attr-defined]  # the tf.function itself
         per_model[key] = call
     return per_model[key]
 

@@ -76,12 +76,49 @@ def _figure_text(text: object, limit: int | None = None) -> str:
     return "".join(kept) + "…"
 
 
-# Longest figure text, in characters: legend entries; an axes title (about the width of the
-# axes at 12 pt); a class or model name in the small titles of an image grid (about the
-# width of one image at 7 pt).
-_LEGEND_CHARS = 60
-_TITLE_CHARS = 48
-_GRID_NAME_CHARS = 12
+# Most characters of a name in a figure; _fit() also cuts by rendered width, so that wide
+# glyphs (W, CJK, emoji) cannot widen a plot either.
+_MAX_CHARS = 60
+# Widths (inches) that figure text must fit so it stays inside its axes: a legend entry in
+# the 6.4-inch accuracy plots (axes about 5 in, less the legend's line sample), an axes
+# title there, a title line over one image of a grid (about 1.2 in wide in examples_png,
+# 1.0 in in gained_png) and the rotated model name beside a row of gained_png (1.9 in tall).
+_LEGEND_INCHES = 3.9
+_TITLE_INCHES = 4.6
+_EXAMPLE_INCHES = 1.2
+_GAINED_INCHES = 1.0
+_ROW_NAME_INCHES = 1.3
+
+
+def _text_inches(text: str, fontsize: float) -> float:
+    """Rendered width of one line of plain text in inches (matplotlib's default font)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import text_to_path
+
+    width, _, _ = text_to_path.get_text_width_height_descent(
+        text, FontProperties(size=fontsize), ismath=False)
+    return float(width) / 72.0
+
+
+def _fit(text: object, fontsize: float, inches: float, limit: int = _MAX_CHARS) -> str:
+    """:func:`_figure_text` of ``text``, cut (with "…") to at most ``limit`` characters and
+    ``inches`` wide at ``fontsize`` points.
+
+    A figure is saved with ``bbox_inches="tight"``, so any text wider than its axes widens
+    the PNG; cutting by rendered width keeps plots of long or wide names the size of plots
+    of short ones."""
+    fitted = _figure_text(text, limit)
+    if _text_inches(fitted, fontsize) <= inches:
+        return fitted
+    best, low, high = "…", 2, len(fitted) - 1
+    while low <= high:  # the longest cut that fits: width grows with the cut's length
+        mid = (low + high) // 2
+        candidate = _figure_text(text, mid)
+        if _text_inches(candidate, fontsize) <= inches:
+            best, low = candidate, mid + 1
+        else:
+            high = mid - 1
+    return best
 
 
 def _accuracy_plot(curves: list[tuple[str, Any, dict[str, Any]]], norm: str, ylabel: str,
@@ -92,17 +129,17 @@ def _accuracy_plot(curves: list[tuple[str, Any, dict[str, Any]]], norm: str, yla
     for label, points, style in curves:
         eps = [p.epsilon for p in points]
         line, = ax.plot(eps, [100 * p.accuracy for p in points], marker="o",
-                        label=_figure_text(label, _LEGEND_CHARS), **style)
+                        label=_fit(label, 8, _LEGEND_INCHES), **style)
         ax.fill_between(eps, [100 * p.ci_low for p in points],
                         [100 * p.ci_high for p in points], alpha=0.15, color=line.get_color())
     if mark is not None:
         ax.axvline(mark, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel(f"ε ({_figure_text(norm, _LEGEND_CHARS)}, pixel units)")
+    ax.set_xlabel(f"ε ({_fit(norm, 10, _LEGEND_INCHES)}, pixel units)")
     ax.set_ylabel(ylabel)
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    ax.set_title(_figure_text(title, _TITLE_CHARS))
+    ax.set_title(_fit(title, 12, _TITLE_INCHES, limit=2 * _MAX_CHARS))
     return _png(fig)
 
 
@@ -118,7 +155,8 @@ def _show(ax: Any, img: np.ndarray) -> None:
 
 def curves_png(result: Any) -> bytes:
     """Robust accuracy (%) vs ε for each attack and the worst case, with 95% CI bands."""
-    curves = [(c.label, c.points, {}) for c in result.curves]
+    curves: list[tuple[str, Any, dict[str, Any]]] = [
+        (c.label, c.points, {}) for c in result.curves]
     curves.append((result.worst_case.label, result.worst_case.points,
                    dict(color="black", linestyle="--")))
     return _accuracy_plot(curves, result.norm.value, "accuracy (%)",
@@ -130,7 +168,8 @@ def examples_png(result: Any, class_names: list[str] | None = None) -> bytes | N
     images = result.example_images
     if not result.examples or "clean" not in images:
         return None
-    names = [_figure_text(name, _GRID_NAME_CHARS) for name in
+    room = _EXAMPLE_INCHES - _text_inches("pred  (100%)", 7)  # the longest title line
+    names = [_fit(name, 7, room) for name in
              class_names or [str(i) for i in range(result.model["num_classes"])]]
     clean, adv = images["clean"], images["adversarial"]
     n = len(result.examples)
@@ -155,8 +194,9 @@ def comparison_png(comparison: Any) -> bytes:
     """Worst-case robust accuracy (%) vs ε of every compared model, with 95% CI bands; a
     dotted line marks the ε of the example grid."""
     first = comparison.results[0]
-    curves = [(name, result.worst_case.points, {})
-              for name, result in zip(comparison.names, comparison.results, strict=True)]
+    curves: list[tuple[str, Any, dict[str, Any]]] = [
+        (name, result.worst_case.points, {})
+        for name, result in zip(comparison.names, comparison.results, strict=True)]
     return _accuracy_plot(curves, first.norm.value, "worst-case accuracy (%)",
                           f"Worst case over {', '.join(c.label for c in first.curves)}",
                           mark=comparison.focus_epsilon)
@@ -170,7 +210,8 @@ def gained_png(comparison: Any, x: np.ndarray, y: np.ndarray,
     if not rows:
         return None
     cols = max(len(idx) for _, idx in rows)
-    names = [_figure_text(name, _GRID_NAME_CHARS) for name in
+    room = _GAINED_INCHES - _text_inches(f"#{len(y)} label ", 7)
+    names = [_fit(name, 7, room) for name in
              class_names or [str(i) for i in range(int(y.max()) + 1)]]
     fig = _figure(1.6 * cols, 1.9 * len(rows))
     axes = np.atleast_2d(fig.subplots(len(rows), cols, squeeze=False))
@@ -182,7 +223,7 @@ def gained_png(comparison: Any, x: np.ndarray, y: np.ndarray,
                 continue
             _show(ax, x[idx[c]])
             ax.set_title(f"#{idx[c]} label {names[int(y[idx[c]])]}", fontsize=7)
-        axes[r, 0].text(-0.15, 0.5, _figure_text(name, _GRID_NAME_CHARS + 8),
+        axes[r, 0].text(-0.15, 0.5, _fit(name, 8, _ROW_NAME_INCHES),
                         transform=axes[r, 0].transAxes, rotation=90,
                         va="center", ha="right", fontsize=8)
     return _png(fig)
@@ -198,7 +239,8 @@ def convergence_png(result: Any) -> bytes | None:
     ax = fig.subplots()
     acc = np.asarray(conv.accuracy) * 100
     band = np.asarray([wilson_interval(round(a * conv.n), conv.n) for a in conv.accuracy]) * 100
-    attack = _figure_text(conv.attack.split('-')[0], _LEGEND_CHARS - 16)
+    attack = _fit(conv.attack.split("-")[0], 8,
+                  _LEGEND_INCHES - _text_inches(", 99 restart(s)", 8))
     ax.plot(conv.steps, acc, marker="o", label=f"{attack}, {conv.restarts} restart(s)")
     ax.fill_between(conv.steps, band[:, 0], band[:, 1], alpha=0.15)
     ax.scatter([max(conv.steps) // 2], [100 * conv.accuracy_double_restarts], marker="s",
