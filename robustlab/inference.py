@@ -1,5 +1,6 @@
-"""Running a model for predictions: class count, batched logits, labels, softmax, and how
-many examples fit in one batch. Every layer above uses these; none of them differentiates.
+"""Running a model for predictions: class count, batched logits, labels, softmax, how many
+examples fit in one batch, and names TensorFlow accepts while it traces the model. Every
+layer above uses these; none of them differentiates.
 
 Models are Keras classifiers mapping inputs ``(N, ...)`` to logits ``(N, K)``.
 """
@@ -15,8 +16,9 @@ from robustlab._env import device_info
 from robustlab._validate import check_int, check_optional_int
 from robustlab.errors import InputTypeError, ValidationError
 
-__all__ = ["num_outputs", "batched_logits", "predict_labels", "softmax", "check_input_shape",
-           "resolve_batch_size", "auto_batch_size", "bytes_per_example", "DEFAULT_BATCH_SIZE"]
+__all__ = ["GraphSafeNames", "graph_scope_name", "num_outputs", "batched_logits",
+           "predict_labels", "softmax", "check_input_shape", "resolve_batch_size",
+           "auto_batch_size", "bytes_per_example", "DEFAULT_BATCH_SIZE"]
 
 # Batch size when the model's memory needs cannot be estimated (a subclassed model).
 DEFAULT_BATCH_SIZE = 500
@@ -131,3 +133,74 @@ def resolve_batch_size(batch_size: Any, model: Any, image_shape: tuple[int, ...]
     """``batch_size`` checked, or :func:`auto_batch_size` when it is None."""
     size = check_optional_int("batch_size", batch_size, low=1)
     return size if size is not None else auto_batch_size(model, image_shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# model names inside traced code
+
+_GRAPH_SCOPE_NAME = r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*"
+_LOCKS: dict[str, Any] = {}
+
+
+def graph_scope_name(name: str) -> str:
+    """``name`` as TensorFlow accepts it for a graph name scope: valid names unchanged, else
+    every character outside ``[A-Za-z0-9_.-]`` becomes ``_`` (``"my model"`` ->
+    ``"my_model"``, ``"modèle"`` -> ``"mod_le"``, ``"cnn(1)"`` -> ``"cnn_1_"``) and a name
+    that would start with ``_`` or ``-`` gets an ``x`` in front."""
+    import re
+
+    if not name or re.fullmatch(_GRAPH_SCOPE_NAME, name):
+        return name
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return safe if re.match(r"[A-Za-z0-9.]", safe) else "x" + safe
+
+
+class GraphSafeNames:
+    """While open, every layer of ``model`` (itself and nested models included) whose name
+    TensorFlow refuses as a graph name scope is called :func:`graph_scope_name` of it; on exit,
+    error or not, each gets its own name back, so ``model.name`` is unchanged afterwards.
+
+    Why: Keras opens a TensorFlow name scope named after each layer it calls. Eager calls do not
+    check the name, but inside ``tf.function`` (every compiled attack, and Keras' ``fit``)
+    TensorFlow refuses anything outside ``[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*``: a model named
+    ``"my model"``, ``"modèle"`` or ``"cnn(1)"`` evaluated fine and then failed every attack
+    with "'my model' is not a valid root scope name". A name is only a label, so users are not
+    asked to rename. (Keras also leaves the failed scope on its own name-scope stack, which is
+    why a second attack on the same model then seemed to work.)
+
+    TensorFlow reads the names only while it traces, so a caller may open this around every
+    call of a compiled function (as :func:`compiled` does) or only inside the traced code (as
+    adversarial training's steps do). Opening it again while open (same thread) changes
+    nothing, and a process-wide lock keeps two threads from swapping names at once.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self._renamed: list[tuple[Any, str]] = []
+
+    def __enter__(self) -> GraphSafeNames:
+        import threading
+
+        self._lock = _LOCKS.setdefault("graph_names", threading.RLock())
+        self._lock.acquire()
+        try:
+            flatten = getattr(self.model, "_flatten_layers", None)  # Keras 3: all sublayers
+            for layer in flatten(include_self=True, recursive=True) if flatten else [self.model]:
+                name = getattr(layer, "name", None)
+                # Input layers are never called (so never open a scope) and name the inputs.
+                if (isinstance(name, str) and graph_scope_name(name) != name
+                        and type(layer).__name__ != "InputLayer"):
+                    self._renamed.append((layer, name))
+                    layer.name = graph_scope_name(name)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            for layer, name in reversed(self._renamed):
+                layer.name = name
+            self._renamed.clear()
+        finally:
+            self._lock.release()

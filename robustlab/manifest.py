@@ -62,7 +62,8 @@ def update_manifest(out_dir: str | Path, *, parameters: dict[str, Any] | None = 
         "parameters": params,
         "seed": seed if seed is not None else old.get("seed"),
         "versions": package_versions(),
-        "device": dict(device if device is not None else device_info()),
+        # where the numbers were computed: as given, else as recorded, else this process
+        "device": dict(device if device is not None else old.get("device") or device_info()),
         "files": _artifacts(out),
     }
     return write_json(out / MANIFEST, manifest)

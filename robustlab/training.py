@@ -35,7 +35,7 @@ from robustlab._validate import check_float, check_int, check_seed, parse_enum, 
 from robustlab.attacks import ascent_steps, per_example_loss, pgd
 from robustlab.data import Dataset
 from robustlab.errors import RobustlabWarning, ValidationError
-from robustlab.inference import predict_labels
+from robustlab.inference import GraphSafeNames, predict_labels
 from robustlab.models import save_model
 from robustlab.types import DEFAULT_REL_STEP, Loss, Norm, ThreatModel, parse_norm
 
@@ -241,20 +241,14 @@ class AdversarialModel(keras.Model):
     # wrapper's "adversarial_<name>", are only swapped while Keras traces).
 
     def train_step(self, data: Any) -> dict[str, Any]:
-        from robustlab.attacks._core import GraphSafeNames
-
         with GraphSafeNames(self):
             return self._adversarial_train_step(data)
 
     def test_step(self, data: Any) -> dict[str, Any]:
-        from robustlab.attacks._core import GraphSafeNames
-
         with GraphSafeNames(self):
             return self._adversarial_test_step(data)
 
     def predict_step(self, data: Any) -> Any:
-        from robustlab.attacks._core import GraphSafeNames
-
         with GraphSafeNames(self):
             return super().predict_step(data)
 
@@ -648,12 +642,13 @@ def train(model: Any, data: Dataset, *, epochs: int | None = None, batch_size: i
                   metrics=["accuracy"])
     start = time.perf_counter()
     # Keras' fit shuffles with TensorFlow's global generator: seeded for this call only
-    with seeded_globals(check_seed(seed), tensorflow=True):
+    with seeded_globals(check_seed(seed), tensorflow=True), GraphSafeNames(model):
         history = model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
                             shuffle=True, verbose=verbose)
     seconds = time.perf_counter() - start
-    _, test_acc = model.evaluate(data.x_test, data.y_test, verbose=0,
-                                 batch_size=max(batch_size, 256))
+    with GraphSafeNames(model):
+        _, test_acc = model.evaluate(data.x_test, data.y_test, verbose=0,
+                                     batch_size=max(batch_size, 256))
     log.info("trained %s for %d epochs in %.1f s; test accuracy %.4f", model.name, epochs,
              seconds, test_acc)
     return {"history": {k: [float(v) for v in vals] for k, vals in history.history.items()},

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from robustlab.attacks import fgsm, pgd
-from robustlab.attacks._core import GraphSafeNames, graph_scope_name
+from robustlab.inference import GraphSafeNames, graph_scope_name
 
 NAMES = ["my model", "modèle", "cnn(1)"]
 EPS = 0.1
@@ -92,3 +92,16 @@ def test_names_come_back_after_an_error():
         assert model.name == "my_model"
         raise RuntimeError("boom")
     assert model.name == "my model" and model.layers[-1].name == "my dense"
+
+
+@pytest.mark.parametrize("backend", ["cleverhans", "art"])
+def test_peer_backends_and_plain_training_whatever_the_model_name(batch, digits, backend):
+    from robustlab.training import train
+
+    model = named_model("my model", "functional")
+    x, y = batch
+    for attack in (fgsm, lambda *a, **k: pgd(*a, steps=2, **k)):
+        x_adv = attack(model, x, y, epsilon=EPS, backend=backend)
+        assert 0 < linf(x_adv, x) <= EPS * (1 + 1e-6)
+    info = train(model, digits.subset(n_train=64, n_test=16), epochs=1, seed=0)
+    assert len(info["history"]["loss"]) == 1 and model.name == "my model"

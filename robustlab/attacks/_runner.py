@@ -16,7 +16,13 @@ from robustlab._env import default_jit_compile
 from robustlab._validate import check_int, check_seed, parse_enum, validate_arrays
 from robustlab.attacks._core import enforce_threat_model, score_fn
 from robustlab.errors import ValidationError
-from robustlab.inference import check_input_shape, num_outputs, predict_labels, resolve_batch_size
+from robustlab.inference import (
+    GraphSafeNames,
+    check_input_shape,
+    num_outputs,
+    predict_labels,
+    resolve_batch_size,
+)
 from robustlab.types import Loss, ThreatModel
 
 log = logging.getLogger(__name__)
@@ -131,7 +137,8 @@ def _attack_split_on_oom(impl: BatchAttack, model: Any, x: np.ndarray, y: np.nda
     import tensorflow as tf
 
     try:
-        return impl(model, x, y, ids=ids, **kwargs)
+        with GraphSafeNames(model):  # CleverHans and ART trace the model too
+            return impl(model, x, y, ids=ids, **kwargs)
     except tf.errors.ResourceExhaustedError:
         if len(x) == 1:
             raise
