@@ -18,7 +18,7 @@ from typing import Any
 
 from robustlab._io import atomic_path, sha256_file
 from robustlab._validate import check_int, check_seed
-from robustlab.errors import UnsafeModelError, ValidationError
+from robustlab.errors import InputTypeError, UnsafeModelError, ValidationError
 
 __all__ = ["build_model", "build_small_cnn", "build_resnet", "save_model", "load_model"]
 
@@ -258,11 +258,8 @@ def load_model(path: str | os.PathLike[str], *, sha256: str | None = None) -> An
     :class:`~robustlab.errors.InputTypeError`.
     """
     import json
-    import os
 
     import keras
-
-    from robustlab.errors import InputTypeError
 
     if not isinstance(path, (str, os.PathLike)):
         shown = repr(path) if len(repr(path)) <= 80 else repr(path)[:77] + "..."

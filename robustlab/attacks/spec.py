@@ -40,7 +40,9 @@ class AttackKind:
     notebook's ``pgd_steps``); ``steps`` its default number of iterations (None: no steps).
     ``gradient_based`` is False for black-box attacks (they only query outputs);
     ``iterative`` False for single-step ones (FGSM); ``label_steps`` puts the steps in the
-    label (``PGD-40``).
+    label (``PGD-40``), ``loss_in_title`` the loss in its title (``APGD-DLR``); ``ascent``
+    marks attacks that climb a loss with gradient steps inside the ε-ball (FGSM, PGD, APGD),
+    so that one can be compared with another step for step.
     """
 
     title: str
@@ -53,6 +55,7 @@ class AttackKind:
     gradient_based: bool = True
     iterative: bool = True
     label_steps: bool = False
+    loss_in_title: bool = False
     ascent: bool = False
 
 
@@ -89,7 +92,8 @@ ATTACKS: dict[str, AttackKind] = {
     "apgd": AttackKind("APGD", _plan_art(lambda s: catalogue.apgd_batch(int(s.steps or 1),
                                                                         s.loss.value)),
                        _GRADIENT | {"loss"}, shared=_GRADIENT, steps=100,
-                       losses=(Loss.CE, Loss.DLR), label_steps=True, ascent=True),
+                       losses=(Loss.CE, Loss.DLR), label_steps=True, loss_in_title=True,
+                       ascent=True),
     "square": AttackKind("Square", _plan_art(lambda s: catalogue.square_batch(int(s.steps or 1))),
                          _GRADIENT, steps=1000, gradient_based=False, label_steps=True),
     "cw": AttackKind("CW-L2", _plan_art(lambda s: catalogue.cw_batch(int(s.steps or 1))),
@@ -204,14 +208,13 @@ class AttackSpec:
         """Short human name, e.g. ``PGD-40×5 (margin)``, ``APGD-DLR-100`` or ``FGSM [art]``."""
         text = self.kind.title
         kind = self.kind
-        loss_in_title = len(kind.losses) > 1 and Backend.NATIVE not in kind.backends
-        if loss_in_title:  # APGD-CE, APGD-DLR
+        if kind.loss_in_title:  # APGD-CE, APGD-DLR
             text += f"-{self.loss.value.upper()}"
         if kind.label_steps:
             text += f"-{self.steps}"
         if self.restarts > 1:
             text += f"×{self.restarts}"
-        if self.loss is not Loss.CE and not loss_in_title:
+        if self.loss is not Loss.CE and not kind.loss_in_title:
             text += f" ({self.loss.value})"
         if self.backend is not Backend.NATIVE and Backend.NATIVE in kind.backends:
             text += f" [{self.backend.value}]"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ from markupsafe import Markup
 
 from robustlab._display import register_html
 from robustlab._io import write_json, write_text
+from robustlab.errors import InputTypeError, ValidationError
 from robustlab.manifest import update_manifest
 from robustlab.report.plots import (
+    _visible,
     comparison_png,
     convergence_png,
     curves_png,
@@ -40,8 +43,6 @@ def _finalize(value: Any) -> Any:
     are shown as ``\\u202e`` etc. instead (see :func:`robustlab.report.plots._visible`).
     Markup (the style sheet, the CSP) is robustlab's own and passes untouched; other values
     (lists, dicts) are shown as their ``str()``, escaped the same way."""
-    from robustlab.report.plots import _visible
-
     if hasattr(value, "__html__"):
         return value
     if value is None or isinstance(value, (bool, int, float)):
@@ -57,10 +58,6 @@ def _output_dir(out_dir: Any, files: tuple[str, str]) -> Path:
     ``FileExistsError``. Each misuse is refused before anything is rendered or created, with
     a message that names ``out_dir``, what was expected and what was given.
     """
-    import os
-
-    from robustlab.errors import InputTypeError, ValidationError
-
     if not isinstance(out_dir, (str, os.PathLike)):
         raise InputTypeError(f"expected out_dir to be a directory path (str or os.PathLike), "
                              f"got {type(out_dir).__name__} {out_dir!r}")
