@@ -158,6 +158,8 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
         dataset_info = {"name": "arrays"}
         class_names = None
     num_classes = num_outputs(model)
+    for spec in specs:
+        spec.check_model(num_classes)
     x, y = validate_arrays(x, y, num_classes=num_classes, bounds=base.bounds, name="x",
                            label_name="y")
     check_input_shape(model, x)

@@ -179,7 +179,9 @@ class ExplorerSession:
         fields: dict[str, Any] = {"name": attack}
         if kind is not None and kind.steps is not None and steps is not None:
             fields["steps"] = check_int("steps", steps, low=1)
-        return AttackSpec.parse(fields)
+        spec = AttackSpec.parse(fields)
+        spec.check_model(num_outputs(self.model))
+        return spec
 
     def _parse(self, index: int, attack: str, epsilon: float, norm: str, steps: int | None
                ) -> tuple[int, AttackSpec, ThreatModel]:

@@ -73,10 +73,15 @@ def check_attack_options(*, loss: Loss, restarts: int, random_start: bool, seed:
     if restarts > 1 and not random_start:
         raise ValidationError(f"expected random_start=True when restarts > 1 (without a random "
                               f"start every restart is the same), got restarts={restarts}")
+    check_loss_for(loss, num_classes)
+    return check_seed(seed)
+
+
+def check_loss_for(loss: Loss, num_classes: int) -> None:
+    """Refuse a loss the model's class count cannot support (DLR divides by z1 - z3)."""
     if loss is Loss.DLR and num_classes < 3:
         raise ValidationError(f"expected a model with at least 3 classes for loss='dlr' (it "
                               f"divides by z1 - z3), got {num_classes}")
-    return check_seed(seed)
 
 
 @dataclass(frozen=True, eq=False)

@@ -12,7 +12,7 @@ import numpy as np
 
 from robustlab._validate import check_float, check_int, parse_enum, split_list
 from robustlab.attacks import catalogue
-from robustlab.attacks._runner import BatchAttack, attack_arrays
+from robustlab.attacks._runner import BatchAttack, attack_arrays, check_loss_for
 from robustlab.attacks.fgsm import FGSM_BACKENDS
 from robustlab.attacks.pgd import PGD_BACKENDS
 from robustlab.errors import InputTypeError, ValidationError
@@ -237,6 +237,11 @@ class AttackSpec:
         if "loss" in out:
             out["loss"] = self.loss.value
         return out
+
+    def check_model(self, num_classes: int) -> None:
+        """Refuse a model this attack cannot run on (e.g. a DLR loss needs >= 3 classes),
+        before any attack starts; the engine's inner path does not check again."""
+        check_loss_for(self.loss, num_classes)
 
     def run(self, model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
             seed: int, batch_size: int, jit: bool, ids: np.ndarray) -> np.ndarray:
