@@ -52,5 +52,22 @@ def mnist_dir():
     return MNIST_DIR
 
 
+@pytest.fixture(scope="session")
+def digits_result(digits_model, digits):
+    """One evaluation with the sanity checks, shared by the tests that read a result (numbers,
+    serialisation, repr, report, manifest): FGSM and PGD-40 at ε 0, 0.1, 0.3 on the first 120
+    digits test images."""
+    from robustlab.evaluate import evaluate
+
+    return evaluate(digits_model, digits, "fgsm, pgd", "0, 0.1, 0.3", n=120, seed=0,
+                    parameters={"note": "test"})
+
+
+def predictions(model, x):
+    """The class ``model`` predicts for each image of ``x`` (inference mode)."""
+    return np.argmax(np.asarray(model(x, training=False)), axis=1)
+
+
 def accuracy(model, x, y):
-    return float(np.mean(np.argmax(np.asarray(model(x, training=False)), axis=1) == y))
+    """Share of the images of ``x`` that ``model`` classifies as ``y``."""
+    return float(np.mean(predictions(model, x) == y))

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import accuracy
+from conftest import accuracy, predictions
 
 from robustlab.attacks import AttackSpec, fgsm, parse_attacks, pgd
 from robustlab.errors import InputTypeError, ValidationError
@@ -60,7 +60,7 @@ def test_restarts_never_weaker_per_example(digits_model, digits):
     x, y = digits.x_test[:120], digits.y_test[:120]
     single = pgd(digits_model, x, y, epsilon=0.12, steps=5, seed=3)
     multi = pgd(digits_model, x, y, epsilon=0.12, steps=5, restarts=4, seed=3)
-    wrong = lambda xa: np.argmax(np.asarray(digits_model(xa)), 1) != y  # noqa: E731
+    wrong = lambda xa: predictions(digits_model, xa) != y  # noqa: E731
     # restart 0 of the multi-restart run is the single run: keep-best can only add successes
     assert np.all(wrong(multi) >= wrong(single))
     assert wrong(multi).sum() >= wrong(single).sum()
@@ -70,7 +70,7 @@ def test_targeted_moves_towards_target(digits_model, digits):
     x, y = digits.x_test[:100], digits.y_test[:100]
     target = (y + 1) % 10
     x_adv = pgd(digits_model, x, target, epsilon=0.3, steps=40, targeted=True)
-    hit = np.mean(np.argmax(np.asarray(digits_model(x_adv)), 1) == target)
+    hit = np.mean(predictions(digits_model, x_adv) == target)
     assert hit > 0.9
 
 
@@ -82,7 +82,7 @@ def test_margin_loss_attack(digits_model, digits):
 
 def test_default_labels_are_predictions(digits_model, batch):
     x, y = batch
-    pred = np.argmax(np.asarray(digits_model(x)), 1)
+    pred = predictions(digits_model, x)
     np.testing.assert_array_equal(fgsm(digits_model, x, epsilon=0.1),
                                   fgsm(digits_model, x, pred, epsilon=0.1))
 

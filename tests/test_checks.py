@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import predictions
 
 from robustlab.checks import Status, probability_outputs, randomness
 from robustlab.evaluate import evaluate
@@ -63,8 +64,7 @@ def test_per_class_accuracy_adds_up(plain):
 def test_saturated_logits_are_flagged_and_margin_loss_recovers(digits_model, digits, plain):
     scaled = _scaled(digits_model)
     x = digits.x_test[:200]
-    assert (np.argmax(scaled.predict(x, verbose=0), 1)
-            == np.argmax(digits_model.predict(x, verbose=0), 1)).all()
+    assert (predictions(scaled, x) == predictions(digits_model, x)).all()
     attacks = [{"name": "fgsm"}, {"name": "pgd", "restarts": 3},
                {"name": "pgd-margin", "restarts": 3}]
     res = evaluate(scaled, digits, attacks, EPS, n=200, seed=0)
@@ -155,7 +155,7 @@ def _single_step_check(result, model, data, flip):
     it[broken_by_fgsm[:flip], 1] = True
     crafted = dataclasses.replace(result, attack_masks=masks)
     x, y = data.x_test[:result.n_examples], data.y_test[:result.n_examples]
-    correct = np.argmax(np.asarray(model(x)), 1) == y
+    correct = predictions(model, x) == y
     ctx = checks._Context(model=model, x=x, y=y, result=crafted, seed=0, batch_size=256,
                           jit=False, clean_correct=correct,
                           rows=np.flatnonzero(correct), focus=1)

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import predictions
 
 from robustlab.attacks import AttackSpec
 from robustlab.errors import RobustlabError, ValidationError
@@ -9,39 +10,33 @@ from robustlab.evaluate import evaluate
 from robustlab.stats import wilson_interval
 
 
-@pytest.fixture(scope="module")
-def result(digits_model, digits):
-    return evaluate(digits_model, digits, "fgsm, pgd", "0, 0.1, 0.3", n=120, seed=0,
-                    parameters={"note": "test"})
-
-
-def test_result_numbers_are_consistent(result):
-    assert result.n_examples == 120 and result.epsilons == (0.0, 0.1, 0.3)
-    assert result.clean_accuracy > 0.95
-    fgsm_curve, pgd_curve = result.curves
-    assert [c.label for c in result.curves] == ["FGSM", "PGD-40"]
-    for curve in (*result.curves, result.worst_case):
-        assert curve.points[0].accuracy == pytest.approx(result.clean_accuracy)
+def test_result_numbers_are_consistent(digits_result):
+    assert digits_result.n_examples == 120 and digits_result.epsilons == (0.0, 0.1, 0.3)
+    assert digits_result.clean_accuracy > 0.95
+    fgsm_curve, pgd_curve = digits_result.curves
+    assert [c.label for c in digits_result.curves] == ["FGSM", "PGD-40"]
+    for curve in (*digits_result.curves, digits_result.worst_case):
+        assert curve.points[0].accuracy == pytest.approx(digits_result.clean_accuracy)
         accs = [p.accuracy for p in curve.points]
-        assert all(a <= result.clean_accuracy for a in accs)
+        assert all(a <= digits_result.clean_accuracy for a in accs)
         for p in curve.points:
             assert p.ci_low <= p.accuracy <= p.ci_high
             assert p.n_correct == round(p.accuracy * 120)
-    for eps in result.epsilons:
-        assert result.worst_case.accuracy_at(eps) <= min(c.accuracy_at(eps)
-                                                         for c in result.curves)
+    for eps in digits_result.epsilons:
+        assert digits_result.worst_case.accuracy_at(eps) <= min(
+            c.accuracy_at(eps) for c in digits_result.curves)
     assert pgd_curve.accuracy_at(0.3) < 0.05
     assert pgd_curve.points[1].max_linf <= 0.1 + 1e-6
     assert pgd_curve.points[2].mean_linf > 0.1
 
 
-def test_result_serialises(result):
-    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+def test_result_serialises(digits_result):
+    data = json.loads(json.dumps(digits_result.to_dict(), allow_nan=False))
     assert data["parameters"] == {"note": "test"}
     assert data["versions"]["tensorflow"].startswith("2.")
     assert data["device"]["type"] in ("CPU", "GPU")
     assert "example_images" not in data and len(data["examples"]) == 8
-    assert result.example_images["clean"].shape == (8, 8, 8, 1)
+    assert digits_result.example_images["clean"].shape == (8, 8, 8, 1)
 
 
 def test_worst_case_is_per_example(digits_model, digits):
@@ -49,10 +44,10 @@ def test_worst_case_is_per_example(digits_model, digits):
 
     x, y = digits.x_test[:60], digits.y_test[:60]
     res = evaluate(digits_model, (x, y), [AttackSpec("fgsm"), AttackSpec("pgd", steps=5)],
-                   [0.0, 0.12], seed=1)
+                   [0.0, 0.12], seed=1, checks=False)
 
     def correct(xa):
-        return np.argmax(np.asarray(digits_model(xa)), 1) == y
+        return predictions(digits_model, xa) == y
 
     both = correct(x) & correct(fgsm(digits_model, x, y, epsilon=0.12)) & correct(
         pgd(digits_model, x, y, epsilon=0.12, steps=5, seed=1))
@@ -87,8 +82,8 @@ def test_wilson_interval():
 @pytest.mark.parametrize("attack", [AttackSpec("pgd", steps=10, restarts=2), "fgsm"])
 def test_curve_reuse_is_never_weaker_than_independent_runs(digits_model, digits, attack):
     kwargs = dict(attacks=[attack], epsilons="0, 0.05, 0.1, 0.15, 0.3", n=200, seed=4)
-    fast = evaluate(digits_model, digits, **kwargs)
-    slow = evaluate(digits_model, digits, reuse=False, **kwargs)
+    fast = evaluate(digits_model, digits, checks=False, **kwargs)
+    slow = evaluate(digits_model, digits, reuse=False, checks=False, **kwargs)
     for a, b in zip(fast.curves[0].points, slow.curves[0].points, strict=True):
         assert a.accuracy <= b.accuracy  # reuse only adds successes found at smaller eps
         assert a.max_linf <= a.epsilon + 1e-6
@@ -140,10 +135,21 @@ def test_epsilon_beyond_the_box_warns_once(digits_model, digits):
     assert np.abs(out - x).max() <= 1.0
 
 
-def test_repr_is_a_few_lines(result):
-    text = repr(result)
+def test_repr_is_a_few_lines(digits_result):
+    text = repr(digits_result)
     lines = text.splitlines()
-    assert len(lines) <= 3 + len(result.epsilons) + 1
+    assert len(lines) <= 3 + len(digits_result.epsilons) + 1
     assert lines[0].startswith("EvaluationResult(small_cnn on digits, 120 examples, linf")
     assert "clean" in lines[0] and lines[-1].startswith("  trust: ")
-    assert f"{100 * result.worst_case.accuracy_at(0.3):5.1f}%" in text
+    assert f"{100 * digits_result.worst_case.accuracy_at(0.3):5.1f}%" in text
+
+
+def test_dlr_on_two_classes_is_refused_before_any_attack(tiny_model):
+    """The engine's inner path does not re-check options; evaluate's boundary does."""
+    import keras
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(2)])
+    x, y = np.zeros((4, 8, 8, 1), np.float32), np.zeros(4, np.int64)
+    with pytest.raises(ValidationError, match="at least 3 classes for loss='dlr'"):
+        evaluate(model, (x, y), "fgsm, pgd-dlr", "0, 0.1", checks=False)

@@ -5,19 +5,13 @@ from dataclasses import replace
 import pytest
 
 from robustlab.errors import ValidationError
-from robustlab.evaluate import evaluate
 from robustlab.report import render_html, write_report
 
 HOSTILE = '<script>window.__pwned=1</script><img src=x onerror=alert(1)></title>{{ 7*7 }}'
 
 
-@pytest.fixture(scope="module")
-def result(digits_model, digits):
-    return evaluate(digits_model, digits, "fgsm, pgd", "0, 0.1, 0.2", n=60, seed=0)
-
-
-def test_report_is_self_contained(result, tmp_path):
-    paths = write_report(result, tmp_path)
+def test_report_is_self_contained(digits_result, tmp_path):
+    paths = write_report(digits_result, tmp_path)
     html = paths["html"].read_text()
     assert "<script" not in html.lower()
     assert re.search(r"(src|href)=\"(https?:)?//", html) is None
@@ -27,22 +21,22 @@ def test_report_is_self_contained(result, tmp_path):
                  "PGD-40", "tensorflow", "Examples", "seed", "Convergence", "Per class"):
         assert text in html
     data = json.loads(paths["json"].read_text())
-    assert data["curves"][1]["points"][2]["accuracy"] == result.curves[1].points[2].accuracy
+    assert data["curves"][1]["points"][2]["accuracy"] == digits_result.curves[1].points[2].accuracy
 
 
-def test_csp_hash_matches_the_style_block(result):
+def test_csp_hash_matches_the_style_block(digits_result):
     import base64
     import hashlib
 
-    html = render_html(result)
+    html = render_html(digits_result)
     style = re.search(r"<style>(.*?)</style>", html, re.S).group(1)
     digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
     assert f"'sha256-{digest}'" in html
 
 
-def test_hostile_strings_are_escaped(result):
-    evil = replace(result, model={**result.model, "name": HOSTILE},
-                   dataset={**result.dataset, "name": HOSTILE,
+def test_hostile_strings_are_escaped(digits_result):
+    evil = replace(digits_result, model={**digits_result.model, "name": HOSTILE},
+                   dataset={**digits_result.dataset, "name": HOSTILE,
                             "class_names": [HOSTILE] * 10},
                    parameters={"dataset": HOSTILE})
     html = render_html(evil)
@@ -52,8 +46,8 @@ def test_hostile_strings_are_escaped(result):
     assert html.count("</title>") == 1
 
 
-def test_repr_html(result):
-    fragment = result._repr_html_()
+def test_repr_html(digits_result):
+    fragment = digits_result._repr_html_()
     assert "<table" in fragment and "PGD-40" in fragment and "<script" not in fragment
 
 
@@ -61,7 +55,7 @@ def test_comparison_report(digits_model, digits, tmp_path):
     from robustlab.evaluate import compare, evaluate
     from robustlab.report import write_comparison
 
-    kwargs = dict(attacks="fgsm", epsilons="0, 0.1, 0.2", n=60)
+    kwargs = dict(attacks="fgsm", epsilons="0, 0.1, 0.2", n=60, checks=False)
     a = evaluate(digits_model, digits, **kwargs)
     b = evaluate(digits_model, digits, **kwargs)
     comp = compare({"<b>base</b>": a, "same": b}, training_seconds={"same": 1.5})
@@ -79,7 +73,7 @@ def test_comparison_report(digits_model, digits, tmp_path):
     assert not (tmp_path / "new").exists()
     with pytest.raises(ValidationError, match="share epsilons"):
         compare({"a": a, "b": evaluate(digits_model, digits, attacks="fgsm", epsilons="0, 0.1",
-                                       n=60)})
+                                       n=60, checks=False)})
     with pytest.raises(ValidationError, match="at least two"):
         compare({"a": a})
 
@@ -112,19 +106,20 @@ def _png_widths(html):
 INVISIBLE = "\u202e\x00\u200b\x7f\x85\u202a\u2066\u200e\ufeff\u2028\r\x1b"
 
 
-def test_control_and_bidi_characters_are_shown_escaped(result):
+def test_control_and_bidi_characters_are_shown_escaped(digits_result):
     name = "abc\u202edef\x00ghi\u200bjkl"
-    html = render_html(_renamed(result, name + INVISIBLE))
+    html = render_html(_renamed(digits_result, name + INVISIBLE))
     for ch in INVISIBLE:
         assert ch not in html, f"raw U+{ord(ch):04X} in the page"
     assert "abc\\u202edef\\u0000ghi\\u200bjkl" in html
     for escaped in ("\\u007f", "\\u0085", "\\u202a", "\\u2066", "\\u200e", "\\ufeff",
                     "\\u2028", "\\u000d", "\\u001b"):
         assert escaped in html
-    assert "\t" in render_html(_renamed(result, "tab\there"))  # tab and newline stay
-    summary = _renamed(result, name)._repr_html_()
+    assert "\t" in render_html(_renamed(digits_result, "tab\there"))  # tab and newline stay
+    summary = _renamed(digits_result, name)._repr_html_()
     assert "\u202e" not in summary and "abc\\u202edef" in summary
-    assert _renamed(result, name).to_dict()["model"]["name"] == name  # JSON keeps the original
+    # JSON keeps the original
+    assert _renamed(digits_result, name).to_dict()["model"]["name"] == name
 
 
 def test_figure_text_is_escaped_and_shortened():
@@ -137,24 +132,24 @@ def test_figure_text_is_escaped_and_shortened():
     assert not long.removesuffix("…").endswith("\\")  # an escape is never cut in half
 
 
-def test_long_names_keep_figures_and_page_narrow(result, digits):
+def test_long_names_keep_figures_and_page_narrow(digits_result, digits):
     from robustlab.evaluate import compare
     from robustlab.report import CSS, render_comparison_html
 
     long = "é" + "x" * 5000
-    widths = _png_widths(render_html(result))
-    long_widths = _png_widths(render_html(_renamed(result, long)))
+    widths = _png_widths(render_html(digits_result))
+    long_widths = _png_widths(render_html(_renamed(digits_result, long)))
     assert len(long_widths) == len(widths) == 3
     assert max(long_widths) <= 1500, long_widths
     for short, wide in zip(widths, long_widths, strict=True):
         assert abs(short - wide) <= 8, (widths, long_widths)
-    html = render_html(_renamed(result, "$\\frac{1}$ " + long))  # mathtext is not parsed
+    html = render_html(_renamed(digits_result, "$\\frac{1}$ " + long))  # mathtext is not parsed
     assert "x" * 100 in html  # the page keeps the full name (it wraps, see the CSS)
     assert re.search(r"body \{[^}]*overflow-wrap: anywhere", CSS)
     assert "table-layout" in CSS or re.search(r"td\.l[^{]*\{[^}]*overflow-wrap: anywhere", CSS)
-    renamed = _renamed(result, long)
+    renamed = _renamed(digits_result, long)
     comp = compare({long: renamed, "b" + long: renamed})
-    x, y = digits.x_test[:result.n_examples], digits.y_test[:result.n_examples]
+    x, y = digits.x_test[:digits_result.n_examples], digits.y_test[:digits_result.n_examples]
     comp = replace(comp, gained={"b" + long: (0, 1, 2)})
     comp_widths = _png_widths(render_comparison_html(comp, x, y))
     assert len(comp_widths) == 2 and max(comp_widths) <= 1500, comp_widths
@@ -169,22 +164,22 @@ def test_long_names_keep_figures_and_page_narrow(result, digits):
      "expected out_dir to be a directory, got '.*sub' inside the existing file"),
     (lambda d: "", "expected out_dir to be a directory path, got ''"),
 ])
-def test_write_report_refuses_a_file_as_out_dir(result, tmp_path, make, expected):
+def test_write_report_refuses_a_file_as_out_dir(digits_result, tmp_path, make, expected):
     out_dir = make(tmp_path)
     with pytest.raises(ValidationError, match=expected) as info:
-        write_report(result, out_dir)
+        write_report(digits_result, out_dir)
     assert isinstance(info.value, ValueError) and "out_dir" in str(info.value)
     assert not (tmp_path / "report.html").is_dir() and not (tmp_path / "sub").exists()
 
 
-def test_write_report_accepts_an_existing_directory_named_like_a_file(result, tmp_path):
+def test_write_report_accepts_an_existing_directory_named_like_a_file(digits_result, tmp_path):
     out = tmp_path / "report.html"
     out.mkdir()
-    assert write_report(result, out)["html"] == out / "report.html"
+    assert write_report(digits_result, out)["html"] == out / "report.html"
 
 
-def test_write_report_refuses_a_non_path_out_dir(result):
+def test_write_report_refuses_a_non_path_out_dir(digits_result):
     from robustlab.errors import InputTypeError
 
     with pytest.raises(InputTypeError, match="expected out_dir to be a directory path .*int 3"):
-        write_report(result, 3)
+        write_report(digits_result, 3)

@@ -19,20 +19,14 @@ from robustlab.report import write_report
 # ---------------------------------------------------------------- manifest and verify
 
 
-@pytest.fixture(scope="module")
-def small_result(digits_model, digits):
-    return evaluate(digits_model, digits, "fgsm, pgd", "0, 0.1", n=40, seed=0, checks=False,
-                    parameters={"note": "manifest"})
-
-
-def test_manifest_lists_every_artifact_and_verify_names_changes(small_result, tmp_path,
+def test_manifest_lists_every_artifact_and_verify_names_changes(digits_result, tmp_path,
                                                                 capsys):
-    write_report(small_result, tmp_path)
+    write_report(digits_result, tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert set(manifest["files"]) == {"report.json", "report.html"}
     info = manifest["files"]["report.json"]
     assert len(info["sha256"]) == 64 and info["size"] == (tmp_path / "report.json").stat().st_size
-    assert manifest["parameters"] == {"note": "manifest"} and manifest["seed"] == 0
+    assert manifest["parameters"] == {"note": "test"} and manifest["seed"] == 0
     assert manifest["versions"]["tensorflow"].startswith("2.") and manifest["device"]["type"]
     assert verify(tmp_path).ok and main(["verify", str(tmp_path)]) == 0
 

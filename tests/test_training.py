@@ -71,6 +71,7 @@ def test_config_defaults_and_ramp():
     assert TrainingConfig("standard", epsilon=0).epsilon == 0
 
 
+@pytest.mark.slow
 def test_pgd_training_hardens_the_model(digits):
     import keras
 
