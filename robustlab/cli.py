@@ -2,23 +2,48 @@
 
 ``robustlab run NOTEBOOK --out DIR -p name value ...`` executes a parameterized notebook with
 papermill and leaves the executed notebook and its outputs (``report.html``,
-``report.json``) in ``DIR``. Exit status 0 on success, 1 when the notebook failed, 2 for
-bad arguments. The kernel's own stderr goes to a log file (quoted when the run fails);
-``--verbose`` shows it instead.
+``report.json``) in ``DIR``, sealed by ``DIR/manifest.json`` and committed in one step:
+``DIR`` then holds that run's files only (see :mod:`robustlab.runner`). Exit status 0 on
+success, 1 when the notebook failed (earlier outputs untouched; the executed notebook kept
+as ``DIR.failed.ipynb`` beside the folder), 2 for bad arguments or a folder another run is
+writing, 130 / 143 when stopped by SIGINT / SIGTERM (the kernel stopped, nothing half
+written left behind). The kernel's own stderr goes to a log file (quoted when the run
+fails); ``--verbose`` shows it instead.
 
 ``robustlab gate REPORT --policy POLICY`` judges a ``report.json`` against a YAML policy
-(:mod:`robustlab.gate`), writes ``blessing.json`` and exits 0 if blessed, 1 if not, 2 for
-unreadable input.
+(:mod:`robustlab.gate`): it removes any earlier verdict, refuses a report whose folder does
+not verify against its manifest, writes ``blessing.json`` (recording only its own digest in
+the manifest) and exits 0 if blessed, 1 if not, 2 for unreadable input.
 
 ``robustlab verify DIR`` checks every file in ``DIR/manifest.json`` (sha256 and size) and
-names the files that changed, went missing or appeared; exit 0 if all match, 1 if not.
+names the files that changed, went missing or appeared; exit 0 if all match, 1 if not. A
+notebook that plain papermill wrote into the folder after the notebook sealed it is named
+as not verified, without failing.
+
+``robustlab keygen KEYFILE`` writes a new random key (mode 0600); ``robustlab encrypt FILE``,
+``robustlab decrypt FILE`` and ``robustlab rewrap FILE --new-key KEYFILE`` encrypt, decrypt
+and re-wrap (key rotation) a file in place or into ``--out`` (:mod:`robustlab.crypto`; the
+key is ``--key KEYFILE``, else ``ROBUSTLAB_KEY_FILE`` / ``ROBUSTLAB_KEY``). Exit 0 on
+success, 1 when the file does not decrypt (wrong key, damaged or tampered), 2 for bad
+arguments (no key configured, a missing file, a file already (not) encrypted).
+
+``robustlab signing-keygen PRIVATE PUBLIC`` writes an Ed25519 key pair (PEM; the private key
+mode 0600; existing files refused). ``robustlab verify-blessing MODEL --blessing
+blessing.json --public-key PUBLIC`` exits 0 only when the blessing is signed by that key,
+says "blessed" and names MODEL's sha256 (:mod:`robustlab.signing`); otherwise one line
+saying why and exit 1 (2 when an input cannot be read).
+
+``robustlab audit verify [LOG]`` checks the audit log's hash chain (exit 0 intact, 1 naming
+the first broken record, 2 unreadable); ``robustlab audit show [LOG]`` prints it. ``run``,
+``gate``, ``verify``, ``verify-blessing`` and ``signing-keygen`` each append one record
+(:mod:`robustlab.audit`; ``ROBUSTLAB_AUDIT_LOG=off`` turns it off).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from robustlab.errors import NotebookExecutionError, RobustlabError
 
@@ -47,7 +72,57 @@ def _parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check an output directory against its "
                             "manifest.json")
     verify.add_argument("directory", help="output directory written by robustlab")
+    _add_crypto_commands(sub)
+    _add_signing_commands(sub)
     return parser
+
+
+def _add_crypto_commands(sub: argparse._SubParsersAction) -> None:
+    keygen = sub.add_parser("keygen", help="write a new random encryption key (mode 0600)")
+    keygen.add_argument("keyfile", help="where to write the key (refused if it exists)")
+    keygen.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    key_help = "key file (default: ROBUSTLAB_KEY_FILE, or the key in ROBUSTLAB_KEY)"
+    for name, text in (("encrypt", "encrypt a file (in place, or into --out)"),
+                       ("decrypt", "decrypt a file (in place, or into --out)"),
+                       ("rewrap", "re-wrap a file's data key with a new key (key rotation; "
+                                  "the encrypted content is kept as it is)")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("file", help="the file")
+        cmd.add_argument("--out", default=None, help="write here instead of in place")
+        cmd.add_argument("--key", default=None, help=key_help if name != "rewrap" else
+                         "the file's current key file (default: as for decrypt)")
+        if name == "rewrap":
+            cmd.add_argument("--new-key", required=True, help="key file of the new key")
+
+
+def _crypto(args: argparse.Namespace) -> int:
+    from robustlab import crypto
+    from robustlab.errors import DecryptionError, KeyRequiredError
+
+    name = f"robustlab {args.command}"
+    try:
+        if args.command == "keygen":
+            key = crypto.write_key_file(args.keyfile, overwrite=args.force)
+            print(f"{name}: wrote {args.keyfile} (key {key.key_id}, mode 0600); keep it "
+                  f"secret and backed up: what is encrypted with it cannot be read without it")
+            return 0
+        if args.command == "encrypt":
+            out = crypto.encrypt_file(args.file, args.out, key=args.key)
+        elif args.command == "decrypt":
+            out = crypto.decrypt_file(args.file, args.out, key=args.key)
+        else:
+            out = crypto.rewrap_file(args.file, args.new_key, args.out, key=args.key)
+    except KeyRequiredError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    except DecryptionError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    except (RobustlabError, OSError) as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{name}: wrote {out}")
+    return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -58,10 +133,11 @@ def _verify(args: argparse.Namespace) -> int:
     except RobustlabError as exc:
         print(f"robustlab verify: {exc}", file=sys.stderr)
         return 2
-    for kind, names in (("changed", found.changed), ("missing", found.missing),
-                        ("not in the manifest", found.added)):
-        for name in names:
-            print(f"robustlab verify: {kind}: {name}", file=sys.stderr)
+    for line in found.problems():
+        print(f"robustlab verify: {line}", file=sys.stderr)
+    for name in found.unsealed:  # plain papermill wrote it after the notebook sealed the folder
+        print(f"robustlab verify: not in the manifest (written after the run sealed the "
+              f"folder; not verified): {name}", file=sys.stderr)
     if found.ok:
         print(f"robustlab verify: {found.checked} files match {args.directory}/manifest.json")
         return 0
@@ -69,20 +145,17 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from robustlab.gate import run_gate
 
-    from robustlab.gate import gate, write_blessing
+    def waiting(line: str) -> None:
+        print(f"robustlab gate: {line}", file=sys.stderr, flush=True)
 
-    try:
-        blessing = gate(args.report, args.policy, args.baseline)
+    try:  # an earlier verdict is gone even when this fails: no stale "blessed" survives
+        blessing, out = run_gate(args.report, args.policy, args.baseline, args.out,
+                                 on_wait=waiting)
     except RobustlabError as exc:
         print(f"robustlab gate: {exc}", file=sys.stderr)
         return 2
-    out = write_blessing(blessing, args.out or Path(args.report).with_name("blessing.json"))
-    from robustlab.manifest import MANIFEST, update_manifest
-
-    if (out.parent / MANIFEST).is_file():  # the verdict joins the directory's artifacts
-        update_manifest(out.parent)
     for line in blessing.passed:
         print(f"robustlab gate: ok: {line}")
     for line in blessing.reasons:
@@ -91,19 +164,214 @@ def _gate(args: argparse.Namespace) -> int:
     return 0 if blessing.blessed else 1
 
 
+# ------------------------------------------------------------ signed blessings, audit trail
+
+# Commands that append one record to the audit log (robustlab.audit) once their outcome is
+# known; the outcome is named from the exit status.
+_AUDITED = {
+    "run": {0: "ok", 1: "failed", 2: "refused", 130: "interrupted (SIGINT)",
+            143: "interrupted (SIGTERM)"},
+    "gate": {0: "blessed", 1: "not blessed", 2: "error"},
+    "verify": {0: "verified", 1: "does not verify", 2: "error"},
+    "verify-blessing": {0: "accepted", 1: "refused", 2: "error"},
+    "signing-keygen": {0: "ok", 2: "error"},
+}
+
+
+def _add_signing_commands(sub: argparse._SubParsersAction) -> None:
+    keygen = sub.add_parser("signing-keygen", help="write a new Ed25519 key pair for signing "
+                            "blessings (private key mode 0600)")
+    keygen.add_argument("private", help="where to write the private key (PEM; refused if it "
+                        "exists)")
+    keygen.add_argument("public", help="where to write the public key (PEM; refused if it "
+                        "exists)")
+    check = sub.add_parser("verify-blessing", help="check that a model is the one a signed "
+                           "blessing.json blesses (exit 0 only then)")
+    check.add_argument("model", help="the model file to deploy (.keras)")
+    check.add_argument("--blessing", required=True, help="blessing.json written by robustlab "
+                       "gate --signing-key")
+    check.add_argument("--public-key", required=True, help="the signer's public key (PEM)")
+    audit = sub.add_parser("audit", help="check or show the audit log")
+    what = audit.add_subparsers(dest="audit_command", required=True)
+    for name, text in (("verify", "check the log's hash chain; name the first broken record"),
+                       ("show", "print the log's records, one line each")):
+        cmd = what.add_parser(name, help=text)
+        cmd.add_argument("log", nargs="?", default=None,
+                         help="the log (default: ROBUSTLAB_AUDIT_LOG, else "
+                              "~/.local/state/robustlab/audit.jsonl)")
+        if name == "show":
+            cmd.add_argument("-n", "--last", type=int, default=None, metavar="N",
+                             help="only the last N records")
+
+
+def _signing_keygen(args: argparse.Namespace) -> int:
+    from robustlab.signing import generate_keypair
+
+    name = "robustlab signing-keygen"
+    try:
+        key = generate_keypair(args.private, args.public)
+    except (RobustlabError, OSError) as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{name}: wrote {args.private} (private key, mode 0600: keep it secret, e.g. as a "
+          f"CI secret) and {args.public} (public key {key}: give it to whoever deploys)")
+    return 0
+
+
+def _verify_blessing(args: argparse.Namespace) -> int:
+    from robustlab.signing import BlessingRefusedError, verify_blessing
+
+    name = "robustlab verify-blessing"
+    try:
+        blessing = verify_blessing(args.model, args.blessing, args.public_key)
+    except BlessingRefusedError as exc:  # one line naming why; exit 1
+        args.audit_detail = exc.reason
+        print(f"{name}: refused: {exc}", file=sys.stderr)
+        return 1
+    except (RobustlabError, OSError) as exc:  # an input that cannot be read at all
+        print(f"{name}: cannot check: {exc}", file=sys.stderr)
+        return 2
+    print(f"{name}: ok: {args.model} (sha256 {blessing['model_sha256'][:16]}...) is blessed "
+          f"by key {blessing['key_id']} (report sha256 {blessing['report_sha256'][:16]}..., "
+          f"{blessing.get('time')})")
+    return 0
+
+
+def _audit_command(args: argparse.Namespace) -> int:
+    from robustlab import audit
+
+    name = "robustlab audit"
+    try:
+        if args.audit_command == "verify":
+            found = audit.verify_log(args.log)
+        else:
+            lines = list(audit.read_records(args.log))
+    except (RobustlabError, OSError) as exc:
+        print(f"{name}: cannot read the log: {exc}", file=sys.stderr)
+        return 2
+    if args.audit_command == "show":
+        if args.last is not None:
+            lines = lines[-max(args.last, 0):] if args.last > 0 else []
+        for number, rec in lines:
+            print(audit.format_record(rec) if rec is not None
+                  else f"(line {number}: not an audit record)")
+        return 0
+    if found.ok:
+        print(f"{name}: {found.path}: {found.records} records, chain intact; head "
+              f"{found.head}")
+        return 0
+    print(f"{name}: {found.path}: chain broken at line {found.line} ({found.kind}): "
+          f"{found.problem}", file=sys.stderr)
+    return 1
+
+
+def _audit_files(args: argparse.Namespace, inputs: bool, status: int | None = None
+                 ) -> dict[str, str]:
+    """Digests of the files a command reads (``inputs``) or wrote (ending with ``status``)."""
+    from pathlib import Path
+
+    from robustlab.audit import digests
+
+    command = args.command
+    paths: list[str | Path | None] = []
+    if command == "run":
+        if inputs:
+            return digests([args.notebook])
+        folder = Path(args.out)
+        if status != 0:  # the folder is the earlier run's: only what this run kept
+            kept = folder.parent / f"{folder.name}.failed.ipynb"
+            return digests([kept]) if kept.is_file() else {}
+        try:  # the run's manifest lists every file with its digest: no need to rehash
+            import json
+
+            listed = json.loads((folder / "manifest.json").read_text("utf-8"))["files"]
+            found = {str((folder / name).resolve()): str(info["sha256"])
+                     for name, info in listed.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            found = {}
+        return {**digests([folder / "manifest.json"]), **found}
+    if command == "gate":
+        report = Path(args.report)
+        if inputs:
+            model = getattr(args, "model", None)
+            if model is None and not getattr(args, "no_model", False):
+                model = report.with_name("model.keras")
+            paths = [report, args.policy, args.baseline, model]
+        else:
+            paths = [args.out if args.out is not None else report.with_name("blessing.json")]
+    elif command == "verify" and inputs:
+        paths = [Path(args.directory) / "manifest.json"]
+    elif command == "verify-blessing" and inputs:
+        paths = [args.model, args.blessing, args.public_key]
+    elif command == "signing-keygen" and not inputs:
+        paths = [args.public]  # never the private key
+    return digests(paths)
+
+
+def _audited(args: argparse.Namespace, handler: Callable[[argparse.Namespace], int]) -> int:
+    """Run ``handler(args)`` and append one audit record with its outcome."""
+    from robustlab import audit
+
+    params = {k: v for k, v in vars(args).items() if k not in ("command", "audit_detail")}
+    inputs = _audit_files(args, inputs=True)
+    status: int | None = None
+    outcome = "crashed"
+    try:
+        status = handler(args)
+        outcome = _AUDITED[args.command].get(status, f"exit {status}")
+        detail = getattr(args, "audit_detail", None)
+        if detail:
+            outcome = f"{outcome}: {detail}"
+        return status
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+        raise
+    except BaseException as exc:
+        outcome = f"crashed: {type(exc).__name__}"
+        raise
+    finally:
+        try:
+            audit.append(f"robustlab {args.command}", parameters=params, inputs=inputs,
+                         outputs=_audit_files(args, inputs=False, status=status), outcome=outcome,
+                         exit_status=status)
+        except (OSError, ValueError) as exc:
+            print(f"robustlab {args.command}: warning: could not append to the audit log "
+                  f"{audit.log_path()}: {exc}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in _AUDITED:  # one audit record, once the outcome is known
+        return _audited(args, _dispatch)
+    return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "signing-keygen":
+        return _signing_keygen(args)
+    if args.command == "verify-blessing":
+        return _verify_blessing(args)
+    if args.command == "audit":
+        return _audit_command(args)
+    if args.command in ("keygen", "encrypt", "decrypt", "rewrap"):
+        return _crypto(args)
     if args.command == "gate":
         return _gate(args)
     if args.command == "verify":
         return _verify(args)
     if args.command == "run":
-        from robustlab.runner import parse_cli_value, run_notebook
+        from robustlab.runner import RunInterrupted, parse_cli_value, run_notebook
 
         params = {name: parse_cli_value(value) for name, value in args.parameter}
         try:
             executed = run_notebook(args.notebook, args.out, params, kernel_name=args.kernel,
                                     timeout=args.timeout, verbose=args.verbose)
+        except RunInterrupted as exc:  # SIGINT / SIGTERM: cleaned up; one line, 130 / 143
+            print(f"robustlab run: {exc}", file=sys.stderr)
+            return 128 + exc.signum
+        except KeyboardInterrupt:  # before the run had anything to clean up
+            print("robustlab run: interrupted before the notebook started", file=sys.stderr)
+            return 130
         except NotebookExecutionError as exc:
             print(f"robustlab run: {exc}", file=sys.stderr)
             return 1

@@ -15,7 +15,8 @@ integer labels in ``[0, num_classes)``. Names understood by :func:`load`:
     set and the rest the test set.
 ``npz:<path>``
     A ``.npz`` file with arrays ``x_train, y_train, x_test, y_test`` (loaded without pickle;
-    uint8 images are scaled by 1/255, float images must already lie in [0, 1]).
+    uint8 images are scaled by 1/255, float images must already lie in [0, 1]). An encrypted
+    one (:mod:`robustlab.crypto`) is decrypted in memory with the configured key or ``key``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from robustlab import crypto
 from robustlab._validate import check_int, check_optional_int, check_seed, validate_arrays
 from robustlab.errors import DatasetUnavailableError, InputTypeError, ValidationError
 
@@ -233,14 +235,15 @@ def _load_idx(spec: str, *, split: int | None = None, **_: Any) -> Dataset:
                    names[:max(num_classes, 2)], source=f"IDX files in {directory}")
 
 
-def _load_npz(spec: str, **_: Any) -> Dataset:
+def _load_npz(spec: str, *, key: crypto.Key | None = None, **_: Any) -> Dataset:
     path = Path(spec).expanduser()
     if not path.is_file():
         raise DatasetUnavailableError(f"expected npz:<path> to name a file, got {str(path)!r}, "
                                       f"which does not exist")
+    content = crypto.read_buffer(path, key)  # decrypted in memory (in place) when encrypted
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+        with np.load(crypto.MemoryFile(content), allow_pickle=False) as archive:
+            arrays = {member: archive[member] for member in archive.files}
     except ValueError as exc:  # object arrays need pickle, which we refuse
         raise ValidationError(f"could not load {path} without pickle: {exc}") from exc
     except (OSError, EOFError) as exc:
@@ -250,8 +253,8 @@ def _load_npz(spec: str, **_: Any) -> Dataset:
         raise ValidationError(f"expected {path} to contain arrays x_train, y_train, x_test, "
                               f"y_test; missing {', '.join(missing)}")
     xs = []
-    for key in ("x_train", "x_test"):
-        x = arrays[key]
+    for member in ("x_train", "x_test"):
+        x = arrays[member]
         xs.append(_to_unit(x) if x.dtype == np.uint8 else
                   (x[..., None] if x.ndim == 3 else x).astype(np.float32))
     ytr, yte = np.ravel(arrays["y_train"]), np.ravel(arrays["y_test"])
@@ -273,7 +276,8 @@ _PREFIXED: dict[str, Callable[..., Dataset]] = {"idx": _load_idx, "npz": _load_n
 
 
 def load(name: str | Dataset = "digits", *, n_train: int | None = None,
-         n_test: int | None = None, seed: int = 0, split: int | None = None) -> Dataset:
+         n_test: int | None = None, seed: int = 0, split: int | None = None,
+         key: crypto.Key | None = None) -> Dataset:
     """Load a dataset by name (see the module docstring for the names).
 
     Args:
@@ -282,6 +286,9 @@ def load(name: str | Dataset = "digits", *, n_train: int | None = None,
         n_train, n_test: keep a seeded random subset of this many examples (None: all).
         seed: seed of the subset choice.
         split: for ``idx:`` with a single split, the number of leading images to train on.
+        key: for an encrypted ``npz:`` file, its key (a
+            :class:`~robustlab.crypto.KeyProvider` or a key file's path); default: the
+            configured key (``ROBUSTLAB_KEY_FILE`` / ``ROBUSTLAB_KEY``).
 
     Returns:
         A validated :class:`Dataset`.
@@ -289,6 +296,7 @@ def load(name: str | Dataset = "digits", *, n_train: int | None = None,
     Raises:
         ValidationError: unknown name, malformed data.
         DatasetUnavailableError: files missing or not downloadable (offline).
+        KeyRequiredError, DecryptionError: an encrypted file without its key, or damaged.
 
     Example:
         >>> data = load("digits", n_test=200)
@@ -300,14 +308,14 @@ def load(name: str | Dataset = "digits", *, n_train: int | None = None,
     if not isinstance(name, str):
         raise InputTypeError(f"expected name to be a dataset name string, got "
                              f"{type(name).__name__}")
-    key = name.strip()
-    prefix, sep, rest = key.partition(":")
+    text = name.strip()
+    prefix, sep, rest = text.partition(":")
     if sep and prefix.lower() in _PREFIXED:
         if not rest:
             raise ValidationError(f"expected a path after '{prefix}:' in name, got {name!r}")
-        dataset = _PREFIXED[prefix.lower()](rest, split=split)
-    elif key.lower().replace("-", "_") in DATASETS:
-        dataset = DATASETS[key.lower().replace("-", "_")]()
+        dataset = _PREFIXED[prefix.lower()](rest, split=split, key=key)
+    elif text.lower().replace("-", "_") in DATASETS:
+        dataset = DATASETS[text.lower().replace("-", "_")]()
     else:
         choices = ", ".join([*DATASETS, "idx:<dir>", "npz:<path>"])
         raise ValidationError(f"expected name to be one of {choices}, got {name!r}")

@@ -13,7 +13,11 @@ __all__ = [
     "InputTypeError",
     "DatasetUnavailableError",
     "UnsafeModelError",
+    "ModelNotFoundError",
+    "CheckpointError",
     "NotebookExecutionError",
+    "DecryptionError",
+    "KeyRequiredError",
     "RobustlabWarning",
 ]
 
@@ -38,6 +42,16 @@ class UnsafeModelError(RobustlabError, ValueError):
     """A model file was refused because loading it could run code or is not a `.keras` archive."""
 
 
+class ModelNotFoundError(RobustlabError, FileNotFoundError):
+    """A model file does not exist (it is missing, not unsafe); the message names the path."""
+
+
+class CheckpointError(ValidationError):
+    """A training checkpoint cannot be resumed: it was made with other settings, data or
+    architecture, or its files are damaged or missing. The message names the file and the
+    problem and says what to do (delete the checkpoint directory to start afresh)."""
+
+
 class NotebookExecutionError(RobustlabError, RuntimeError):
     """A notebook run failed; ``cell_index`` and ``executed_path`` say where and what was kept."""
 
@@ -46,6 +60,16 @@ class NotebookExecutionError(RobustlabError, RuntimeError):
         super().__init__(message)
         self.cell_index = cell_index
         self.executed_path = executed_path
+
+
+class DecryptionError(RobustlabError, ValueError):
+    """An encrypted file could not be opened: wrong key, or the file is truncated, damaged or
+    tampered with (AES-GCM authenticates every byte). The message names the file."""
+
+
+class KeyRequiredError(DecryptionError):
+    """A file is encrypted and no key is configured (or a write needs a key and none is
+    configured); the message says how to configure one."""
 
 
 class RobustlabWarning(UserWarning):

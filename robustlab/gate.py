@@ -12,13 +12,26 @@ A policy is a small YAML file::
     allow_failed_checks: false      # a failed sanity check refuses the report
     allow_warnings: true
 
-``robustlab gate report.json --policy policy.yaml`` writes ``blessing.json`` next to the
-report (blessed or not, with every reason) and exits 0 when blessed, 1 when not, 2 when the
-report or policy cannot be read.
+A policy must set at least one threshold (``min_clean_accuracy``, ``min_robust_accuracy``
+or ``max_drop``); unknown settings, a setting given twice (duplicate YAML keys) and an ε
+listed twice are refused: none of them may loosen the gate silently.
+
+When the report's folder has a ``manifest.json`` (``robustlab run`` wrote it), the gate
+first verifies the folder against it and refuses a folder that does not verify, naming the
+files that changed, went missing or appeared; the numbers of such a report are not judged.
+
+``robustlab gate report.json --policy policy.yaml`` (:func:`run_gate`) removes any earlier
+verdict first, then writes ``blessing.json`` next to the report (blessed or not, with every
+reason) and exits 0 when blessed, 1 when not, 2 when the report or policy cannot be read
+(and then no verdict is left). In a sealed folder it records only ``blessing.json``'s own
+digest in the manifest (every other entry stays as the run sealed it, so ``robustlab
+verify`` still catches a changed report) and holds the folder's lock, so it never judges a
+folder that a ``robustlab run`` is replacing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -27,11 +40,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustlab._io import sha256_file, write_json
+from robustlab._io import folder_lock, sha256_file, write_json
 from robustlab._validate import check_float, parse_float
 from robustlab.errors import InputTypeError, ValidationError
+from robustlab.manifest import MANIFEST, is_output_folder, read_manifest, record_file, verify
 
-__all__ = ["Policy", "Blessing", "gate", "load_report"]
+__all__ = ["Policy", "Blessing", "gate", "run_gate", "load_report"]
+
+_THRESHOLDS = ("min_clean_accuracy", "min_robust_accuracy", "max_drop")
 
 
 def _read(path: Path, what: str, kind: str, parse: Callable[[str], Any],
@@ -45,6 +61,35 @@ def _read(path: Path, what: str, kind: str, parse: Callable[[str], Any],
                               f"{exc.strerror}") from None
     except error as exc:
         raise ValidationError(f"expected {what} {str(path)!r} to be {kind}: {exc}") from None
+
+
+def _load_yaml_strictly(text: str) -> Any:
+    """``yaml.safe_load`` that refuses a mapping with the same key twice (naming the key and
+    both lines) instead of letting the later value win: in a policy the later value may be
+    the looser one, and nobody reading the file would notice."""
+    import yaml
+
+    class StrictSafeLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                self.flatten_mapping(node)  # merge keys (<<) count as keys too
+                first: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        line = first.setdefault(key, key_node.start_mark.line + 1)
+                    except TypeError:  # unhashable: SafeLoader refuses it below
+                        continue
+                    if line != key_node.start_mark.line + 1:
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping", node.start_mark,
+                            f"found duplicate key {key!r} on line "
+                            f"{key_node.start_mark.line + 1} (first on line {line}); each "
+                            f"setting may appear once", key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+    # SafeLoader's constructors (no arbitrary objects); only the duplicate check is added
+    return yaml.load(text, Loader=StrictSafeLoader)  # noqa: S506  # nosec B506
 
 
 @dataclass(frozen=True)
@@ -69,28 +114,42 @@ class Policy:
         if not isinstance(self.min_robust_accuracy, dict):
             raise InputTypeError(f"expected min_robust_accuracy to map epsilon to accuracy, "
                                  f"got {self.min_robust_accuracy!r}")
-        table = {}
+        table: dict[float, float] = {}
+        given: dict[float, Any] = {}
         for eps, acc in self.min_robust_accuracy.items():
             e = parse_float("min_robust_accuracy epsilon", eps)
             if not (math.isfinite(e) and e >= 0):
                 raise ValidationError(f"expected min_robust_accuracy epsilons >= 0, got {eps!r}")
+            same = next((k for k in table if math.isclose(k, e, rel_tol=1e-6, abs_tol=1e-9)),
+                        None)
+            if same is not None:  # "0.1" and "1/10": one would silently replace the other
+                raise ValidationError(f"expected each ε once in min_robust_accuracy, got "
+                                      f"{given[same]!r} and {eps!r} (both ε {e:g})")
             table[e] = check_float(f"min_robust_accuracy[{eps}]", acc, low=0.0, high=1.0)
+            given[e] = eps
         object.__setattr__(self, "min_robust_accuracy", table)
         for name in ("use_lower_bound", "allow_failed_checks", "allow_warnings"):
             if not isinstance(getattr(self, name), bool):
                 raise InputTypeError(f"expected {name} to be true or false, got "
                                      f"{getattr(self, name)!r}")
+        if self.min_clean_accuracy is None and not table and self.max_drop is None:
+            raise ValidationError(f"expected the policy to set at least one threshold "
+                                  f"({', '.join(_THRESHOLDS)}); without one it would bless "
+                                  f"every report")
 
     @classmethod
     def load(cls, path: str | Path) -> Policy:
-        """Read a YAML policy; unknown keys are refused (a typo must not loosen the gate).
-        A relative ``baseline`` is resolved against the policy file's folder."""
+        """Read a YAML policy; unknown keys, duplicate keys and an empty file are refused (a
+        typo must not loosen the gate). A relative ``baseline`` is resolved against the
+        policy file's folder."""
         import yaml
 
         path = Path(path)
-        data = _read(path, "policy", "YAML", yaml.safe_load, yaml.YAMLError)
+        data = _read(path, "policy", "YAML", _load_yaml_strictly, yaml.YAMLError)
         if data is None:
-            data = {}
+            raise ValidationError(f"expected policy {str(path)!r} to set at least one "
+                                  f"threshold ({', '.join(_THRESHOLDS)}); it is empty, and "
+                                  f"an empty policy would bless every report")
         if not isinstance(data, dict):
             raise ValidationError(f"expected policy {str(path)!r} to be a mapping of settings, "
                                   f"got {type(data).__name__}")
@@ -107,7 +166,8 @@ class Policy:
 @dataclass(frozen=True)
 class Blessing:
     """The gate's verdict. ``reasons`` say why it was refused (empty when blessed);
-    ``passed`` what was verified."""
+    ``passed`` what was verified; ``report_sha256`` and ``run_id`` say which report of
+    which run it judged."""
 
     blessed: bool
     reasons: tuple[str, ...]
@@ -117,6 +177,7 @@ class Blessing:
     baseline: str | None
     policy: dict[str, Any]
     time: str
+    run_id: str | None = None  # the sealed run whose folder was verified, if any
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -145,14 +206,60 @@ def _point(report: dict[str, Any], eps: float) -> dict[str, Any] | None:
     return None
 
 
+def _folder_integrity(path: Path, what: str) -> tuple[bool, str | None, str]:
+    """Whether the folder of ``path`` verifies against its ``manifest.json``: ``(ok,
+    run_id, line)``; ``(True, None, "")`` for a file in a folder without a manifest (a
+    loose report: nothing to verify)."""
+    folder = path.parent
+    if not (folder / MANIFEST).is_file():
+        return True, None, ""
+    try:
+        found = verify(folder)
+    except ValidationError as exc:
+        return False, None, f"{what} folder {str(folder)!r} cannot be verified: {exc}"
+    if not found.ok:
+        return False, found.run_id, (
+            f"{what} folder {str(folder)!r} does not verify against its manifest.json "
+            f"(changed after the run sealed it): " + "; ".join(found.problems()))
+    if path.name not in read_manifest(folder)["files"]:
+        return False, found.run_id, (f"{what} {path.name} is not sealed in "
+                                     f"{str(folder)!r}'s manifest.json")
+    return True, found.run_id, (f"{what} folder {str(folder)!r} verifies: {found.checked} "
+                                f"files match its manifest.json (run {found.run_id})")
+
+
 def gate(report: str | Path, policy: Policy | str | Path,
          baseline: str | Path | None = None) -> Blessing:
     """Judge ``report`` (a ``report.json`` path) against ``policy`` (a :class:`Policy` or a
-    YAML path); ``baseline`` (a report path) overrides the policy's."""
+    YAML path); ``baseline`` (a report path) overrides the policy's.
+
+    When the report's folder has a ``manifest.json`` the folder must verify against it
+    first: otherwise the report is refused, with the files that changed, went missing or
+    appeared as the reason, and its numbers are not judged. A baseline in a folder with a
+    manifest must verify too.
+    """
     policy = policy if isinstance(policy, Policy) else Policy.load(policy)
     data = load_report(report)
+    base_path = baseline if baseline is not None else policy.baseline
     reasons: list[str] = []
     passed: list[str] = []
+    intact, run_id, line = _folder_integrity(Path(report), "report")
+    if line:
+        (passed if intact else reasons).append(line)
+    if intact:
+        _judge(data, policy, base_path, reasons, passed)
+    digest = sha256_file(report)
+    return Blessing(
+        blessed=not reasons, reasons=tuple(reasons), passed=tuple(passed),
+        report=str(report), report_sha256=digest,
+        baseline=None if base_path is None else str(base_path), policy=asdict(policy),
+        time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        run_id=run_id)
+
+
+def _judge(data: dict[str, Any], policy: Policy, base_path: str | Path | None,
+           reasons: list[str], passed: list[str]) -> None:
+    """The policy's thresholds and checks against the report's numbers."""
 
     def judge(ok: bool, text: str) -> None:
         (passed if ok else reasons).append(text)
@@ -184,12 +291,14 @@ def gate(report: str | Path, policy: Policy | str | Path,
     if checks and not any(r.startswith("check ") for r in reasons):
         passed.append(f"{len(checks)} sanity checks: " + ", ".join(
             f"{c.get('name')} {c.get('status')}" for c in checks))
-    base_path = baseline if baseline is not None else policy.baseline
     if policy.max_drop is not None:
         if base_path is None:
             raise ValidationError("expected a baseline report (policy 'baseline' or "
                                   "--baseline) because the policy sets max_drop")
         base = load_report(base_path)
+        intact, _, line = _folder_integrity(Path(base_path), "baseline")
+        if not intact:
+            reasons.append(line)
         pairs = [("clean accuracy", base["clean_accuracy"], data["clean_accuracy"])]
         for bp in base["worst_case"]["points"]:
             if bp["epsilon"] == 0:
@@ -206,14 +315,51 @@ def gate(report: str | Path, policy: Policy | str | Path,
             judge(drop <= policy.max_drop + 1e-12,
                   f"{name} {100 * now:.2f}% vs baseline {100 * before:.2f}% (drop "
                   f"{100 * drop:.2f} pt, maximum {100 * policy.max_drop:.2f} pt)")
-    digest = sha256_file(report)
-    return Blessing(
-        blessed=not reasons, reasons=tuple(reasons), passed=tuple(passed),
-        report=str(report), report_sha256=digest,
-        baseline=None if base_path is None else str(base_path), policy=asdict(policy),
-        time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 
 def write_blessing(blessing: Blessing, path: str | Path) -> Path:
     """Write the verdict as JSON (atomically)."""
     return write_json(path, blessing.to_dict())
+
+
+def _forget_verdict(out: Path) -> None:
+    """Remove an earlier verdict at ``out``, and its entry in a sealed folder's manifest."""
+    out.unlink(missing_ok=True)
+    if is_output_folder(out.parent) and out.name in read_manifest(out.parent)["files"]:
+        record_file(out.parent, out.name)
+
+
+def run_gate(report: str | Path, policy: Policy | str | Path,
+             baseline: str | Path | None = None, out: str | Path | None = None, *,
+             on_wait: Callable[[str], None] | None = None,
+             prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+             ) -> tuple[Blessing, Path]:
+    """What ``robustlab gate`` does: judge ``report`` with :func:`gate` and write the verdict
+    to ``out`` (default ``blessing.json`` beside the report). Returns ``(blessing, path)``.
+
+    Any earlier verdict at ``out`` is removed first, so a run that raises (an unreadable
+    report or policy) leaves no verdict at all rather than an old one. When ``out``'s folder
+    is sealed (has a ``manifest.json``) the verdict's own digest is recorded there and
+    nothing else is rewritten. Sealed folders involved are locked for the duration (waiting
+    for a ``robustlab run`` that is replacing them; ``on_wait`` is told). ``prepare``, when
+    given, turns the verdict's dict into what is written (to add fields or sign it: the
+    recorded digest is that of the file as written).
+    """
+    report = Path(report)
+    target = Path(out) if out is not None else report.with_name("blessing.json")
+    if target.name == MANIFEST or (target.exists() and report.exists()
+                                   and target.resolve() == report.resolve()):
+        raise ValidationError(f"expected the verdict to go to its own file, got "
+                              f"{str(target)!r}")
+    folders = sorted({p.parent.resolve() for p in (report, target)
+                      if (p.parent / MANIFEST).is_file()})
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            stack.enter_context(folder_lock(folder, wait=True, on_wait=on_wait))
+        _forget_verdict(target)
+        blessing = gate(report, policy, baseline)
+        verdict = blessing.to_dict()
+        write_json(target, prepare(verdict) if prepare is not None else verdict)
+        if is_output_folder(target.parent):
+            record_file(target.parent, target.name)
+    return blessing, target

@@ -9,6 +9,8 @@ gradients vanish for confident predictions, a classic source of false robustness
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import os
 import random
@@ -16,9 +18,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from robustlab._io import atomic_path, sha256_file
+from robustlab import crypto
+from robustlab._io import atomic_path
 from robustlab._validate import check_int, check_seed
-from robustlab.errors import InputTypeError, UnsafeModelError, ValidationError
+from robustlab.errors import InputTypeError, ModelNotFoundError, UnsafeModelError, ValidationError
 
 __all__ = ["build_model", "build_small_cnn", "build_resnet", "save_model", "load_model"]
 
@@ -143,27 +146,63 @@ def build_model(input_shape: tuple[int, int, int], num_classes: int, *, seed: in
     return build_small_cnn(input_shape, num_classes, seed=seed, mixed_precision=mixed_precision)
 
 
-def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
-    """Save ``model`` as a ``.keras`` archive, atomically (temporary file + rename)."""
+def save_model(model: Any, path: str | os.PathLike[str], *,
+               key: crypto.Key | None = None) -> Path:
+    """Save ``model`` as a ``.keras`` archive, atomically (temporary file + rename).
+
+    With a key (``key``: a :class:`~robustlab.crypto.KeyProvider` or a key file's path;
+    default: the configured one, see :mod:`robustlab.crypto`) the archive is built in memory
+    and only its encryption reaches the disk."""
     path = Path(path)
     if path.suffix != ".keras":
         raise ValidationError(f"expected path to end in .keras (the only format robustlab "
                               f"writes), got {str(path)!r}")
+    provider = crypto.resolve_key(key)
+    if provider is not None:
+        crypto.write_bytes(path, _keras_bytes(model), provider)
+        return path
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
     return path
 
 
-def _check_keras_archive(path: Path) -> None:
-    """Refuse anything that is not a `.keras` zip archive, by content, before Keras parses it."""
-    if not path.exists():
-        raise UnsafeModelError(f"model file {str(path)!r} does not exist")
+def _keras_bytes(model: Any) -> bytes:
+    """The ``.keras`` archive of ``model``, built in memory, for encryption. Keras writes into
+    a file object without a ``name``, so it cannot put a temporary weights file beside it.
+    Layers with assets (vocabularies of StringLookup, TextVectorization, ...) are refused:
+    Keras writes assets to a temporary directory, in plaintext, while it builds the archive."""
+    from keras.src.saving import saving_lib  # Keras 3's file-object API (keras==3.15.*)
+
+    with_assets = [layer.name for layer in model._flatten_layers()
+                   if hasattr(layer, "save_assets")]
+    if with_assets:
+        raise ValidationError(f"cannot save the model encrypted: its layers "
+                              f"{', '.join(with_assets[:5])} store assets (vocabularies), "
+                              f"which Keras writes to a temporary directory in plaintext while "
+                              f"saving; save it without a key, or keep it on encrypted storage")
+    buffer = io.BytesIO()
+    saving_lib.save_model(model, buffer)
+    return buffer.getvalue()
+
+
+def _read_model_file(path: Path) -> bytearray:
+    """The bytes of the model file ``path`` in one buffer (a missing file or a directory is
+    refused)."""
+    if not path.exists():  # missing, not unsafe: a FileNotFoundError callers can tell apart
+        raise ModelNotFoundError(f"model file {str(path)!r} does not exist (check the path; "
+                                 f"robustlab loads .keras archives written by save_model)")
     if path.is_dir():
         raise UnsafeModelError(
             f"model path {str(path)!r} is a directory (a SavedModel?). SavedModels can run "
             f"arbitrary TensorFlow ops; robustlab loads only .keras archives: rebuild the "
             f"architecture in code and load the weights, then save it with save_model().")
-    head = path.read_bytes()[:8]
+    return crypto.read_stored(path)
+
+
+def _check_keras_archive(path: Path, data: bytes | bytearray) -> None:
+    """Refuse anything that is not a `.keras` zip archive, by content (``data``: the bytes of
+    ``path``, decrypted if it is encrypted), before Keras parses it."""
+    head = bytes(data[:8])
     if not head:
         raise UnsafeModelError(f"model file {str(path)!r} is empty")
     if head.startswith(b"\x89HDF"):
@@ -173,10 +212,10 @@ def _check_keras_archive(path: Path) -> None:
     if head[:1] == b"\x80" or head.startswith((b"(dp", b"cnumpy")):
         raise UnsafeModelError(f"model file {str(path)!r} is a pickle; unpickling runs code, "
                                f"so robustlab refuses it. Save the model as .keras instead.")
-    if not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(crypto.MemoryFile(data)):
         raise UnsafeModelError(f"model file {str(path)!r} is not a .keras archive (not a zip "
                                f"file, or truncated)")
-    with zipfile.ZipFile(path) as archive:
+    with zipfile.ZipFile(crypto.MemoryFile(data)) as archive:
         names = set(archive.namelist())
     missing = _KERAS_MEMBERS - names
     if missing:
@@ -243,7 +282,8 @@ def _check_config(node: Any, where: str = "config", depth: int = 1) -> None:
         _check_config(value, f"{where}.{key}", depth + 1)
 
 
-def load_model(path: str | os.PathLike[str], *, sha256: str | None = None) -> Any:
+def load_model(path: str | os.PathLike[str], *, sha256: str | None = None,
+               key: crypto.Key | None = None) -> Any:
     """Load a ``.keras`` model with Keras' ``safe_mode`` on (never off).
 
     Before Keras sees the file, robustlab checks it by content (HDF5, pickles, SavedModel
@@ -254,28 +294,44 @@ def load_model(path: str | os.PathLike[str], *, sha256: str | None = None) -> An
     refused, and so is a config nested deeper than 100 levels (robustlab's own models nest
     10-11; a file nested thousands deep would otherwise end in a bare ``RecursionError``).
     Every refusal is an :class:`~robustlab.errors.UnsafeModelError` naming the file and the
-    reason; a ``path`` that is not a ``str`` or ``os.PathLike`` is an
-    :class:`~robustlab.errors.InputTypeError`.
+    reason; a file that does not exist is a :class:`~robustlab.errors.ModelNotFoundError`
+    (also a ``FileNotFoundError``), and a ``path`` that is not a ``str`` or ``os.PathLike``
+    an :class:`~robustlab.errors.InputTypeError`.
+
+    An encrypted file (:mod:`robustlab.crypto`) is decrypted in memory with ``key`` (default:
+    the configured key), never to a temporary file, and the checks above run on the decrypted
+    bytes, which are exactly the bytes Keras then loads; ``sha256`` pins the file as stored.
+    Without a key it is a :class:`~robustlab.errors.KeyRequiredError`; a wrong key or a
+    damaged file a :class:`~robustlab.errors.DecryptionError`.
     """
     import json
 
-    import keras
+    from keras.src.saving import saving_lib  # Keras 3's file-object API (keras==3.15.*)
 
     if not isinstance(path, (str, os.PathLike)):
         shown = repr(path) if len(repr(path)) <= 80 else repr(path)[:77] + "..."
         raise InputTypeError(f"expected path to be a path to a .keras file, got "
                              f"{type(path).__name__} {shown}")
     path = Path(path)
-    _check_keras_archive(path)
+    data = _read_model_file(path)
     if sha256 is not None:
         expected = str(sha256).strip().lower()
         if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
             raise ValidationError(f"expected sha256 to be 64 hex digits, got {sha256!r}")
-        actual = sha256_file(path)
+        actual = hashlib.sha256(data).hexdigest()
         if actual != expected:
             raise UnsafeModelError(f"model file {str(path)!r} has sha256 {actual}, expected "
                                    f"{expected}: refusing a file that is not the pinned one")
-    with zipfile.ZipFile(path) as archive:
+    encrypted = crypto.looks_encrypted(data)
+    if encrypted:  # in memory only, in place: no plaintext copy anywhere else
+        crypto.decrypt_in_place(data, key, source=repr(str(path)))
+    _check_keras_archive(path, data)
+    with zipfile.ZipFile(crypto.MemoryFile(data)) as archive:
+        if encrypted and len(archive.namelist()) > len(_KERAS_MEMBERS) + 1:
+            raise UnsafeModelError(  # Keras would extract the assets to a temporary directory
+                f"encrypted model file {str(path)!r} holds assets besides its config and "
+                f"weights ({len(archive.namelist())} files); Keras extracts those to a "
+                f"temporary directory in plaintext, so robustlab does not load it encrypted")
         try:
             config = json.loads(archive.read("config.json"))
         except (ValueError, UnicodeDecodeError) as exc:
@@ -291,7 +347,8 @@ def load_model(path: str | os.PathLike[str], *, sha256: str | None = None) -> An
     except UnsafeModelError as exc:  # say which file, not only where in it
         raise UnsafeModelError(f"model file {str(path)!r}: {exc}") from None
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        return saving_lib.load_model(crypto.MemoryFile(data), compile=False,
+                                     safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types; name the file
         raise UnsafeModelError(f"Keras refused to load {str(path)!r}: {exc}") from exc
 

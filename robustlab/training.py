@@ -12,14 +12,20 @@ and distribution strategies work as for any Keras model.
   β·KL(f(x) ‖ f(x')), x' maximising that KL).
 
 :func:`train_adversarial` adds what a long run needs: checkpoints every epoch that a rerun of
-the same call resumes from, a catastrophic-overfitting guard, one log line per epoch, and
-the final model written atomically.
+the same call resumes from exactly (each epoch's order depends only on the seed and the
+epoch, and the checkpoint holds the trainer's whole state, random generators included), a
+catastrophic-overfitting guard, one log line per epoch, and the final model written
+atomically.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -34,14 +40,14 @@ from robustlab._io import atomic_path, write_json
 from robustlab._validate import check_float, check_int, check_seed, parse_enum, validate_arrays
 from robustlab.attacks import ascent_steps, per_example_loss, pgd
 from robustlab.data import Dataset
-from robustlab.errors import RobustlabWarning, ValidationError
+from robustlab.errors import CheckpointError, RobustlabWarning, ValidationError
 from robustlab.inference import GraphSafeNames, predict_labels
 from robustlab.models import save_model
 from robustlab.types import DEFAULT_REL_STEP, Loss, Norm, ThreatModel, parse_norm
 
 __all__ = ["Method", "TrainingConfig", "AdversarialModel", "OverfitGuard", "EpochLogger",
            "EpochProgress", "Checkpoint", "TimeBudget", "TrainingResult",
-           "train_adversarial", "training_dataset", "train", "default_epochs"]
+           "train_adversarial", "training_dataset", "epoch_order", "train", "default_epochs"]
 
 log = logging.getLogger(__name__)
 
@@ -471,14 +477,21 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
             :class:`TrainingConfig`; epsilon accepts strings like ``"8/255"``.
         epochs: total epochs (a resumed run counts those already done).
         batch_size, learning_rate: Adam on mini-batches of this size.
-        seed: seeds weights' training order (Keras) and the random starts.
-        checkpoint_dir: where a checkpoint is kept after every epoch; running the same call
-            again after a crash resumes from the last completed epoch. Removed when training
-            completes.
+        seed: seeds the training order (each epoch's, see :func:`epoch_order`) and the random
+            starts.
+        checkpoint_dir: where a :class:`Checkpoint` is kept after every epoch. Running the
+            same call again after a crash resumes from the last completed epoch and ends
+            with the weights an uninterrupted run ends with (bit for bit on a CPU); a rerun
+            with a larger ``epochs`` continues the run. A checkpoint made with other
+            settings, data or architecture is refused. The checkpoint is removed once the
+            model is saved to ``save_to``; without ``save_to`` the final one is kept (a rerun
+            then returns the trained model without training): delete it when done. One run
+            uses a checkpoint directory at a time.
         save_to: write the trained model here (``.keras``, atomically).
         guard: run :class:`OverfitGuard` (default: on for ``fgsm_rs``).
         guard_size: images in the guard batch.
-        max_seconds: stop after the first epoch that ends past this training time.
+        max_seconds: stop after the first epoch that ends past this training time (counted
+            per call: a rerun resumes with a new budget).
         callbacks: more Keras callbacks.
 
     Returns:
@@ -509,38 +522,70 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
         extra.append(guard_cb)
     trainer = AdversarialModel(model, cfg)
     trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
-    settings = {**cfg.to_dict(), "epochs": epochs, "batch_size": batch_size,
-                "learning_rate": learning_rate, "n_train": len(x)}
-    start_epoch = Checkpoint.restore(checkpoint_dir, trainer, settings)
-    if start_epoch:
-        log.info("resuming from %s after epoch %d of %d", checkpoint_dir, start_epoch, epochs)
+    start_epoch, checkpoint = 0, None
     if checkpoint_dir is not None:
-        extra.insert(0, Checkpoint(checkpoint_dir, settings))
+        # what a resumed run must share with the checkpoint (not epochs: a rerun may extend)
+        settings = {**cfg.to_dict(), "batch_size": batch_size, "learning_rate": learning_rate,
+                    "n_train": len(x), "guard_size": guard_size if use_guard else 0,
+                    "model": _model_fingerprint(model),
+                    **_data_fingerprint(data.x_train, data.y_train)}
+        start_epoch = Checkpoint.restore(checkpoint_dir, trainer, settings, epochs=epochs)
+        if start_epoch:
+            log.info("resuming from %s after epoch %d of %d", checkpoint_dir, start_epoch,
+                     epochs)
+        checkpoint = Checkpoint(checkpoint_dir, settings)
     if max_seconds is not None:
         extra.append(TimeBudget(max_seconds))
     if os.environ.get("ROBUSTLAB_PROGRESS", "1") != "0":
         extra.append(EpochProgress(epochs))
+    extra.append(EpochLogger(epochs))
+    if checkpoint is not None:  # after the guard (it may restore the best weights), before
+        extra.append(checkpoint)  # the caller's callbacks (an epoch survives their crash)
+    extra += callbacks or []
     start = time.perf_counter()
-    # tf.data's seeded shuffle also depends on TensorFlow's global seed: set for this call only
-    with seeded_globals(cfg.seed, tensorflow=True):
-        history = trainer.fit(training_dataset(x, y, batch_size, seed=cfg.seed + start_epoch),
-                              epochs=epochs, initial_epoch=min(start_epoch, epochs),
-                              verbose=0, shuffle=False,  # the dataset reshuffles itself
-                              callbacks=[*extra, EpochLogger(epochs), *(callbacks or [])])
+    history: dict[str, list[Any]] = {}
+    if start_epoch < epochs:
+        # Keras and third-party callbacks may draw from the global generators: seeded for
+        # this call only (the batches' order and the random starts draw from their own)
+        with seeded_globals(cfg.seed, tensorflow=True):
+            history = trainer.fit(
+                training_dataset(x, y, batch_size, seed=cfg.seed, epochs=epochs,
+                                 initial_epoch=start_epoch),
+                epochs=epochs, initial_epoch=start_epoch, verbose=0, shuffle=False,
+                steps_per_epoch=math.ceil(len(x) / batch_size), callbacks=extra).history
     seconds = time.perf_counter() - start
     path = str(save_model(model, save_to)) if save_to else None
-    if checkpoint_dir is not None:  # finished (or stopped by the guard): nothing to resume
-        _remove_checkpoint(Path(checkpoint_dir))
+    if checkpoint_dir is not None:
+        if path is not None:  # the model is safe in save_to: nothing left to resume
+            _remove_checkpoint(Path(checkpoint_dir))
+        else:
+            log.info("kept the final checkpoint in %s (a rerun of this call returns the "
+                     "trained model); delete it once the model is saved", checkpoint_dir)
     result = TrainingResult(
         config=cfg.to_dict(),
-        history={k: [float(v) for v in vals] for k, vals in history.history.items()},
+        history={k: [float(v) for v in vals] for k, vals in history.items()},
         seconds=seconds, initial_epoch=start_epoch, epochs=epochs, model_path=path,
         collapsed_epoch=guard_cb.collapsed_epoch if guard_cb else None)
     return model, result
 
 
-def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int = 0) -> Any:
-    """A ``tf.data`` pipeline over ``(x, y)``: reshuffled every epoch (seeded), batched.
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order in which epoch ``epoch`` (0-based) visits ``n`` training examples: a
+    permutation drawn from a generator seeded with ``(seed, epoch)`` alone, so an epoch
+    sees the same batches whether or not the run was interrupted (and resumed) before it."""
+    rng = np.random.default_rng([check_seed(seed), check_int("epoch", epoch, low=0)])
+    return rng.permutation(check_int("n", n, low=0))
+
+
+def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int = 0,
+                     epochs: int = 1, initial_epoch: int = 0) -> Any:
+    """A ``tf.data`` pipeline of the batches of epochs ``initial_epoch`` to ``epochs - 1``
+    over ``(x, y)``, one epoch after the other: epoch ``e`` visits the examples in the
+    order :func:`epoch_order` ``(len(x), seed, e)``, in ``ceil(len(x) / batch_size)``
+    batches (the last one smaller). Fit it with that ``steps_per_epoch`` and
+    ``initial_epoch``: an epoch's batches then depend only on the seed and the epoch, so a
+    resumed run trains on the batches of an uninterrupted one. Each batch is gathered from
+    the arrays by index (no shuffle buffer).
 
     On a CPU it runs without tf.data's autotuning and on one private thread: on 2 cores the
     default pipeline competes with the training step and made PGD-10 epochs 1.5x slower
@@ -549,8 +594,27 @@ def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int
     """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
-        len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    epochs = check_int("epochs", epochs, low=1)
+    initial_epoch = check_int("initial_epoch", initial_epoch, low=0, high=epochs)
+    n = len(x)
+    if n == 0 or len(y) != n:
+        raise ValidationError(f"expected x and y to hold the same number (> 0) of examples, "
+                              f"got {n} and {len(y)}")
+    index = np.int32 if n < 2**31 else np.int64
+    runs = epochs - initial_epoch
+    order = np.concatenate([np.empty(0, index), *(
+        epoch_order(n, seed, e).astype(index) for e in range(initial_epoch, epochs))])
+    offsets = np.arange(0, n, batch_size, dtype=np.int64)
+    starts = (np.arange(runs, dtype=np.int64)[:, None] * n + offsets).reshape(-1)
+    sizes = np.tile(np.minimum(batch_size, n - offsets), runs)
+    xs, ys, rows = tf.constant(x), tf.constant(y), tf.constant(order)
+
+    def gather(begin: Any, size: Any) -> tuple[Any, Any]:
+        take = rows[begin:begin + size]
+        return tf.gather(xs, take), tf.gather(ys, take)
+
+    ds = tf.data.Dataset.from_tensor_slices((starts, sizes)).map(gather)
     if device_info()["type"] == "GPU":
         return ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
@@ -559,14 +623,58 @@ def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int
     return ds.with_options(options)
 
 
-class Checkpoint(keras.callbacks.Callback):
-    """Saves the trainer's whole state (weights, optimizer, ε, random generator) after every
-    epoch into ``directory``, atomically: the weights file and then a small JSON record of
-    the completed epoch, each written to a temporary file and renamed, so a crash at any
-    moment leaves the previous complete checkpoint. :meth:`restore` loads it."""
+def _data_fingerprint(x: np.ndarray, y: np.ndarray) -> dict[str, str]:
+    """SHA-256 of the training arrays' bytes, shapes and dtypes (a checkpoint setting: the
+    same number of different images must not resume silently)."""
+    digest = hashlib.sha256()
+    shapes = []
+    for name, array in (("x", x), ("y", y)):
+        array = np.ascontiguousarray(array)
+        shapes.append(f"{name} {array.dtype} {tuple(array.shape)}")
+        digest.update(f"{shapes[-1]};".encode())
+        digest.update(array.reshape(-1).view(np.uint8).data)
+    return {"data_sha256": digest.hexdigest(), "data_shapes": ", ".join(shapes)}
 
-    WEIGHTS = "checkpoint.weights.h5"
+
+def _model_fingerprint(model: Any) -> str:
+    """The architecture as far as the weights tell it: parameter count and a digest of the
+    weight arrays' shapes and dtypes (layer names are left out: Keras numbers unnamed layers
+    per process, so they differ between runs of the same code)."""
+    shapes = [(tuple(int(d) for d in w.shape), str(w.dtype)) for w in model.weights]
+    digest = hashlib.sha256(repr(shapes).encode()).hexdigest()[:12]
+    count = sum(math.prod(shape) for shape, _ in shapes)
+    return f"{count} parameters in {len(shapes)} arrays (shapes {digest})"
+
+
+def _seed_states(trainer: Any) -> list[Any]:
+    """The state variables of the trainer's random generators, in a fixed order: those of
+    its own ``SeedGenerator`` (the random starts) and of its layers' (dropout). Keras'
+    weights files leave them out (they hold the weights and the optimizer)."""
+    saved = {id(v) for v in trainer.weights}
+    return [v for v in trainer.variables if id(v) not in saved]
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Saves the trainer's whole state after every epoch into ``directory``: the weights,
+    optimizer and ε (a Keras ``epoch-<n>.weights.h5`` file) and a small JSON record of the
+    completed epochs, the settings and the states of the random generators (the random
+    starts', the dropout layers'), each written to a temporary file and renamed, the weights
+    first, so a crash at any moment leaves the previous complete checkpoint.
+    :meth:`restore` loads it into a new trainer, which then continues exactly as the saved
+    one would have.
+
+    Assumes one run uses a checkpoint directory at a time: a starting run deletes the
+    temporary files that an interrupted write left there (those named as
+    :func:`~robustlab._io.atomic_path` names the checkpoint's files), and would delete
+    those of another run writing there too.
+
+    Only :meth:`_write`, :meth:`_read_record` and :meth:`_load_weights` touch the files.
+    """
+
     RECORD = "checkpoint.json"
+    # the temporary files atomic_path makes for the record and the weights files
+    _TEMPORARY = re.compile(r"\.(?:checkpoint\.json|epoch-\d+\.weights\.h5)\..+\.tmp(?:\..+)?")
+    _WEIGHTS = re.compile(r"epoch-\d+\.weights\.h5")
 
     def __init__(self, directory: str | os.PathLike[str], config: dict[str, Any]) -> None:
         super().__init__()
@@ -574,42 +682,150 @@ class Checkpoint(keras.callbacks.Callback):
         self.config = config
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        weights = self.directory / f"epoch-{epoch + 1}.weights.h5"
-        with atomic_path(weights, suffix=".weights.h5") as tmp:
-            self.model.save_weights(tmp)
-        write_json(self.directory / self.RECORD, {"completed_epochs": epoch + 1,
-                                                  "weights": weights.name,
-                                                  "config": self.config})
+        self.save(self.model, epoch + 1)
+
+    def save(self, trainer: Any, completed_epochs: int) -> None:
+        """Write ``trainer``'s state after ``completed_epochs`` epochs (then delete the
+        previous weights file)."""
+        weights = f"epoch-{completed_epochs}.weights.h5"
+        self._write(trainer, weights, {
+            "completed_epochs": completed_epochs, "weights": weights, "config": self.config,
+            "random_state": [np.asarray(v).tolist() for v in _seed_states(trainer)]})
         for old in self.directory.glob("epoch-*.weights.h5"):
-            if old != weights:
+            if old.name != weights:
                 old.unlink(missing_ok=True)
 
     @classmethod
     def restore(cls, directory: str | os.PathLike[str] | None, trainer: Any,
-                config: dict[str, Any]) -> int:
+                config: dict[str, Any], *, epochs: int | None = None) -> int:
         """Load the checkpoint in ``directory`` into ``trainer``; returns the number of
-        completed epochs (0 when there is none). A checkpoint made with another config is
-        refused rather than silently mixed."""
-        import json
+        completed epochs (0 when there is none). First deletes the temporary files a crash
+        during a write left in ``directory`` (see the class doc).
 
+        Raises:
+            CheckpointError: the checkpoint was made with other settings (``config``; the
+                message names those that differ), it has completed more than ``epochs``, or
+                its files are damaged, missing or made for another architecture. The message
+                names the file and says to delete the directory to start afresh.
+        """
         if directory is None:
             return 0
-        record_path = Path(directory) / cls.RECORD
-        if not record_path.exists():
+        return cls(directory, config)._restore(trainer, epochs)
+
+    def _restore(self, trainer: Any, epochs: int | None) -> int:
+        _remove_temporary_files(self.directory)
+        record = self._read_record()
+        if record is None:
             return 0
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        if record.get("config") != config:
-            raise ValidationError(f"expected the checkpoint in {directory} to come from the "
-                                  f"same training settings, got {record.get('config')} (now "
-                                  f"{config}); delete the directory to start afresh")
+        where = self.directory / self.RECORD
+        afresh = f"delete the directory {str(self.directory)!r} to start afresh"
+        completed, name = record.get("completed_epochs"), record.get("weights")
+        if not isinstance(completed, int) or completed < 1 or not isinstance(name, str) \
+                or not self._WEIGHTS.fullmatch(name):
+            raise CheckpointError(f"checkpoint record {str(where)!r} is malformed (expected "
+                                  f"completed_epochs >= 1 and an epoch-<n>.weights.h5 file "
+                                  f"name); {afresh}")
+        differences = _differences(record.get("config"), self.config)
+        if differences:
+            raise CheckpointError(
+                f"expected the checkpoint in {str(self.directory)!r} to come from the same "
+                f"training settings, but {len(differences)} differ: "
+                f"{'; '.join(differences)}. Run with the checkpoint's settings to resume, or "
+                f"{afresh}")
+        if epochs is not None and completed > epochs:
+            raise CheckpointError(f"expected epochs >= {completed}: the checkpoint in "
+                                  f"{str(self.directory)!r} has completed {completed} epochs, "
+                                  f"got epochs={epochs}; ask for at least {completed}, or "
+                                  f"{afresh}")
+        weights = self.directory / name
+        if not weights.is_file():
+            raise CheckpointError(f"checkpoint weights file {str(weights)!r} (named by "
+                                  f"{str(where)!r}) is missing; {afresh}")
+        states, saved = _seed_states(trainer), record.get("random_state")
+        if not isinstance(saved, list) or len(saved) != len(states):
+            raise CheckpointError(f"checkpoint record {str(where)!r} holds "
+                                  f"{len(saved) if isinstance(saved, list) else 'no'} random "
+                                  f"generator states, the model has {len(states)} (another "
+                                  f"architecture?); {afresh}")
         trainer.optimizer.build(trainer.model.trainable_variables)
-        trainer.load_weights(Path(directory) / record["weights"])
-        return int(record["completed_epochs"])
+        try:
+            self._load_weights(trainer, weights)
+            for variable, value in zip(states, saved, strict=True):
+                variable.assign(np.asarray(value, dtype=variable.dtype).reshape(variable.shape))
+        except Exception as exc:  # noqa: BLE001 - h5py, Keras and NumPy raise many types
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise CheckpointError(f"could not load checkpoint weights file {str(weights)!r} "
+                                  f"({type(exc).__name__}: {reason[:300]}): it is damaged "
+                                  f"(truncated?) or was made for another architecture; "
+                                  f"{afresh}") from exc
+        return completed
+
+    # -- the only methods that read or write the checkpoint's files -------------------------
+
+    def _write(self, trainer: Any, weights: str, record: dict[str, Any]) -> None:
+        """Write the weights file ``weights`` and then the record, each atomically."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.directory / weights, suffix=".weights.h5") as tmp:
+            trainer.save_weights(tmp)
+        write_json(self.directory / self.RECORD, record)
+
+    def _read_record(self) -> dict[str, Any] | None:
+        """The JSON record (None when there is none)."""
+        path = self.directory / self.RECORD
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise CheckpointError(f"checkpoint record {str(path)!r} is unreadable ({exc}): it "
+                                  f"is damaged (truncated?); delete the directory "
+                                  f"{str(self.directory)!r} to start afresh") from None
+        if not isinstance(record, dict):
+            raise CheckpointError(f"checkpoint record {str(path)!r} is not a JSON object; "
+                                  f"delete the directory {str(self.directory)!r} to start "
+                                  f"afresh")
+        return record
+
+    def _load_weights(self, trainer: Any, path: Path) -> None:
+        trainer.load_weights(path)
+
+
+_ABSENT = object()
+
+
+def _differences(old: Any, new: dict[str, Any]) -> list[str]:
+    """``"epsilon: 0.1 in the checkpoint, 0.2 now"`` for each setting that differs."""
+    old = old if isinstance(old, dict) else {}
+
+    def show(value: Any) -> str:
+        return "absent" if value is _ABSENT else repr(value)
+
+    out = []
+    for key in sorted(set(old) | set(new)):
+        before, now = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        if before != now:
+            out.append(f"{key}: {show(before)} in the checkpoint, {show(now)} now")
+    return out
+
+
+def _remove_temporary_files(directory: Path) -> list[Path]:
+    """Delete the temporary files an interrupted checkpoint write left in ``directory``
+    (only those named as the checkpoint's own; see :class:`Checkpoint`) and return them."""
+    if not directory.is_dir():
+        return []
+    stale = [p for p in directory.iterdir()
+             if Checkpoint._TEMPORARY.fullmatch(p.name) and p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temporary file(s) an interrupted checkpoint write left in %s",
+                 len(stale), directory)
+    return stale
 
 
 def _remove_checkpoint(directory: Path) -> None:
     """Delete a finished run's checkpoint files (and the directory if that empties it)."""
+    _remove_temporary_files(directory)
     for path in [directory / Checkpoint.RECORD, *directory.glob("epoch-*.weights.h5")]:
         path.unlink(missing_ok=True)
     try:

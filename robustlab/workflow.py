@@ -15,16 +15,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from robustlab._validate import (
+    check_int,
+    check_optional_int,
+    check_seed,
+    parse_enum,
+    parse_epsilons,
+)
 from robustlab.attacks import AttackSpec, parse_attacks
 from robustlab.checks import check_logits
-from robustlab.data import Dataset, load
-from robustlab.errors import InputTypeError, ValidationError
+from robustlab.data import DATASETS, Dataset, load
+from robustlab.errors import InputTypeError, ModelNotFoundError, ValidationError
 from robustlab.evaluate import evaluate
 from robustlab.inference import num_outputs
 from robustlab.models import build_model, load_model, save_model
 from robustlab.report import write_report
 from robustlab.results import EvaluationResult
 from robustlab.training import TrainingResult, train, train_adversarial
+from robustlab.types import Backend, parse_norm
 
 __all__ = ["load_or_train", "ReportConfig"]
 
@@ -86,6 +94,13 @@ class ReportConfig:
     :meth:`from_namespace`; every step then reads it, and the evaluation records
     :meth:`parameters`, so a new parameter cannot drift out of the report.
 
+    Every parameter is parsed and checked when the config is built, before any data is
+    loaded or model trained: a typo in ``attacks`` or ``epsilons`` fails at once, with an
+    error that names the parameter. The numbers, flags and names are stored parsed
+    (``"5"`` -> ``5``); ``attacks`` and ``epsilons`` keep the form they were given in (the
+    report records ``"8/255"`` as written) and :meth:`specs` / :meth:`epsilon_values` give
+    them parsed.
+
     A test checks that the notebook's parameters cell and these fields are the same names.
     """
 
@@ -111,6 +126,39 @@ class ReportConfig:
     # where the run's files go: not a parameter of the result
     _NOT_RECORDED = ("output_dir",)
 
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        put("dataset", _check_dataset(self.dataset))
+        put("split", check_optional_int("split", self.split, low=1))
+        put("n_train", check_optional_int("n_train", self.n_train, low=1))
+        put("n_test", check_optional_int("n_test", self.n_test, low=1))
+        put("model_path", _check_text("model_path", self.model_path))
+        if self.model_path and not Path(self.model_path).exists():
+            raise ModelNotFoundError(f"expected model_path to name a .keras file (or to be "
+                                     f"'' to train one), got {self.model_path!r}, which does "
+                                     f"not exist")
+        put("model_sha256", _check_text("model_sha256", self.model_sha256).strip().lower())
+        if self.model_sha256 and (len(self.model_sha256) != 64 or any(
+                c not in "0123456789abcdef" for c in self.model_sha256)):
+            raise ValidationError(f"expected model_sha256 to be 64 hex digits (or ''), got "
+                                  f"{self.model_sha256!r}")
+        put("epochs", check_optional_int("epochs", self.epochs, low=1))
+        put("norm", parse_norm(self.norm).value)
+        put("pgd_steps", check_int("pgd_steps", self.pgd_steps, low=1))
+        put("pgd_restarts", check_int("pgd_restarts", self.pgd_restarts, low=1))
+        put("backend", parse_enum("backend", self.backend, Backend).value)
+        put("cascade", _check_flag("cascade", self.cascade))
+        put("checks", _check_flag("checks", self.checks))
+        put("n_check", check_int("n_check", self.n_check, low=1))
+        put("seed", check_seed(self.seed))
+        put("output_dir", _check_text("output_dir", self.output_dir))
+        if not self.output_dir.strip():
+            raise ValidationError("expected output_dir to name a folder, got ''")
+        self.epsilon_values()
+        self.specs()
+
     @classmethod
     def from_namespace(cls, namespace: Mapping[str, Any]) -> ReportConfig:
         """The config from a mapping that holds every field (e.g. a notebook's
@@ -128,8 +176,15 @@ class ReportConfig:
 
     def specs(self) -> tuple[AttackSpec, ...]:
         """The attacks, with the PGD settings as defaults for the attacks that share them."""
-        return parse_attacks(self.attacks, steps=self.pgd_steps, restarts=self.pgd_restarts,
-                             backend=self.backend)
+        try:
+            return parse_attacks(self.attacks, steps=self.pgd_steps,
+                                 restarts=self.pgd_restarts, backend=self.backend)
+        except (ValidationError, InputTypeError) as exc:  # say which parameter
+            raise type(exc)(f"parameter attacks={self.attacks!r}: {exc}") from None
+
+    def epsilon_values(self) -> tuple[float, ...]:
+        """The budgets of ``epsilons``, parsed (sorted, without repeats)."""
+        return parse_epsilons(self.epsilons, name="epsilons")
 
     def load_data(self) -> Dataset:
         return load(self.dataset, n_train=self.n_train, n_test=self.n_test, seed=self.seed,
@@ -144,7 +199,7 @@ class ReportConfig:
         return model
 
     def evaluate(self, model: Any, data: Dataset) -> EvaluationResult:
-        return evaluate(model, data, self.specs(), self.epsilons, norm=self.norm,
+        return evaluate(model, data, self.specs(), self.epsilon_values(), norm=self.norm,
                         seed=self.seed, cascade=self.cascade, checks=self.checks,
                         n_check=self.n_check, parameters=self.parameters())
 
@@ -155,3 +210,38 @@ class ReportConfig:
         result = self.evaluate(self.load_model(data), data)
         write_report(result, self.output_dir)
         return result
+
+
+def _check_dataset(value: Any) -> str:
+    """A dataset name :func:`~robustlab.data.load` knows (checked without loading it)."""
+    name = _check_text("dataset", value).strip()
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix.lower() in ("idx", "npz"):
+        if rest.strip():
+            return name
+    elif name.lower().replace("-", "_") in DATASETS:
+        return name
+    choices = ", ".join([*DATASETS, "idx:<dir>", "npz:<path>"])
+    raise ValidationError(f"expected dataset to be one of {choices}, got {value!r}")
+
+
+def _check_text(name: str, value: Any) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise InputTypeError(f"expected {name} to be a string, got {type(value).__name__} "
+                             f"{value!r}")
+    return value
+
+
+_FLAGS = {"true": True, "1": True, "yes": True, "on": True,
+          "false": False, "0": False, "no": False, "off": False}
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    """A bool, or its spelling as text (``"false"``: a string would otherwise be truthy)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _FLAGS:
+        return _FLAGS[value.strip().lower()]
+    raise ValidationError(f"expected {name} to be True or False, got {value!r}")

@@ -1,10 +1,19 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("ROBUSTLAB_PROGRESS", "0")
+# The audit trail (robustlab.audit) goes to a temporary file for the whole session, never into
+# the home directory or a log named in the environment; subprocesses inherit it. Tests that
+# read a log point ROBUSTLAB_AUDIT_LOG at their own (monkeypatch.setenv).
+_AUDIT_DIR = tempfile.mkdtemp(prefix="robustlab-test-audit-")
+atexit.register(shutil.rmtree, _AUDIT_DIR, True)
+os.environ["ROBUSTLAB_AUDIT_LOG"] = os.path.join(_AUDIT_DIR, "audit.jsonl")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

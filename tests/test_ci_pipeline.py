@@ -26,7 +26,9 @@ def test_workflow_installs_runs_gates_and_keeps_the_report():
     steps = _steps()
     assert list(steps) == ["Install", "Robustness report", "Gate", "Keep the report"]
     assert steps["Keep the report"]["if"] == "always()"
-    assert steps["Keep the report"]["with"]["path"] == "out/robustness/"
+    # the folder, and the executed notebook a failed run keeps beside it
+    assert steps["Keep the report"]["with"]["path"].split() == [
+        "out/robustness/", "out/robustness.failed.ipynb"]
     assert (ROOT / "ci" / "policy.yaml").exists()
 
 
@@ -62,3 +64,16 @@ def test_pipeline_commands_bless_and_refuse(tmp_path):
                               str(strict)], cwd=ROOT, env=env, capture_output=True, text=True)
     assert refused.returncode == 1 and "REFUSED" in refused.stderr
     assert '"blessed": false' in (out / "blessing.json").read_text()
+    again = subprocess.run(["robustlab", "verify", str(out)], cwd=ROOT, env=env,
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr  # the gate re-recorded only its own verdict
+    # an edited report is refused, not blessed and resealed
+    report_json = out / "report.json"
+    report_json.write_text(report_json.read_text().replace('"clean_accuracy": ',
+                                                           '"clean_accuracy": 1.0, "x": ', 1))
+    tampered = run("Gate")
+    assert tampered.returncode == 1 and "changed: report.json" in tampered.stderr
+    assert '"blessed": false' in (out / "blessing.json").read_text()
+    verified = subprocess.run(["robustlab", "verify", str(out)], cwd=ROOT, env=env,
+                              capture_output=True, text=True)
+    assert verified.returncode == 1 and "changed: report.json" in verified.stderr

@@ -99,3 +99,127 @@ def test_cli_exit_codes_and_blessing_file(tmp_path, capsys):
     assert json.loads(out.read_text())["blessed"] is False
     assert "REFUSED: clean accuracy 98.00% vs minimum 99.00%" in capsys.readouterr().err
     assert main(["gate", str(tmp_path / "missing.json"), "--policy", str(out)]) == 2
+
+
+# ------------------------------------------------- policies that would loosen the gate silently
+
+
+@pytest.mark.parametrize("text", ["", "# thresholds to come\n", "allow_warnings: true\n",
+                                  "min_robust_accuracy: {}\n"])
+def test_a_policy_without_a_threshold_is_refused(tmp_path, text):
+    """An empty policy used to bless every report."""
+    with pytest.raises(ValidationError, match="at least one threshold"):
+        gate(_report(tmp_path), _policy(tmp_path, text))
+
+
+def test_a_policy_object_without_a_threshold_is_refused():
+    with pytest.raises(ValidationError, match="at least one threshold"):
+        Policy(allow_warnings=False)
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("min_clean_accuracy: 0.99\nmin_robust_accuracy:\n  0.1: 0.5\nmin_clean_accuracy: 0.1\n",
+     r"duplicate key 'min_clean_accuracy' on line 4 \(first on line 1\)"),
+    ("min_robust_accuracy:\n  0.1: 0.5\n  0.05: 0.6\n  0.1: 0.0\n",
+     r"duplicate key 0.1 on line 4 \(first on line 2\)"),
+    ('min_robust_accuracy:\n  0.1: 0.5\n  "1/10": 0.0\n', r"each ε once.*'1/10'.*ε 0.1"),
+])
+def test_a_setting_given_twice_is_refused(tmp_path, text, match):
+    """YAML lets the later duplicate win, and the later one may be the looser."""
+    with pytest.raises(ValidationError, match=match):
+        gate(_report(tmp_path), _policy(tmp_path, text))
+
+
+@pytest.mark.parametrize("broken", ["policy", "report", "empty policy"])
+def test_a_gate_run_that_fails_leaves_no_earlier_verdict(tmp_path, capsys, broken):
+    report = _report(tmp_path)
+    assert main(["gate", str(report), "--policy", str(_policy(tmp_path, POLICY))]) == 0
+    assert json.loads((tmp_path / "blessing.json").read_text())["blessed"] is True
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("min_clean_accuracy: [\n" if broken == "policy" else "")
+    if broken == "report":
+        report.write_text("{not json")
+        bad = _policy(tmp_path, POLICY)
+    assert main(["gate", str(report), "--policy", str(bad)]) == 2
+    assert not (tmp_path / "blessing.json").exists()
+
+
+# ------------------------------------------------- a report in a sealed folder
+
+
+FAKE_DEVICE = {"type": "CPU", "name": "test", "count": 1}
+
+
+def _sealed(tmp_path, accs=(0.98, 0.80, 0.40)):
+    """A folder as `robustlab run` leaves it: report.json, report.html, manifest.json."""
+    from robustlab.manifest import update_manifest
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    _report(folder, accs=accs)
+    (folder / "report.html").write_text("<p>the report</p>")
+    update_manifest(folder, device=FAKE_DEVICE)
+    return folder
+
+
+def _files(folder):
+    return json.loads((folder / "manifest.json").read_text())["files"]
+
+
+def test_gate_refuses_a_tampered_report_and_does_not_reseal_it(tmp_path, capsys):
+    """Hand-edited numbers used to be blessed, and the folder resealed over them."""
+    from robustlab.manifest import verify
+
+    folder = _sealed(tmp_path, accs=(0.98, 0.70, 0.30))  # the policy refuses these numbers
+    sealed = _files(folder)
+    data = json.loads((folder / "report.json").read_text())
+    for point, better in zip(data["worst_case"]["points"], (0.98, 0.90, 0.60), strict=True):
+        point["accuracy"] = better
+    (folder / "report.json").write_text(json.dumps(data))
+    assert main(["gate", str(folder / "report.json"), "--policy",
+                 str(_policy(tmp_path, POLICY))]) == 1
+    err = capsys.readouterr().err
+    assert "does not verify against its manifest.json" in err and "changed: report.json" in err
+    verdict = json.loads((folder / "blessing.json").read_text())
+    assert verdict["blessed"] is False and not verdict["passed"]  # numbers not judged
+    found = verify(folder)
+    assert found.changed == ("report.json",) and not found.ok  # still caught afterwards
+    files = _files(folder)
+    assert files.pop("blessing.json")["size"] == (folder / "blessing.json").stat().st_size
+    assert files == sealed  # nothing else re-recorded
+
+
+def test_gate_names_missing_and_added_files(tmp_path, capsys):
+    folder = _sealed(tmp_path)
+    (folder / "report.html").unlink()
+    (folder / "notes.txt").write_text("added later")
+    assert main(["gate", str(folder / "report.json"), "--policy",
+                 str(_policy(tmp_path, POLICY))]) == 1
+    err = capsys.readouterr().err
+    assert "missing: report.html" in err and "not in the manifest: notes.txt" in err
+
+
+def test_gate_records_only_its_own_verdict(tmp_path, capsys):
+    from robustlab._io import sha256_file
+    from robustlab.manifest import verify
+
+    folder = _sealed(tmp_path)
+    before = json.loads((folder / "manifest.json").read_text())
+    assert main(["gate", str(folder / "report.json"), "--policy",
+                 str(_policy(tmp_path, POLICY))]) == 0
+    after = json.loads((folder / "manifest.json").read_text())
+    entry = after["files"].pop("blessing.json")
+    assert entry["sha256"] == sha256_file(folder / "blessing.json")
+    assert after["files"] == before["files"] and verify(folder).ok
+    blessed = json.loads((folder / "blessing.json").read_text())
+    # a later edit of anything the gate did not write is still caught, gate or no gate
+    (folder / "report.html").write_text("<p>edited</p>")
+    assert verify(folder).changed == ("report.html",)
+    assert main(["gate", str(folder / "report.json"), "--policy",
+                 str(_policy(tmp_path, POLICY))]) == 1
+    assert verify(folder).changed == ("report.html",)
+    assert not json.loads((folder / "blessing.json").read_text())["blessed"]
+    # the verdict says which run's folder it verified
+    assert blessed["blessed"] is True and blessed["run_id"] == before["run_id"]
+    assert any(line.startswith("report folder") and "verifies" in line
+               for line in blessed["passed"])

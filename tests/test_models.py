@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from robustlab.checks import check_logits
-from robustlab.errors import RobustlabWarning, UnsafeModelError, ValidationError
+from robustlab.errors import (
+    ModelNotFoundError,
+    RobustlabError,
+    RobustlabWarning,
+    UnsafeModelError,
+    ValidationError,
+)
 from robustlab.models import build_model, load_model, save_model
 from robustlab.training import default_epochs
 from robustlab.workflow import load_or_train
@@ -61,8 +67,17 @@ def test_refuses_hostile_and_broken_files(tmp_path):
     (tmp_path / "saved_model").mkdir()
     with pytest.raises(UnsafeModelError, match="SavedModel"):
         load_model(tmp_path / "saved_model")
-    with pytest.raises(UnsafeModelError, match="does not exist"):
+
+
+def test_missing_model_file_is_not_found_not_unsafe(tmp_path, digits):
+    """A deliberate contract change: a missing file used to be an UnsafeModelError."""
+    with pytest.raises(ModelNotFoundError, match=r"'.*missing\.keras' does not exist") as caught:
         load_model(tmp_path / "missing.keras")
+    assert isinstance(caught.value, FileNotFoundError)
+    assert isinstance(caught.value, RobustlabError)
+    assert not isinstance(caught.value, UnsafeModelError)
+    with pytest.raises(ModelNotFoundError, match=r"gone\.keras"):
+        load_or_train(tmp_path / "gone.keras", digits)
 
 
 def test_truncated_archive_is_refused(tiny_model, tmp_path):

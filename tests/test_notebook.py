@@ -14,9 +14,9 @@ from robustlab.runner import run_notebook
 NOTEBOOK = ROOT / "notebooks" / "robustness_report.ipynb"
 
 
-def cli(*args):
+def cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "robustlab.cli", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=600)
+                          text=True, cwd=ROOT, timeout=600, env=env)
 
 
 def test_notebook_is_clean_and_parameterized():
@@ -58,13 +58,24 @@ def test_make_demo_report_matches_the_golden_file(tmp_path):
 
 @pytest.mark.slow
 def test_failing_cell_keeps_notebook_and_previous_outputs(tmp_path):
-    (tmp_path / "report.html").write_text("previous good report")
-    proc = cli("run", str(NOTEBOOK), "--out", str(tmp_path), "-p", "dataset", "npz:/nope.npz")
+    import os
+
+    from robustlab.manifest import update_manifest, verify
+
+    out = tmp_path / "out"  # an earlier good run's folder
+    out.mkdir()
+    (out / "report.html").write_text("previous good report")
+    update_manifest(out, device={"type": "CPU", "name": "test", "count": 1})
+    (tmp_path / "tmp").mkdir()  # where the failed run keeps its kernel log
+    proc = cli("run", str(NOTEBOOK), "--out", str(out), "-p", "dataset", "npz:/nope.npz",
+               env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
     assert proc.returncode == 1
     assert "cell 3 (execution count 3, starting 'import robustlab as rl')" in proc.stderr
     assert "DatasetUnavailableError" in proc.stderr and "nope.npz" in proc.stderr
-    assert (tmp_path / "robustness_report.failed.ipynb").is_file()
-    assert (tmp_path / "report.html").read_text() == "previous good report"
+    # kept beside the folder, never inside it (it would not be part of the sealed run)
+    assert (tmp_path / "out.failed.ipynb").is_file() and "out.failed.ipynb" in proc.stderr
+    assert (out / "report.html").read_text() == "previous good report"
+    assert verify(out).ok
 
 
 def test_parameters_are_checked_before_the_kernel_starts(tmp_path):
@@ -186,7 +197,7 @@ def test_failing_run_names_the_cell_without_startup_lines(tmp_path, capfd, monke
     # cell 3: papermill inserts the injected-parameters cell after the tagged one
     assert "cell 3 (execution count" in err and "starting 'if fail:'" in err
     assert "RuntimeError: asked to fail" in err and not noise_in(err)
-    assert (tmp_path / "out" / "tf.failed.ipynb").is_file()
+    assert (tmp_path / "out.failed.ipynb").is_file()  # beside the output folder
     logs = list(tmp_path.glob("robustlab-kernel-tf-*.log"))
     assert len(logs) == 1 and str(logs[0]) in err  # kept, named, outside the output directory
     assert noise_in(logs[0].read_text())  # where the start-up lines went

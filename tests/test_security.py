@@ -201,8 +201,12 @@ def test_evaluate_refuses_or_returns_consistent_numbers(tiny_model, digits, epsi
 
 
 @pytest.mark.slow
-def test_dead_kernel_is_a_clear_failure_and_keeps_earlier_outputs(tmp_path):
+def test_dead_kernel_is_a_clear_failure_and_keeps_earlier_outputs(tmp_path, monkeypatch):
+    import tempfile
+
     import nbformat
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the kept kernel log goes here
 
     from robustlab.errors import NotebookExecutionError
     from robustlab.runner import run_notebook
@@ -215,11 +219,14 @@ def test_dead_kernel_is_a_clear_failure_and_keeps_earlier_outputs(tmp_path):
                                  "language": "python"}
     path = tmp_path / "dies.ipynb"
     nbformat.write(nb, path)
-    out = tmp_path / "out"
+    from robustlab.manifest import update_manifest
+
+    out = tmp_path / "out"  # an earlier run's folder
     out.mkdir()
     (out / "report.json").write_text('{"good": true}')
+    update_manifest(out, device={"type": "CPU", "name": "test", "count": 1})
     with pytest.raises(NotebookExecutionError, match="dies.ipynb failed: DeadKernelError"):
         run_notebook(path, out, {"code": 4})
-    assert (out / "report.json").read_text() == '{"good": true}'
-    assert (out / "dies.failed.ipynb").is_file()
-    assert not [p for p in out.iterdir() if p.name.startswith(".staging")]
+    assert (out / "report.json").read_text() == '{"good": true}' and verify(out).ok
+    assert (tmp_path / "out.failed.ipynb").is_file()  # beside the folder, not in it
+    assert not [p for p in tmp_path.iterdir() if ".staging" in p.name]

@@ -16,8 +16,8 @@ from typing import Any
 
 from markupsafe import Markup
 
+from robustlab import crypto
 from robustlab._display import register_html
-from robustlab._io import write_json, write_text
 from robustlab.errors import InputTypeError, ValidationError
 from robustlab.manifest import update_manifest
 from robustlab.report.plots import (
@@ -134,17 +134,20 @@ def render_summary_html(result: Any) -> str:
     return _environment().get_template("summary.html.j2").render(**_context(result))
 
 
-def write_report(result: Any, out_dir: str | Path) -> dict[str, Path]:
+def write_report(result: Any, out_dir: str | Path, *,
+                 key: crypto.Key | None = None) -> dict[str, Path]:
     """Write ``report.json`` and ``report.html`` into the directory ``out_dir`` (created if
     missing; atomically) and update its ``manifest.json`` (see :mod:`robustlab.manifest`).
     A file, or a file name such as ``"out/report.html"``, is refused with a
-    :class:`~robustlab.errors.ValidationError`.
+    :class:`~robustlab.errors.ValidationError`. With a key (``key``, or the configured one:
+    :mod:`robustlab.crypto`) both files are encrypted; ``manifest.json`` stays plaintext.
 
     Returns ``{"json": path, "html": path, "manifest": path}``.
     """
     out = _output_dir(out_dir, ("report.html", "report.json"))
-    paths = {"json": write_json(out / "report.json", result.to_dict()),
-             "html": write_text(out / "report.html", render_html(result))}
+    provider = crypto.resolve_key(key)
+    paths = {"json": crypto.write_json(out / "report.json", result.to_dict(), provider),
+             "html": crypto.write_text(out / "report.html", render_html(result), provider)}
     paths["manifest"] = update_manifest(out, parameters=result.parameters, seed=result.seed)
     return paths
 
@@ -168,19 +171,22 @@ def render_comparison_html(comparison: Any, x: Any = None, y: Any = None) -> str
         gained_uri=_data_uri(gained), **_page())
 
 
-def write_comparison(comparison: Any, out_dir: str | Path, x: Any = None, y: Any = None
-                     ) -> dict[str, Path]:
+def write_comparison(comparison: Any, out_dir: str | Path, x: Any = None, y: Any = None, *,
+                     key: crypto.Key | None = None) -> dict[str, Path]:
     """Write ``comparison.json`` and ``comparison.html`` into the directory ``out_dir``
     (created if missing; atomically) and update its ``manifest.json``. A file, or a file
     name such as ``"out/comparison.html"``, is refused with a
-    :class:`~robustlab.errors.ValidationError`.
+    :class:`~robustlab.errors.ValidationError`. With a key (``key``, or the configured one)
+    both files are encrypted, as in :func:`write_report`.
 
     Returns ``{"json": path, "html": path, "manifest": path}``.
     """
     out = _output_dir(out_dir, ("comparison.html", "comparison.json"))
-    paths = {"json": write_json(out / "comparison.json", comparison.to_dict()),
-             "html": write_text(out / "comparison.html",
-                                render_comparison_html(comparison, x, y))}
+    provider = crypto.resolve_key(key)
+    paths = {"json": crypto.write_json(out / "comparison.json", comparison.to_dict(),
+                                       provider),
+             "html": crypto.write_text(out / "comparison.html",
+                                       render_comparison_html(comparison, x, y), provider)}
     first = comparison.results[0]
     paths["manifest"] = update_manifest(out, parameters=first.parameters, seed=first.seed)
     return paths
