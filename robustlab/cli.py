@@ -13,7 +13,10 @@ fails); ``--verbose`` shows it instead.
 ``robustlab gate REPORT --policy POLICY`` judges a ``report.json`` against a YAML policy
 (:mod:`robustlab.gate`): it removes any earlier verdict, refuses a report whose folder does
 not verify against its manifest, writes ``blessing.json`` (recording only its own digest in
-the manifest) and exits 0 if blessed, 1 if not, 2 for unreadable input.
+the manifest) and exits 0 if blessed, 1 if not, 2 for unreadable input. The verdict records
+the sha256 of the model the report evaluated (``--model``, default ``model.keras`` beside
+the report; without one exit 2 unless ``--no-model``) and is signed with ``--signing-key
+PRIVATE`` (Ed25519, :mod:`robustlab.signing`), else written unsigned, saying so.
 
 ``robustlab verify DIR`` checks every file in ``DIR/manifest.json`` (sha256 and size) and
 names the files that changed, went missing or appeared; exit 0 if all match, 1 if not. A
@@ -69,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     gate.add_argument("--baseline", default=None, help="baseline report.json for max_drop")
     gate.add_argument("--out", default=None,
                       help="where to write the verdict (default: blessing.json beside REPORT)")
+    gate.add_argument("--model", default=None,
+                      help="the model file the report evaluated, whose sha256 the verdict "
+                           "records (default: model.keras beside REPORT)")
+    gate.add_argument("--no-model", action="store_true",
+                      help="bless the report without a model (deployment then cannot check "
+                           "a model against the verdict)")
+    gate.add_argument("--signing-key", default=None, metavar="PRIVATE",
+                      help="sign the verdict with this Ed25519 private key (PEM, mode 0600; "
+                           "robustlab signing-keygen); without it the verdict is unsigned")
     verify = sub.add_parser("verify", help="check an output directory against its "
                             "manifest.json")
     verify.add_argument("directory", help="output directory written by robustlab")
@@ -152,7 +164,8 @@ def _gate(args: argparse.Namespace) -> int:
 
     try:  # an earlier verdict is gone even when this fails: no stale "blessed" survives
         blessing, out = run_gate(args.report, args.policy, args.baseline, args.out,
-                                 on_wait=waiting)
+                                 on_wait=waiting, model=args.model, no_model=args.no_model,
+                                 signing_key=args.signing_key)
     except RobustlabError as exc:
         print(f"robustlab gate: {exc}", file=sys.stderr)
         return 2
@@ -160,6 +173,12 @@ def _gate(args: argparse.Namespace) -> int:
         print(f"robustlab gate: ok: {line}")
     for line in blessing.reasons:
         print(f"robustlab gate: REFUSED: {line}", file=sys.stderr)
+    if blessing.key_id is not None:
+        print(f"robustlab gate: signed with key {blessing.key_id} (model "
+              f"{blessing.model or 'none: --no-model'})")
+    else:
+        print(f"robustlab gate: warning: {out.name} is not signed (no --signing-key): "
+              f"robustlab verify-blessing refuses it", file=sys.stderr)
     print(f"robustlab gate: {'blessed' if blessing.blessed else 'not blessed'}; wrote {out}")
     return 0 if blessing.blessed else 1
 

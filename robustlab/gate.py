@@ -27,6 +27,13 @@ reason) and exits 0 when blessed, 1 when not, 2 when the report or policy cannot
 digest in the manifest (every other entry stays as the run sealed it, so ``robustlab
 verify`` still catches a changed report) and holds the folder's lock, so it never judges a
 folder that a ``robustlab run`` is replacing.
+
+The verdict names the model the report evaluated (``--model PATH``, default ``model.keras``
+beside the report) with its sha256; without one the gate refuses to run unless
+``--no-model``. With ``--signing-key PRIVATE`` (``signing_key=``) the verdict is signed with
+Ed25519 over its canonical form, so deployment can check it (``robustlab verify-blessing``,
+``load_model(..., require_blessing=...)``; see :mod:`robustlab.signing`); without a key it
+is written unsigned and says so (``"signed": false``).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import datetime
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +51,7 @@ from robustlab._io import folder_lock, sha256_file, write_json
 from robustlab._validate import check_float, parse_float
 from robustlab.errors import InputTypeError, ValidationError
 from robustlab.manifest import MANIFEST, is_output_folder, read_manifest, record_file, verify
+from robustlab.signing import key_id, load_private_key, resolve_model, seal
 
 __all__ = ["Policy", "Blessing", "gate", "run_gate", "load_report"]
 
@@ -167,7 +175,9 @@ class Policy:
 class Blessing:
     """The gate's verdict. ``reasons`` say why it was refused (empty when blessed);
     ``passed`` what was verified; ``report_sha256`` and ``run_id`` say which report of
-    which run it judged."""
+    which run it judged; ``model`` and ``model_sha256`` which model file the report
+    evaluated (None: blessed without a model); ``key_id`` which key signed the written
+    verdict (None: unsigned)."""
 
     blessed: bool
     reasons: tuple[str, ...]
@@ -178,6 +188,10 @@ class Blessing:
     policy: dict[str, Any]
     time: str
     run_id: str | None = None  # the sealed run whose folder was verified, if any
+    baseline_sha256: str | None = None
+    model: str | None = None
+    model_sha256: str | None = None
+    key_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -254,7 +268,8 @@ def gate(report: str | Path, policy: Policy | str | Path,
         report=str(report), report_sha256=digest,
         baseline=None if base_path is None else str(base_path), policy=asdict(policy),
         time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        run_id=run_id)
+        run_id=run_id, baseline_sha256=None if base_path is None or not Path(
+            base_path).is_file() else sha256_file(base_path))
 
 
 def _judge(data: dict[str, Any], policy: Policy, base_path: str | Path | None,
@@ -317,9 +332,11 @@ def _judge(data: dict[str, Any], policy: Policy, base_path: str | Path | None,
                   f"{100 * drop:.2f} pt, maximum {100 * policy.max_drop:.2f} pt)")
 
 
-def write_blessing(blessing: Blessing, path: str | Path) -> Path:
-    """Write the verdict as JSON (atomically)."""
-    return write_json(path, blessing.to_dict())
+def write_blessing(blessing: Blessing, path: str | Path, signing_key: Any | None = None
+                   ) -> Path:
+    """Write the verdict as JSON (atomically), signed with ``signing_key`` (an Ed25519
+    private key or its PEM file) or marked unsigned (:func:`robustlab.signing.seal`)."""
+    return write_json(path, seal(blessing.to_dict(), signing_key))
 
 
 def _forget_verdict(out: Path) -> None:
@@ -332,8 +349,9 @@ def _forget_verdict(out: Path) -> None:
 def run_gate(report: str | Path, policy: Policy | str | Path,
              baseline: str | Path | None = None, out: str | Path | None = None, *,
              on_wait: Callable[[str], None] | None = None,
-             prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-             ) -> tuple[Blessing, Path]:
+             prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+             model: str | Path | None = None, no_model: bool = False,
+             signing_key: str | Path | None = None) -> tuple[Blessing, Path]:
     """What ``robustlab gate`` does: judge ``report`` with :func:`gate` and write the verdict
     to ``out`` (default ``blessing.json`` beside the report). Returns ``(blessing, path)``.
 
@@ -342,8 +360,14 @@ def run_gate(report: str | Path, policy: Policy | str | Path,
     is sealed (has a ``manifest.json``) the verdict's own digest is recorded there and
     nothing else is rewritten. Sealed folders involved are locked for the duration (waiting
     for a ``robustlab run`` that is replacing them; ``on_wait`` is told). ``prepare``, when
-    given, turns the verdict's dict into what is written (to add fields or sign it: the
-    recorded digest is that of the file as written).
+    given, turns the verdict's dict into what is written (to add fields: the recorded
+    digest is that of the file as written).
+
+    ``model`` is the model file the report evaluated (default ``model.keras`` beside the
+    report); its sha256 goes into the verdict. A missing model is a ValidationError unless
+    ``no_model``. ``signing_key`` (a PEM private key file, see
+    :func:`robustlab.signing.generate_keypair`) signs the verdict as written, after
+    ``prepare``; an unusable key is an error raised after the earlier verdict is removed.
     """
     report = Path(report)
     target = Path(out) if out is not None else report.with_name("blessing.json")
@@ -357,9 +381,13 @@ def run_gate(report: str | Path, policy: Policy | str | Path,
         for folder in folders:
             stack.enter_context(folder_lock(folder, wait=True, on_wait=on_wait))
         _forget_verdict(target)
-        blessing = gate(report, policy, baseline)
+        key = load_private_key(signing_key) if signing_key is not None else None
+        judged = resolve_model(report, model, no_model=no_model)
+        blessing = replace(gate(report, policy, baseline), model=judged["model"],
+                           model_sha256=judged["model_sha256"],
+                           key_id=None if key is None else key_id(key))
         verdict = blessing.to_dict()
-        write_json(target, prepare(verdict) if prepare is not None else verdict)
+        write_json(target, seal(prepare(verdict) if prepare is not None else verdict, key))
         if is_output_folder(target.parent):
             record_file(target.parent, target.name)
     return blessing, target

@@ -152,7 +152,9 @@ def save_model(model: Any, path: str | os.PathLike[str], *,
 
     With a key (``key``: a :class:`~robustlab.crypto.KeyProvider` or a key file's path;
     default: the configured one, see :mod:`robustlab.crypto`) the archive is built in memory
-    and only its encryption reaches the disk."""
+    and only its encryption reaches the disk; a model whose layers store assets (the
+    vocabularies of StringLookup, TextVectorization) is then refused, as Keras writes those
+    to a temporary directory in plaintext."""
     path = Path(path)
     if path.suffix != ".keras":
         raise ValidationError(f"expected path to end in .keras (the only format robustlab "

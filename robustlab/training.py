@@ -21,6 +21,7 @@ atomically.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -35,12 +36,17 @@ from typing import Any
 import keras
 import numpy as np
 
+from robustlab import crypto
 from robustlab._env import default_jit_compile, device_info, seeded_globals
-from robustlab._io import atomic_path, write_json
 from robustlab._validate import check_float, check_int, check_seed, parse_enum, validate_arrays
 from robustlab.attacks import ascent_steps, per_example_loss, pgd
 from robustlab.data import Dataset
-from robustlab.errors import CheckpointError, RobustlabWarning, ValidationError
+from robustlab.errors import (
+    CheckpointError,
+    DecryptionError,
+    RobustlabWarning,
+    ValidationError,
+)
 from robustlab.inference import GraphSafeNames, predict_labels
 from robustlab.models import save_model
 from robustlab.types import DEFAULT_REL_STEP, Loss, Norm, ThreatModel, parse_norm
@@ -608,7 +614,8 @@ def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int
     offsets = np.arange(0, n, batch_size, dtype=np.int64)
     starts = (np.arange(runs, dtype=np.int64)[:, None] * n + offsets).reshape(-1)
     sizes = np.tile(np.minimum(batch_size, n - offsets), runs)
-    xs, ys, rows = tf.constant(x), tf.constant(y), tf.constant(order)
+    with tf.device("/cpu:0"):  # tf.data runs on the host: keep the arrays there
+        xs, ys, rows = tf.constant(x), tf.constant(y), tf.constant(order)
 
     def gather(begin: Any, size: Any) -> tuple[Any, Any]:
         take = rows[begin:begin + size]
@@ -668,7 +675,7 @@ class Checkpoint(keras.callbacks.Callback):
     :func:`~robustlab._io.atomic_path` names the checkpoint's files), and would delete
     those of another run writing there too.
 
-    Only :meth:`_write`, :meth:`_read_record` and :meth:`_load_weights` touch the files.
+    Only :meth:`_write`, :meth:`_read_record` and :meth:`_read_weights` touch the files.
     """
 
     RECORD = "checkpoint.json"
@@ -748,8 +755,9 @@ class Checkpoint(keras.callbacks.Callback):
                                   f"generator states, the model has {len(states)} (another "
                                   f"architecture?); {afresh}")
         trainer.optimizer.build(trainer.model.trainable_variables)
+        blob = self._read_weights(weights)  # a missing key or a tampered file: its own error
         try:
-            self._load_weights(trainer, weights)
+            trainer.load_weights(_H5Buffer(blob))
             for variable, value in zip(states, saved, strict=True):
                 variable.assign(np.asarray(value, dtype=variable.dtype).reshape(variable.shape))
         except Exception as exc:  # noqa: BLE001 - h5py, Keras and NumPy raise many types
@@ -763,19 +771,24 @@ class Checkpoint(keras.callbacks.Callback):
     # -- the only methods that read or write the checkpoint's files -------------------------
 
     def _write(self, trainer: Any, weights: str, record: dict[str, Any]) -> None:
-        """Write the weights file ``weights`` and then the record, each atomically."""
+        """Write the weights file ``weights`` and then the record, each atomically and
+        encrypted when a key is configured (:mod:`robustlab.crypto`): the weights go through
+        memory, never a plaintext file."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.directory / weights, suffix=".weights.h5") as tmp:
-            trainer.save_weights(tmp)
-        write_json(self.directory / self.RECORD, record)
+        buffer = _H5Buffer()
+        trainer.save_weights(buffer)
+        crypto.write_bytes(self.directory / weights, buffer.getvalue())
+        crypto.write_json(self.directory / self.RECORD, record)
 
     def _read_record(self) -> dict[str, Any] | None:
         """The JSON record (None when there is none)."""
         path = self.directory / self.RECORD
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
+            record = json.loads(crypto.read_text(path))
         except FileNotFoundError:
             return None
+        except DecryptionError:  # no key, wrong key, tampered: named by robustlab.crypto
+            raise
         except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError
             raise CheckpointError(f"checkpoint record {str(path)!r} is unreadable ({exc}): it "
                                   f"is damaged (truncated?); delete the directory "
@@ -786,8 +799,17 @@ class Checkpoint(keras.callbacks.Callback):
                                   f"afresh")
         return record
 
-    def _load_weights(self, trainer: Any, path: Path) -> None:
-        trainer.load_weights(path)
+    def _read_weights(self, path: Path) -> bytes:
+        """The weights file's bytes, decrypted when it is encrypted."""
+        return crypto.read_bytes(path)
+
+
+class _H5Buffer(io.BytesIO):
+    """An in-memory ``.weights.h5`` for Keras' ``save_weights`` / ``load_weights``, which
+    check the suffix of ``str(path)``: checkpoints are encrypted without a plaintext file."""
+
+    def __str__(self) -> str:
+        return "checkpoint.weights.h5"
 
 
 _ABSENT = object()

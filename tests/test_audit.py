@@ -389,3 +389,28 @@ def test_an_unwritable_log_warns_and_keeps_the_exit_status(tmp_path, monkeypatch
         warnings.simplefilter("always")
         assert audit.record("robustlab train", outcome="ok") is None
     assert any(issubclass(w.category, RobustlabWarning) for w in caught)
+
+
+def test_gate_records_report_policy_model_and_verdict(tmp_path, log, capsys):
+    report = tmp_path / "report.json"
+    point = {"epsilon": 0.0, "accuracy": 0.99, "ci_low": 0.98, "ci_high": 1.0}
+    report.write_text(json.dumps({"clean_accuracy": 0.99, "clean_ci": [0.98, 1.0],
+                                  "epsilons": [0.0], "worst_case": {"points": [point]},
+                                  "checks": [{"name": "x", "status": "pass"}]}))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("min_clean_accuracy: 0.9\n")
+    (tmp_path / "model.keras").write_bytes(b"model")
+    assert _run(capsys, "gate", report, "--policy", policy)[0] == 0
+    (tmp_path / "model.keras").unlink()
+    assert _run(capsys, "gate", report, "--policy", policy)[0] == 2
+    first, second = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (first["command"], first["outcome"], first["exit_status"]) == \
+        ("robustlab gate", "blessed", 0)
+    assert first["inputs"] == audit.digests([report, policy, tmp_path / "model.keras"]) | {
+        str(tmp_path / "model.keras"): hashlib.sha256(b"model").hexdigest()}
+    blessing = tmp_path / "blessing.json"
+    assert list(first["outputs"]) == [str(blessing)]
+    assert len(first["outputs"][str(blessing)]) == 64
+    assert (second["outcome"], second["exit_status"]) == ("error", 2)
+    assert second["inputs"][str(tmp_path / "model.keras")] == "missing"
+    assert second["outputs"] == {str(blessing): "missing"}  # no stale verdict left

@@ -89,16 +89,19 @@ def test_bad_policies_are_refused(tmp_path, text, match):
 
 def test_cli_exit_codes_and_blessing_file(tmp_path, capsys):
     report = _report(tmp_path)
-    assert main(["gate", str(report), "--policy", str(_policy(tmp_path, POLICY))]) == 0
+    assert main(["gate", str(report), "--policy", str(_policy(tmp_path, POLICY)),
+                 "--no-model"]) == 0
     blessing = json.loads((tmp_path / "blessing.json").read_text())
     assert blessing["blessed"] is True and blessing["policy"]["min_robust_accuracy"] == {
         "0.05": 0.75, "0.1": 0.35}
     out = tmp_path / "verdict.json"
     strict = _policy(tmp_path, "min_clean_accuracy: 0.99\n")
-    assert main(["gate", str(report), "--policy", str(strict), "--out", str(out)]) == 1
+    assert main(["gate", str(report), "--policy", str(strict), "--out", str(out),
+                 "--no-model"]) == 1
     assert json.loads(out.read_text())["blessed"] is False
     assert "REFUSED: clean accuracy 98.00% vs minimum 99.00%" in capsys.readouterr().err
-    assert main(["gate", str(tmp_path / "missing.json"), "--policy", str(out)]) == 2
+    assert main(["gate", str(tmp_path / "missing.json"), "--policy", str(out),
+                 "--no-model"]) == 2
 
 
 # ------------------------------------------------- policies that would loosen the gate silently
@@ -133,14 +136,15 @@ def test_a_setting_given_twice_is_refused(tmp_path, text, match):
 @pytest.mark.parametrize("broken", ["policy", "report", "empty policy"])
 def test_a_gate_run_that_fails_leaves_no_earlier_verdict(tmp_path, capsys, broken):
     report = _report(tmp_path)
-    assert main(["gate", str(report), "--policy", str(_policy(tmp_path, POLICY))]) == 0
+    assert main(["gate", str(report), "--policy", str(_policy(tmp_path, POLICY)),
+                 "--no-model"]) == 0
     assert json.loads((tmp_path / "blessing.json").read_text())["blessed"] is True
     bad = tmp_path / "bad.yaml"
     bad.write_text("min_clean_accuracy: [\n" if broken == "policy" else "")
     if broken == "report":
         report.write_text("{not json")
         bad = _policy(tmp_path, POLICY)
-    assert main(["gate", str(report), "--policy", str(bad)]) == 2
+    assert main(["gate", str(report), "--policy", str(bad), "--no-model"]) == 2
     assert not (tmp_path / "blessing.json").exists()
 
 
@@ -151,12 +155,14 @@ FAKE_DEVICE = {"type": "CPU", "name": "test", "count": 1}
 
 
 def _sealed(tmp_path, accs=(0.98, 0.80, 0.40)):
-    """A folder as `robustlab run` leaves it: report.json, report.html, manifest.json."""
+    """A folder as `robustlab run` leaves it: report.json, report.html, model.keras (the
+    gate records its digest), manifest.json."""
     from robustlab.manifest import update_manifest
 
     folder = tmp_path / "run"
     folder.mkdir()
     _report(folder, accs=accs)
+    (folder / "model.keras").write_bytes(b"PK\x03\x04 stands in for the trained model")
     (folder / "report.html").write_text("<p>the report</p>")
     update_manifest(folder, device=FAKE_DEVICE)
     return folder

@@ -326,3 +326,106 @@ def test_cli_verify_blessing_exit_codes(tmp_path, capsys, blessed):
     path.write_text(path.read_text().replace('"verdict": "blessed"', '"verdict": "Blessed"'))
     status, _, err = _cli(capsys, model, "--blessing", path, "--public-key", public)
     assert status == 1 and "refused: bad signature:" in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------ the gate signs
+
+POLICY = "min_clean_accuracy: 0.95\nmin_robust_accuracy:\n  0.1: 0.35\n"
+
+
+def _sealed_run(tmp_path, clean=0.98):
+    """A folder as `robustlab run` leaves it: report.json, model.keras, manifest.json."""
+    from robustlab.manifest import update_manifest
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    points = [{"epsilon": e, "accuracy": a, "ci_low": a - 0.05, "ci_high": a + 0.05}
+              for e, a in ((0.0, clean), (0.1, 0.5))]
+    (folder / "report.json").write_text(json.dumps({
+        "clean_accuracy": clean, "clean_ci": [clean - 0.01, clean + 0.01],
+        "epsilons": [0.0, 0.1], "worst_case": {"points": points},
+        "checks": [{"name": "gradients", "status": "pass", "evidence": "ok"}]}))
+    _model(folder)
+    update_manifest(folder, device={"type": "CPU", "name": "test", "count": 1})
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    return folder, policy
+
+
+def _gate(capsys, folder, policy, *extra):
+    status = main(["gate", str(folder / "report.json"), "--policy", str(policy),
+                   *map(str, extra)])
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def test_gate_signs_and_deployment_verifies(tmp_path, capsys, keys):
+    from robustlab.manifest import verify
+
+    folder, policy = _sealed_run(tmp_path)
+    status, out, _ = _gate(capsys, folder, policy, "--signing-key", keys[0])
+    assert status == 0 and f"signed with key {keys[2]}" in out
+    blessing = json.loads((folder / "blessing.json").read_text())
+    assert blessing["signed"] is True and blessing["key_id"] == keys[2]
+    assert blessing["model"] == str(folder / "model.keras")
+    assert blessing["report_sha256"] == hashlib.sha256(
+        (folder / "report.json").read_bytes()).hexdigest()
+    assert verify(folder).ok  # the manifest records the signed verdict as written
+    status, out, _ = _cli(capsys, folder / "model.keras", "--blessing",
+                          folder / "blessing.json", "--public-key", keys[1])
+    assert status == 0 and "ok:" in out
+    model = tmp_path / "deployed.keras"  # a copy elsewhere is the same model
+    model.write_bytes((folder / "model.keras").read_bytes())
+    assert signing.verify_blessing(model, folder / "blessing.json", keys[1])["blessed"]
+
+
+def test_gate_signs_refusals_too(tmp_path, capsys, keys):
+    folder, policy = _sealed_run(tmp_path, clean=0.90)
+    assert _gate(capsys, folder, policy, "--signing-key", keys[0])[0] == 1
+    status, _, err = _cli(capsys, folder / "model.keras", "--blessing",
+                          folder / "blessing.json", "--public-key", keys[1])
+    assert status == 1 and "refused: not blessed:" in err and "clean accuracy 90.00%" in err
+
+
+def test_gate_without_a_key_writes_an_unsigned_verdict_and_says_so(tmp_path, capsys, keys):
+    folder, policy = _sealed_run(tmp_path)
+    status, _, err = _gate(capsys, folder, policy)
+    assert status == 0 and "is not signed (no --signing-key)" in err
+    assert json.loads((folder / "blessing.json").read_text())["signed"] is False
+    status, _, err = _cli(capsys, folder / "model.keras", "--blessing",
+                          folder / "blessing.json", "--public-key", keys[1])
+    assert status == 1 and "refused: unsigned:" in err
+
+
+def test_gate_refuses_to_run_without_a_model_unless_told(tmp_path, capsys, keys):
+    folder, policy = _sealed_run(tmp_path)
+    assert _gate(capsys, folder, policy, "--signing-key", keys[0])[0] == 0
+    (folder / "model.keras").unlink()
+    status, _, err = _gate(capsys, folder, policy, "--signing-key", keys[0])
+    assert status == 2 and "--no-model" in err
+    assert not (folder / "blessing.json").exists()  # no earlier verdict survives
+    other = _model(tmp_path, "elsewhere.keras", b"another model")
+    report = tmp_path / "loose" / "report.json"
+    report.parent.mkdir()
+    report.write_bytes((folder / "report.json").read_bytes())
+    assert main(["gate", str(report), "--policy", str(policy), "--model", str(other),
+                 "--signing-key", str(keys[0])]) == 0
+    assert signing.verify_blessing(other, report.with_name("blessing.json"), keys[1])
+    assert main(["gate", str(report), "--policy", str(policy), "--no-model",
+                 "--signing-key", str(keys[0])]) == 0
+    blessing = json.loads(report.with_name("blessing.json").read_text())
+    assert blessing["model"] is None and blessing["model_sha256"] is None
+    capsys.readouterr()
+    status, _, err = _cli(capsys, other, "--blessing", report.with_name("blessing.json"),
+                          "--public-key", keys[1])
+    assert status == 1 and "refused: no model:" in err
+
+
+def test_gate_with_an_unusable_key_fails_and_leaves_no_verdict(tmp_path, capsys, keys):
+    folder, policy = _sealed_run(tmp_path)
+    assert _gate(capsys, folder, policy, "--signing-key", keys[0])[0] == 0
+    os.chmod(keys[0], 0o644)
+    status, _, err = _gate(capsys, folder, policy, "--signing-key", keys[0])
+    assert status == 2 and "chmod 600" in err and not (folder / "blessing.json").exists()
+    status, _, err = _gate(capsys, folder, policy, "--signing-key", keys[1])
+    assert status == 2 and "PEM private key" in err

@@ -385,3 +385,29 @@ def test_stale_temporary_files_are_removed_when_a_run_starts(small, interrupted,
     assert info.initial_epoch == 1
     assert not [p for p in stale if p.exists()], "temporary files of a crashed write left"
     assert all(p.exists() for p in others)  # only the checkpoint's own kind are removed
+
+
+def test_encrypted_checkpoint_resumes_exactly_and_needs_its_key(small, uninterrupted, tmp_path,
+                                                                monkeypatch):
+    """With a key configured the checkpoint's weights and record are ciphertext on disk (no
+    HDF5 or JSON to read), a resume needs the key, and it is still bit-identical."""
+    from robustlab import crypto
+    from robustlab.errors import KeyRequiredError
+
+    key = crypto.write_key_file(tmp_path / "kek")
+    monkeypatch.setenv("ROBUSTLAB_KEY_FILE", str(tmp_path / "kek"))
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(_CrashError):
+        _train(small, ckpt, 4, crash_at=2)
+    files = sorted(p.name for p in ckpt.iterdir())
+    assert files == ["checkpoint.json", "epoch-2.weights.h5"]
+    for name in files:
+        blob = (ckpt / name).read_bytes()
+        assert crypto.looks_encrypted(blob) and b"HDF" not in blob[:64] and b"{" not in blob[:8]
+    monkeypatch.delenv("ROBUSTLAB_KEY_FILE")
+    with pytest.raises(KeyRequiredError):
+        _train(small, ckpt, 4)
+    monkeypatch.setenv("ROBUSTLAB_KEY_FILE", str(tmp_path / "kek"))
+    model, info = _train(small, ckpt, 4)
+    assert info.initial_epoch == 2 and _same_weights(model, uninterrupted)
+    assert key.key_id.startswith("local:")
