@@ -47,9 +47,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from robustlab import crypto
 from robustlab._io import folder_lock, sha256_file, write_json
 from robustlab._validate import check_float, parse_float
-from robustlab.errors import InputTypeError, ValidationError
+from robustlab.errors import DecryptionError, InputTypeError, ValidationError
 from robustlab.manifest import MANIFEST, is_output_folder, read_manifest, record_file, verify
 from robustlab.signing import key_id, load_private_key, resolve_model, seal
 
@@ -60,10 +61,16 @@ _THRESHOLDS = ("min_clean_accuracy", "min_robust_accuracy", "max_drop")
 
 def _read(path: Path, what: str, kind: str, parse: Callable[[str], Any],
           error: type[Exception]) -> Any:
-    """``parse`` the text of ``path``; an unreadable or malformed file is a ValidationError
-    naming the file."""
+    """``parse`` the text of ``path`` (decrypted when it is encrypted, see
+    :mod:`robustlab.crypto`); an unreadable or malformed file is a ValidationError naming the
+    file."""
     try:
-        return parse(path.read_text("utf-8"))
+        return parse(crypto.read_text(path))  # encrypted reports too, when a key is set
+    except DecryptionError:  # no key, wrong key, tampered: named by robustlab.crypto
+        raise
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"expected {what} {str(path)!r} to be UTF-8 {kind}: {exc}") \
+            from None
     except OSError as exc:
         raise ValidationError(f"expected a readable {what} file, got {str(path)!r}: "
                               f"{exc.strerror}") from None

@@ -284,8 +284,22 @@ def _check_config(node: Any, where: str = "config", depth: int = 1) -> None:
         _check_config(value, f"{where}.{key}", depth + 1)
 
 
+def _check_blessed(path: Path, data: bytes | bytearray, require_blessing: Any) -> None:
+    """``load_model(require_blessing=(blessing, public_key))``: the bytes read must be the
+    model that the signed blessing blesses (:func:`robustlab.signing.check_blessing`)."""
+    from robustlab import signing
+
+    if not (isinstance(require_blessing, (tuple, list)) and len(require_blessing) == 2):
+        raise InputTypeError(f"expected require_blessing to be (blessing.json path, public "
+                             f"key path), got {require_blessing!r}")
+    blessing, public_key = require_blessing
+    signing.check_blessing(blessing, public_key, hashlib.sha256(data).hexdigest(),
+                           model_name=f"model file {str(path)!r}")
+
+
 def load_model(path: str | os.PathLike[str], *, sha256: str | None = None,
-               key: crypto.Key | None = None) -> Any:
+               key: crypto.Key | None = None,
+               require_blessing: tuple[str | os.PathLike[str], Any] | None = None) -> Any:
     """Load a ``.keras`` model with Keras' ``safe_mode`` on (never off).
 
     Before Keras sees the file, robustlab checks it by content (HDF5, pickles, SavedModel
@@ -305,6 +319,14 @@ def load_model(path: str | os.PathLike[str], *, sha256: str | None = None,
     bytes, which are exactly the bytes Keras then loads; ``sha256`` pins the file as stored.
     Without a key it is a :class:`~robustlab.errors.KeyRequiredError`; a wrong key or a
     damaged file a :class:`~robustlab.errors.DecryptionError`.
+
+    ``require_blessing=(blessing, public_key)`` (a ``blessing.json`` written by ``robustlab
+    gate --signing-key`` and the signer's public key PEM, see :mod:`robustlab.signing`)
+    loads the model only when the blessing is signed by that key, says "blessed" and names
+    the sha256 of the bytes just read (as stored), checked before they are decrypted or
+    parsed: otherwise a :class:`~robustlab.signing.BlessingRefusedError` (an
+    ``UnsafeModelError``) saying why, or a :class:`~robustlab.signing.SigningError` when the
+    blessing or the key cannot be read.
     """
     import json
 
@@ -324,6 +346,8 @@ def load_model(path: str | os.PathLike[str], *, sha256: str | None = None,
         if actual != expected:
             raise UnsafeModelError(f"model file {str(path)!r} has sha256 {actual}, expected "
                                    f"{expected}: refusing a file that is not the pinned one")
+    if require_blessing is not None:  # before anything parses the bytes
+        _check_blessed(path, data, require_blessing)
     encrypted = crypto.looks_encrypted(data)
     if encrypted:  # in memory only, in place: no plaintext copy anywhere else
         crypto.decrypt_in_place(data, key, source=repr(str(path)))

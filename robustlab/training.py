@@ -20,7 +20,9 @@ atomically.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import io
 import json
 import logging
@@ -28,15 +30,16 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import keras
 import numpy as np
 
-from robustlab import crypto
+from robustlab import audit, crypto
 from robustlab._env import default_jit_compile, device_info, seeded_globals
 from robustlab._validate import check_float, check_int, check_seed, parse_enum, validate_arrays
 from robustlab.attacks import ascent_steps, per_example_loss, pgd
@@ -56,6 +59,74 @@ __all__ = ["Method", "TrainingConfig", "AdversarialModel", "OverfitGuard", "Epoc
            "train_adversarial", "training_dataset", "epoch_order", "train", "default_epochs"]
 
 log = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _audited(command: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Append one record per call of the decorated training function to the audit log
+    (:mod:`robustlab.audit`): its settings, the training data's fingerprint in, the saved
+    model's sha256 (``save_to``) and the trained weights' digest out, and the outcome
+    (``ok``, ``failed: <error>`` or ``interrupted``). Nothing is computed when the log is
+    off; a log that cannot be written is a warning, never a failed training run."""
+
+    def wrap(func: Callable[_P, _R]) -> Callable[_P, _R]:
+        signature = inspect.signature(func)
+
+        @functools.wraps(func)
+        def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            if audit.log_path() is None:
+                return func(*args, **kwargs)
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError:  # wrong arguments: the call itself says so
+                return func(*args, **kwargs)
+            bound.apply_defaults()
+            given = dict(bound.arguments)
+            model, data = given.pop("model", None), given.pop("data", None)
+            given.pop("callbacks", None)
+            params: dict[str, Any] = {**given, "model": getattr(model, "name", None),
+                                      "data": getattr(data, "name", None)}
+            inputs: dict[str, str] = {}
+            try:
+                found = _data_fingerprint(data.x_train, data.y_train)
+                inputs[f"training data {params['data']}"] = found["data_sha256"]
+                params["data_shapes"] = found["data_shapes"]
+            except Exception:  # noqa: BLE001 - not a Dataset: the call itself will say so
+                inputs["training data"] = "unknown"
+            outcome, outputs = "crashed", {}
+            try:
+                result = func(*args, **kwargs)
+                outcome = "ok"
+                save_to = given.get("save_to")
+                if save_to:
+                    outputs.update(audit.digests([save_to]))
+                outputs["model weights (in memory)"] = _weights_digest(model)
+                return result
+            except KeyboardInterrupt:
+                outcome = "interrupted"
+                raise
+            except Exception as exc:
+                outcome = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+                raise
+            finally:
+                audit.record(command, parameters=params, inputs=inputs, outputs=outputs,
+                             outcome=outcome)
+
+        return call
+
+    return wrap
+
+
+def _weights_digest(model: Any) -> str:
+    """SHA-256 over the model's weight arrays (shape, dtype and bytes, in order)."""
+    digest = hashlib.sha256()
+    for array in model.get_weights():
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype} {array.shape};".encode())
+        digest.update(array.reshape(-1).view(np.uint8).data)
+    return digest.hexdigest()
 
 
 class Method(str, Enum):
@@ -465,6 +536,7 @@ class TrainingResult:
         return asdict(self)
 
 
+@_audited("robustlab.train_adversarial")
 def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon: Any = 0.3,
                       norm: Any = "linf", steps: int = 10, rel_step_size: float | None = None,
                       beta: float = 6.0, clean_fraction: float = 0.0, ramp_epochs: int = 0,
@@ -865,6 +937,7 @@ def default_epochs(n_train: int) -> int:
     return max(3, min(30, 45_000 // max(1, n_train)))
 
 
+@_audited("robustlab.train")
 def train(model: Any, data: Dataset, *, epochs: int | None = None, batch_size: int = 32,
           learning_rate: float = 1e-3, seed: int = 0, verbose: int = 0) -> dict[str, Any]:
     """Train ``model`` on ``data.x_train`` with Adam and cross-entropy on logits (seeded).

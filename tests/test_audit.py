@@ -414,3 +414,45 @@ def test_gate_records_report_policy_model_and_verdict(tmp_path, log, capsys):
     assert (second["outcome"], second["exit_status"]) == ("error", 2)
     assert second["inputs"][str(tmp_path / "model.keras")] == "missing"
     assert second["outputs"] == {str(blessing): "missing"}  # no stale verdict left
+
+
+# ------------------------------------------------------------------------ training
+
+def test_training_appends_one_record_per_call(tmp_path, log, digits):
+    from robustlab.errors import ValidationError
+    from robustlab.models import build_small_cnn
+    from robustlab.training import train, train_adversarial
+
+    model = build_small_cnn(digits.input_shape, digits.num_classes, seed=0)
+    train(model, digits, epochs=1, seed=0)
+    hardened = build_small_cnn(digits.input_shape, digits.num_classes, seed=0)
+    save_to = tmp_path / "hardened.keras"
+    train_adversarial(hardened, digits, method="pgd", epsilon=0.1, steps=2, epochs=1,
+                      save_to=save_to)
+    with pytest.raises(ValidationError):
+        train_adversarial(hardened, digits, epochs=0)
+    plain, adversarial, failed = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (plain["command"], plain["outcome"]) == ("robustlab.train", "ok")
+    assert (adversarial["command"], adversarial["outcome"]) == \
+        ("robustlab.train_adversarial", "ok")
+    assert failed["outcome"].startswith("failed: ValidationError: expected epochs >= 1")
+    assert failed["outputs"] == {}
+    fingerprint = plain["inputs"]["training data digits"]
+    assert len(fingerprint) == 64 and adversarial["inputs"] == plain["inputs"]
+    assert adversarial["outputs"][str(save_to)] == \
+        hashlib.sha256(save_to.read_bytes()).hexdigest()
+    assert len(plain["outputs"]["model weights (in memory)"]) == 64
+    assert adversarial["parameters"]["method"] == "pgd"
+    assert adversarial["parameters"]["save_to"] == str(save_to)
+    assert plain["parameters"]["epochs"] == 1 and plain["parameters"]["data"] == "digits"
+    assert audit.verify_log(log).ok
+
+
+def test_training_with_the_log_off_computes_nothing(monkeypatch, digits):
+    from robustlab import training
+    from robustlab.models import build_small_cnn
+
+    monkeypatch.setenv(audit.ENV, "off")
+    monkeypatch.setattr(training, "_data_fingerprint", lambda *a: pytest.fail("computed"))
+    training.train(build_small_cnn(digits.input_shape, digits.num_classes, seed=0), digits,
+                   epochs=1)

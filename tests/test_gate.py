@@ -229,3 +229,23 @@ def test_gate_records_only_its_own_verdict(tmp_path, capsys):
     assert blessed["blessed"] is True and blessed["run_id"] == before["run_id"]
     assert any(line.startswith("report folder") and "verifies" in line
                for line in blessed["passed"])
+
+
+def test_gate_reads_an_encrypted_report_with_its_key(tmp_path, monkeypatch):
+    """With a key configured the report is ciphertext on disk; the gate decrypts it in
+    memory, and without the key it refuses with a named error (exit 2), leaving no verdict."""
+    from robustlab import crypto
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    plain = _report(folder)
+    crypto.write_key_file(tmp_path / "kek")
+    monkeypatch.setenv("ROBUSTLAB_KEY_FILE", str(tmp_path / "kek"))
+    crypto.encrypt_file(plain)
+    assert crypto.looks_encrypted(plain.read_bytes())
+    policy = _policy(tmp_path, POLICY)
+    assert main(["gate", str(plain), "--policy", str(policy), "--no-model"]) == 0
+    assert json.loads((folder / "blessing.json").read_text())["blessed"] is True
+    monkeypatch.delenv("ROBUSTLAB_KEY_FILE")
+    assert main(["gate", str(plain), "--policy", str(policy), "--no-model"]) == 2
+    assert not (folder / "blessing.json").exists()

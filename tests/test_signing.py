@@ -429,3 +429,37 @@ def test_gate_with_an_unusable_key_fails_and_leaves_no_verdict(tmp_path, capsys,
     assert status == 2 and "chmod 600" in err and not (folder / "blessing.json").exists()
     status, _, err = _gate(capsys, folder, policy, "--signing-key", keys[1])
     assert status == 2 and "PEM private key" in err
+
+
+# ------------------------------------------------------------------------ load_model
+
+def test_load_model_requires_the_blessing_before_anything_parses_the_file(
+        tmp_path, keys, tiny_model, monkeypatch):
+    from keras.src.saving import saving_lib
+
+    from robustlab import models
+    from robustlab.errors import InputTypeError
+
+    path = models.save_model(tiny_model, tmp_path / "model.keras")
+    good = _write(tmp_path / "blessing.json", signing.seal(_verdict(path), keys[0]))
+    loaded = models.load_model(path, require_blessing=(good, keys[1]))
+    assert loaded.count_params() == tiny_model.count_params()
+
+    def parsed(*args, **kwargs):
+        raise AssertionError("the file was parsed before the blessing was checked")
+
+    monkeypatch.setattr(models, "_check_keras_archive", parsed)
+    monkeypatch.setattr(saving_lib, "load_model", parsed)
+    unsigned = _write(tmp_path / "unsigned.json", signing.seal(_verdict(path), None))
+    with pytest.raises(BlessingRefusedError, match="^unsigned: "):
+        models.load_model(path, require_blessing=(unsigned, keys[1]))
+    signing.generate_keypair(tmp_path / "other.pem", tmp_path / "other.pub")
+    with pytest.raises(BlessingRefusedError, match="^wrong key: "):
+        models.load_model(path, require_blessing=(good, tmp_path / "other.pub"))
+    with pytest.raises(SigningError, match="cannot read the blessing"):
+        models.load_model(path, require_blessing=(tmp_path / "none.json", keys[1]))
+    with pytest.raises(InputTypeError, match="require_blessing"):
+        models.load_model(path, require_blessing=str(good))
+    path.write_bytes(path.read_bytes() + b"\0")  # changed after it was blessed
+    with pytest.raises(UnsafeModelError, match=r"^digest mismatch: model file .*model\.keras"):
+        models.load_model(path, require_blessing=(good, keys[1]))
