@@ -39,6 +39,9 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench import median_time  # noqa: E402  (one timing helper for every benchmark)
+
 MNIST_DIR = ROOT.parent / "shared" / "datasets" / "mnist-t10k"
 TARGET = 0.10
 
@@ -57,16 +60,6 @@ def interleaved(plain: Callable[[], Any], encrypted: Callable[[], Any], repeats:
             fn()
             times[name].append(time.perf_counter() - start)
     return times
-
-
-def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def mnist_uint8() -> tuple[np.ndarray, np.ndarray, str]:
@@ -111,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         times = interleaved(lambda: load_model(plain_model),
                             lambda: load_model(enc_model, key=key_file), args.repeats)
         blob = enc_model.read_bytes()
-        d = median_time(lambda: crypto.decrypt(blob, provider), args.repeats)
+        d = median_time(lambda: crypto.decrypt(blob, provider), args.repeats)[0]
         rows.append((f"model (.keras, small CNN 28x28x1, {model.count_params():,} params)",
                      plain_model.stat().st_size, times, d))
 
@@ -125,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         times = interleaved(lambda: load(f"npz:{plain_npz}"),
                             lambda: load(f"npz:{enc_npz}", key=key_file), args.repeats)
         blob = enc_npz.read_bytes()
-        d = median_time(lambda: crypto.decrypt(blob, provider), args.repeats)
+        d = median_time(lambda: crypto.decrypt(blob, provider), args.repeats)[0]
         rows.append((f"npz (8,000 + 2,000 images 28x28 uint8, {source})",
                      plain_npz.stat().st_size, times, d))
 
