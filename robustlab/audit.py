@@ -396,6 +396,10 @@ def verify_log(log: str | os.PathLike[str] | None = None) -> LogCheck:
         if record_hash(rec) != rec["hash"]:
             return broken(number, "edited", f"line {number} (record {seq}) was edited: its "
                           f"content does not match its hash")
+        if line != _canonical(rec):  # records are written canonical: the bytes are the record
+            return broken(number, "edited", f"line {number} (record {seq}) was edited: it is "
+                          f"not the canonical form of its record (a repeated, reordered or "
+                          f"re-spaced field), so parsers could read different values")
         if rec["prev"] != prev_hash:
             before = where.get(rec["prev"])
             if before is not None and before > number:

@@ -339,18 +339,34 @@ def _judge(data: dict[str, Any], policy: Policy, base_path: str | Path | None,
                   f"{100 * drop:.2f} pt, maximum {100 * policy.max_drop:.2f} pt)")
 
 
-def write_blessing(blessing: Blessing, path: str | Path, signing_key: Any | None = None
-                   ) -> Path:
-    """Write the verdict as JSON (atomically), signed with ``signing_key`` (an Ed25519
-    private key or its PEM file) or marked unsigned (:func:`robustlab.signing.seal`)."""
-    return write_json(path, seal(blessing.to_dict(), signing_key))
-
-
 def _forget_verdict(out: Path) -> None:
     """Remove an earlier verdict at ``out``, and its entry in a sealed folder's manifest."""
     out.unlink(missing_ok=True)
     if is_output_folder(out.parent) and out.name in read_manifest(out.parent)["files"]:
         record_file(out.parent, out.name)
+
+
+def _check_model_is_the_evaluated_one(report: Path, judged: dict[str, str | None]) -> None:
+    """Refuse to bless a model file that is not the one the report's run evaluated, where
+    the run says which: the model sealed in the report's folder (``model.keras`` in its
+    manifest), or the digest the run pinned (parameter ``model_sha256``)."""
+    digest = judged["model_sha256"]
+    if digest is None:
+        return
+    folder = report.parent
+    if is_output_folder(folder):
+        sealed = read_manifest(folder)["files"].get("model.keras")
+        if isinstance(sealed, dict) and sealed.get("sha256") != digest:
+            raise ValidationError(
+                f"expected the model the report evaluated: {str(folder / 'model.keras')!r} is "
+                f"sealed with it (sha256 {str(sealed.get('sha256'))[:16]}...), got "
+                f"{judged['model']!r} with sha256 {digest[:16]}...; refusing to bless a "
+                f"model this report did not evaluate")
+    pinned = load_report(report).get("parameters", {}).get("model_sha256")
+    if isinstance(pinned, str) and pinned.strip() and pinned.strip().lower() != digest:
+        raise ValidationError(f"expected the model the report evaluated (its run pinned "
+                              f"model_sha256 {pinned[:16]}...), got {judged['model']!r} with "
+                              f"sha256 {digest[:16]}...; refusing to bless it")
 
 
 def run_gate(report: str | Path, policy: Policy | str | Path,
@@ -390,7 +406,9 @@ def run_gate(report: str | Path, policy: Policy | str | Path,
         _forget_verdict(target)
         key = load_private_key(signing_key) if signing_key is not None else None
         judged = resolve_model(report, model, no_model=no_model)
-        blessing = replace(gate(report, policy, baseline), model=judged["model"],
+        verdict_only = gate(report, policy, baseline)  # verifies the sealed folder first
+        _check_model_is_the_evaluated_one(Path(report), judged)
+        blessing = replace(verdict_only, model=judged["model"],
                            model_sha256=judged["model_sha256"],
                            key_id=None if key is None else key_id(key))
         verdict = blessing.to_dict()

@@ -60,6 +60,12 @@ def _artifacts(out: Path, *, notebooks: bool = True) -> dict[str, dict[str, Any]
     return files
 
 
+# The run id of what this process writes when none is given: a report and a comparison written
+# by one notebook (one process) belong to one run; a later process writing into the same
+# folder is another run and inherits nothing from the earlier one's manifest.
+_PROCESS_RUN_ID = new_run_id()
+
+
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     """``out_dir/manifest.json`` as a dict; a ValidationError when it is missing or is not a
     robustlab manifest."""
@@ -69,7 +75,8 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
                               f"not exist")
     try:
         manifest = json.loads(path.read_text("utf-8"))
-        if not isinstance(manifest, dict) or not isinstance(manifest["files"], dict):
+        if not isinstance(manifest, dict) or not isinstance(manifest["files"], dict) \
+                or manifest.get("robustlab_manifest") != 1:
             raise TypeError
     except (OSError, ValueError, KeyError, TypeError):
         raise ValidationError(f"expected {str(path)!r} to be a robustlab manifest") from None
@@ -90,12 +97,12 @@ def update_manifest(out_dir: str | Path, *, parameters: dict[str, Any] | None = 
                     run_id: str | None = None, notebooks: bool = False) -> Path:
     """(Re)write ``out_dir/manifest.json`` over the files now in ``out_dir``, atomically.
 
-    ``parameters`` and ``seed`` are merged into what an earlier manifest recorded (a report
-    written inside a notebook run keeps the notebook's parameters and vice versa). Versions
-    are those of this process; so is the device unless ``device`` says where the results
-    were computed (``robustlab run`` passes the notebook kernel's: looking up this process's
-    own would import TensorFlow into the command line only to record the wrong process).
-    ``run_id`` is recorded (else the earlier manifest's, else a new one).
+    ``run_id`` (default: this process's) is recorded. ``parameters``, ``seed`` and the
+    device are merged into what an earlier manifest recorded only when that manifest is of
+    the same run (a report and a comparison written by one notebook); a manifest of another
+    run passes nothing on. Versions are those of this process; so is the device unless
+    ``device`` says where the results were computed (``robustlab run`` passes the notebook
+    kernel's: looking up this process's own would import TensorFlow into the command line).
 
     ``*.ipynb`` files are sealed only with ``notebooks`` (``robustlab run`` seals the
     finished executed notebook): a notebook in the folder may still be being written by
@@ -114,10 +121,13 @@ def update_manifest(out_dir: str | Path, *, parameters: dict[str, Any] | None = 
             old = {}
         if not isinstance(old, dict):
             old = {}
+    run = run_id or _PROCESS_RUN_ID
+    if old.get("run_id") != run:  # another run's manifest: it passes nothing on
+        old = {}
     params = {**old.get("parameters", {}), **_jsonable(parameters or {})}
     manifest = {
         "robustlab_manifest": 1,
-        "run_id": run_id or old.get("run_id") or new_run_id(),
+        "run_id": run,
         "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "parameters": params,
         "seed": seed if seed is not None else old.get("seed"),

@@ -38,6 +38,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from robustlab import crypto
 from robustlab._io import folder_lock, recover_directory, replace_directory, staging_path
 from robustlab.errors import InputTypeError, NotebookExecutionError, ValidationError
 from robustlab.manifest import MANIFEST, is_output_folder, new_run_id, update_manifest
@@ -361,8 +362,10 @@ def commit_folder(staging: str | Path, out_dir: str | Path, *, run_id: str,
     # The device is the one the notebook recorded (its kernel computed the results), else
     # "not recorded": finding this process's would import TensorFlow here for nothing.
     device = (old.get("device") if isinstance(old, dict) else None) or _NOT_RECORDED_DEVICE
-    update_manifest(staging, parameters=parameters, device=device, run_id=run_id,
-                    notebooks=True)
+    recorded = old.get("parameters") if isinstance(old, dict) else None
+    update_manifest(staging, parameters={**(recorded or {}), **(parameters or {})},
+                    seed=old.get("seed") if isinstance(old, dict) else None, device=device,
+                    run_id=run_id, notebooks=True)
     replace_directory(staging, out)
     return out / MANIFEST
 
@@ -372,11 +375,21 @@ def _untouched(out: Path) -> str:
             else f"nothing was written to {out}")
 
 
+def _encrypt_notebook(executed: Path) -> None:
+    """With a key configured (:mod:`robustlab.crypto`) the executed notebook is encrypted in
+    place like the report: its outputs show the same numbers. ``robustlab decrypt`` opens
+    it."""
+    if executed.is_file() and crypto.resolve_key() is not None \
+            and not crypto.looks_encrypted(executed.read_bytes()[:16]):
+        crypto.encrypt_file(executed)
+
+
 def _keep_notebook(executed: Path, kept: Path) -> bool:
     """Move the executed notebook out of the staging directory to ``kept`` (beside the
-    output folder); whether there was one."""
+    output folder), encrypted when a key is configured; whether there was one."""
     if not executed.is_file():
         return False
+    _encrypt_notebook(executed)
     with open(executed, "rb+") as handle:
         os.fsync(handle.fileno())
     os.replace(executed, kept)
@@ -450,6 +463,7 @@ def run_notebook(notebook: str | Path, out_dir: str | Path,
                                      ) from None
         with signals.deferred():  # from here on a signal waits: nothing is cut in half
             _finish(execution.error, notebook, executed, kept, out, log_path)
+            _encrypt_notebook(executed)
             commit_folder(staging, out, run_id=run_id,
                           parameters={**run_params, "notebook": notebook.name})
             kept.unlink(missing_ok=True)  # an earlier failure's notebook: superseded

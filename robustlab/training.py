@@ -612,8 +612,9 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
             log.info("resuming from %s after epoch %d of %d", checkpoint_dir, start_epoch,
                      epochs)
         checkpoint = Checkpoint(checkpoint_dir, settings)
-    if max_seconds is not None:
-        extra.append(TimeBudget(max_seconds))
+    budget = TimeBudget(max_seconds) if max_seconds is not None else None
+    if budget is not None:
+        extra.append(budget)
     if os.environ.get("ROBUSTLAB_PROGRESS", "1") != "0":
         extra.append(EpochProgress(epochs))
     extra.append(EpochLogger(epochs))
@@ -633,9 +634,14 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
                 steps_per_epoch=math.ceil(len(x) / batch_size), callbacks=extra).history
     seconds = time.perf_counter() - start
     path = str(save_model(model, save_to)) if save_to else None
+    stopped_early = budget is not None and budget.stopped_epoch is not None
     if checkpoint_dir is not None:
-        if path is not None:  # the model is safe in save_to: nothing left to resume
+        if path is not None and not stopped_early:  # in save_to: nothing left to resume
             _remove_checkpoint(Path(checkpoint_dir))
+        elif stopped_early:
+            log.info("the time budget stopped training after epoch %d of %d: the checkpoint "
+                     "in %s stays, and a rerun of this call continues from there",
+                     (budget.stopped_epoch or 0) + 1 if budget else 0, epochs, checkpoint_dir)
         else:
             log.info("kept the final checkpoint in %s (a rerun of this call returns the "
                      "trained model); delete it once the model is saved", checkpoint_dir)

@@ -165,6 +165,19 @@ def test_edited_record(log):
     assert "does not match its hash" in _broken(log, "edited", 3).problem
 
 
+@pytest.mark.parametrize("forge", [
+    lambda line: b'{"outcome":"blessed",' + line[1:],  # a repeated field: last one wins
+    lambda line: line.replace(b'{"', b'{ "', 1),  # same record, other bytes
+])
+def test_a_line_that_is_not_its_canonical_record_is_refused(log, forge):
+    """The hash is of the parsed record: a repeated field (JSON parsers disagree on which
+    value counts) or other bytes for the same record must not pass as the original."""
+    lines = _fill(log)
+    lines[2] = forge(lines[2])
+    log.write_bytes(b"".join(lines))
+    assert "not the canonical form" in _broken(log, "edited", 3).problem
+
+
 def test_edited_record_with_its_hash_recomputed(log):
     lines = _fill(log)
     lines[2] = _rehash(lines[2].replace(b'"outcome":"ok"', b'"outcome":"blessed"'))

@@ -249,3 +249,23 @@ def test_gate_reads_an_encrypted_report_with_its_key(tmp_path, monkeypatch):
     monkeypatch.delenv("ROBUSTLAB_KEY_FILE")
     assert main(["gate", str(plain), "--policy", str(policy), "--no-model"]) == 2
     assert not (folder / "blessing.json").exists()
+
+
+def test_gate_refuses_to_bless_a_model_the_report_did_not_evaluate(tmp_path):
+    """The model sealed with the report (or pinned by its run) is the one a blessing may
+    name: another file given with --model is refused, and no verdict is left."""
+    folder = _sealed(tmp_path)
+    other = tmp_path / "other.keras"
+    other.write_bytes(b"PK\x03\x04 some other model")
+    policy = _policy(tmp_path, POLICY)
+    report = folder / "report.json"
+    assert main(["gate", str(report), "--policy", str(policy), "--model", str(other)]) == 2
+    assert not (folder / "blessing.json").exists()
+    assert main(["gate", str(report), "--policy", str(policy)]) == 0  # its own model.keras
+    pinned = tmp_path / "pinned"
+    pinned.mkdir()
+    data = json.loads(_report(pinned).read_text())
+    data["parameters"] = {"model_sha256": "ab" * 32}
+    (pinned / "report.json").write_text(json.dumps(data))
+    assert main(["gate", str(pinned / "report.json"), "--policy", str(policy), "--model",
+                 str(other)]) == 2

@@ -121,6 +121,42 @@ def test_a_folder_robustlab_did_not_write_is_refused_before_the_kernel_starts(tm
         run_notebook(tiny_notebook(tmp_path), mine)
     assert (mine / "thesis.tex").read_text() == "years of work"
     assert main(["run", str(tiny_notebook(tmp_path)), "--out", str(mine / "thesis.tex")]) == 2
+    # a manifest.json of some other tool does not make a folder robustlab's
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "manifest.json").write_text(json.dumps({"name": "my-app", "files": {}}))
+    (app / "precious.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValidationError, match=r"replaces the whole folder"):
+        run_notebook(tiny_notebook(tmp_path), app)
+    assert (app / "precious.csv").is_file()
+
+
+def test_a_later_write_into_an_earlier_run_inherits_nothing(tmp_path):
+    """A report written by another process into an earlier run's folder is sealed as a new
+    run: it does not take over the earlier run's id, device or parameters."""
+    import subprocess
+    import sys
+
+    from robustlab.manifest import _PROCESS_RUN_ID, update_manifest
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "report.json").write_text("{}")
+    code = ("import sys; from robustlab.manifest import update_manifest; "
+            "update_manifest(sys.argv[1], parameters={'epochs': 3}, seed=7, "
+            "device={'type': 'GPU', 'name': 'elsewhere', 'count': 1})")
+    subprocess.run([sys.executable, "-c", code, str(folder)], check=True)
+    earlier = json.loads((folder / "manifest.json").read_text())
+    assert earlier["seed"] == 7 and earlier["run_id"] != _PROCESS_RUN_ID
+    update_manifest(folder, parameters={"note": "later"},
+                    device={"type": "CPU", "name": "here", "count": 2})
+    later = json.loads((folder / "manifest.json").read_text())
+    assert later["run_id"] == _PROCESS_RUN_ID and later["parameters"] == {"note": "later"}
+    assert later["seed"] is None and later["device"]["name"] == "here"
+    update_manifest(folder, parameters={"more": 1})  # the same process: the same run
+    again = json.loads((folder / "manifest.json").read_text())
+    assert again["parameters"] == {"note": "later", "more": 1}
+    assert again["device"]["name"] == "here"
 
 
 # ------------------------------------------------------- hole 3: commit in one step, locked
@@ -373,3 +409,23 @@ def test_robustlab_run_seals_its_notebook_so_an_extra_one_fails_verify(tmp_path)
     (out / "other.ipynb").write_text("{}")
     found = verify(out)
     assert found.added == ("other.ipynb",) and not found.ok and found.unsealed == ()
+
+
+def test_with_a_key_the_executed_notebook_is_encrypted_too(tmp_path, monkeypatch):
+    """Its outputs show the report's numbers: with a key configured it must not stay the one
+    plaintext copy, in the sealed folder or kept beside it after a failure."""
+    from robustlab import crypto
+    from robustlab.runner import run_notebook
+
+    crypto.write_key_file(tmp_path / "kek")
+    monkeypatch.setenv("ROBUSTLAB_KEY_FILE", str(tmp_path / "kek"))
+    out = tmp_path / "out"
+    run_notebook(tiny_notebook(tmp_path), out)
+    blob = (out / "tiny.ipynb").read_bytes()
+    assert crypto.looks_encrypted(blob)
+    assert json.loads(crypto.decrypt(blob))["cells"]  # robustlab decrypt opens it
+    assert main(["verify", str(out)]) == 0
+    with pytest.raises(NotebookExecutionError):
+        run_notebook(tiny_notebook(tmp_path), out, {"fail": True})
+    kept = tmp_path / "out.failed.ipynb"
+    assert kept.is_file() and crypto.looks_encrypted(kept.read_bytes())

@@ -109,14 +109,15 @@ AT_NOTEBOOK = ROOT / "notebooks" / "adversarial_training.ipynb"
 def test_cli_runs_the_adversarial_training_notebook(tmp_path):
     tiny = {"n_train": 300, "n_test": 40, "epochs": 2, "train_steps": 2, "ramp_epochs": 1,
             "pgd_steps": 3, "pgd_restarts": 1, "epsilons": "0, 0.1, 0.2"}
-    args = ["run", str(AT_NOTEBOOK), "--out", str(tmp_path)]
+    ckpt = tmp_path.parent / f"{tmp_path.name}-checkpoints"
+    args = ["run", str(AT_NOTEBOOK), "--out", str(tmp_path), "-p", "checkpoint_dir", str(ckpt)]
     for name, value in tiny.items():
         args += ["-p", name, json.dumps(value) if not isinstance(value, str) else value]
     proc = cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("comparison.html", "comparison.json", "baseline.keras", "hardened.keras"):
         assert (tmp_path / name).is_file(), name
-    assert not (tmp_path / "checkpoints" / "hardened").exists()  # removed when complete
+    assert not (ckpt / "hardened").exists()  # removed once the model is saved
     summary = json.loads((tmp_path / "comparison.json").read_text(encoding="utf-8"))
     assert summary["names"] == ["baseline", "pgd ε=0.2"]
     assert all(s > 0 for s in summary["training_seconds"])

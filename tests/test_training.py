@@ -411,3 +411,14 @@ def test_encrypted_checkpoint_resumes_exactly_and_needs_its_key(small, uninterru
     model, info = _train(small, ckpt, 4)
     assert info.initial_epoch == 2 and _same_weights(model, uninterrupted)
     assert key.key_id.startswith("local:")
+
+
+def test_a_run_stopped_by_its_time_budget_keeps_its_checkpoint(small, uninterrupted, tmp_path):
+    """max_seconds with save_to used to save the model and delete the checkpoint, so every
+    rerun started again from epoch 0: now the rerun continues (each call gets a budget)."""
+    ckpt, saved = tmp_path / "ckpt", tmp_path / "model.keras"
+    _, first = _train(small, ckpt, 4, max_seconds=1e-9, save_to=saved)
+    assert len(first.history["loss"]) == 1 and saved.is_file() and ckpt.is_dir()
+    model, second = _train(small, ckpt, 4, save_to=saved)  # no budget: runs to the end
+    assert second.initial_epoch == 1 and len(second.history["loss"]) == 3
+    assert _same_weights(model, uninterrupted) and not ckpt.exists()

@@ -180,27 +180,19 @@ def batch_seed(seed: int, restart: int, ids: np.ndarray) -> int:
 _CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Callable[..., Any]]] = \
     weakref.WeakKeyDictionary()
 
-# The names TensorFlow accepts for a name scope at the root of a graph (the stricter of its two
-# rules, _VALID_OP_NAME_REGEX in tensorflow/python/framework/ops.py; nested scopes use a rule
-# that differs only in the first character).
 def compiled(model: Any, key: tuple[Any, ...], build: Callable[[], Callable[..., Any]]
              ) -> Callable[..., Any]:
     """Return the compiled function ``key`` for ``model``, building it once.
 
     Compiled functions take their scalars (epsilon, step size, bounds) as tensors so that a
-    new epsilon does not retrace. Every call runs inside :class:`GraphSafeNames`, so a model
-    (or layer) named ``"my model"`` can be traced whatever its name.
+    new epsilon does not retrace. Their bodies run the model inside
+    :class:`~robustlab.inference.GraphSafeNames`: TensorFlow reads layer names only while it
+    traces, so a model (or layer) named ``"my model"`` is traced with valid names and the
+    compiled calls themselves cost nothing extra.
     """
     per_model = _CACHE.setdefault(model, {})
     if key not in per_model:
-        function = build()
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with GraphSafeNames(model):
-                return function(*args, **kwargs)
-
-        call.__wrapped__ = function  # type: ignore[attr-defined]  # the tf.function itself
-        per_model[key] = call
+        per_model[key] = build()
     return per_model[key]
 
 
@@ -211,7 +203,8 @@ def score_fn(model: Any, loss: Loss, targeted: bool, jit: bool) -> Callable[...,
     def build() -> Callable[..., Any]:
         @tf.function(jit_compile=jit, reduce_retracing=True)
         def score(x: Any, y: Any) -> tuple[Any, Any, Any]:
-            logits = model(x, training=False)
+            with GraphSafeNames(model):  # runs while tracing only
+                logits = model(x, training=False)
             pred = tf.argmax(logits, axis=-1, output_type=y.dtype)
             success = tf.equal(pred, y) if targeted else tf.not_equal(pred, y)
             return success, per_example_loss(logits, y, loss, targeted), logits
@@ -263,9 +256,10 @@ def ascent_fn(model: Any, norm: Norm, loss: Loss, targeted: bool, jit: bool, ste
         @tf.function(jit_compile=jit, reduce_retracing=True)
         def ascend(x_adv: Any, best: Any, found: Any, x: Any, y: Any, epsilon: Any,
                    step_size: Any, low: Any, high: Any) -> tuple[Any, Any, Any]:
-            return ascent_steps(model, x_adv, x, y, steps=steps, epsilon=epsilon,
-                                step_size=step_size, low=low, high=high, norm=norm,
-                                loss=loss, targeted=targeted, best=best, found=found)
+            with GraphSafeNames(model):  # runs while tracing only
+                return ascent_steps(model, x_adv, x, y, steps=steps, epsilon=epsilon,
+                                    step_size=step_size, low=low, high=high, norm=norm,
+                                    loss=loss, targeted=targeted, best=best, found=found)
         return ascend
 
     return compiled(model, ("ascent", norm, loss, targeted, jit, steps), build)
