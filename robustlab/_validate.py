@@ -93,6 +93,15 @@ def check_optional_int(name: str, value: Any, *, low: int | None = None) -> int 
     return check_int(name, value, low=low)
 
 
+def check_sha256(name: str, value: Any) -> str:
+    """A SHA-256 hex digest (64 hex digits, any case; surrounding spaces ignored), lower-cased;
+    anything else is a ValidationError naming ``name``."""
+    text = str(value).strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ValidationError(f"expected {name} to be 64 hex digits, got {value!r}")
+    return text
+
+
 def check_seed(value: Any) -> int:
     """A seed is a non-negative integer below 2**32."""
     return check_int("seed", value, low=0, high=2**32 - 1)

@@ -20,7 +20,7 @@ from typing import Any
 
 from robustlab import crypto
 from robustlab._io import atomic_path
-from robustlab._validate import check_int, check_seed
+from robustlab._validate import check_int, check_seed, check_sha256
 from robustlab.errors import InputTypeError, ModelNotFoundError, UnsafeModelError, ValidationError
 
 __all__ = ["build_model", "build_small_cnn", "build_resnet", "save_model", "load_model"]
@@ -339,9 +339,7 @@ def load_model(path: str | os.PathLike[str], *, sha256: str | None = None,
     path = Path(path)
     data = _read_model_file(path)
     if sha256 is not None:
-        expected = str(sha256).strip().lower()
-        if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
-            raise ValidationError(f"expected sha256 to be 64 hex digits, got {sha256!r}")
+        expected = check_sha256("sha256", sha256)
         actual = hashlib.sha256(data).hexdigest()
         if actual != expected:
             raise UnsafeModelError(f"model file {str(path)!r} has sha256 {actual}, expected "

@@ -19,6 +19,7 @@ from robustlab._validate import (
     check_int,
     check_optional_int,
     check_seed,
+    check_sha256,
     parse_enum,
     parse_epsilons,
 )
@@ -139,11 +140,8 @@ class ReportConfig:
             raise ModelNotFoundError(f"expected model_path to name a .keras file (or to be "
                                      f"'' to train one), got {self.model_path!r}, which does "
                                      f"not exist")
-        put("model_sha256", _check_text("model_sha256", self.model_sha256).strip().lower())
-        if self.model_sha256 and (len(self.model_sha256) != 64 or any(
-                c not in "0123456789abcdef" for c in self.model_sha256)):
-            raise ValidationError(f"expected model_sha256 to be 64 hex digits (or ''), got "
-                                  f"{self.model_sha256!r}")
+        pin = _check_text("model_sha256", self.model_sha256).strip()
+        put("model_sha256", check_sha256("model_sha256", pin) if pin else "")
         put("epochs", check_optional_int("epochs", self.epochs, low=1))
         put("norm", parse_norm(self.norm).value)
         put("pgd_steps", check_int("pgd_steps", self.pgd_steps, low=1))
