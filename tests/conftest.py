@@ -80,3 +80,12 @@ def predictions(model, x):
 def accuracy(model, x, y):
     """Share of the images of ``x`` that ``model`` classifies as ``y``."""
     return float(np.mean(predictions(model, x) == y))
+
+
+def without_seconds(node):
+    """A report's JSON with every wall-clock ``seconds`` field left out (they differ per run)."""
+    if isinstance(node, dict):
+        return {k: without_seconds(v) for k, v in node.items() if k != "seconds"}
+    if isinstance(node, list):
+        return [without_seconds(v) for v in node]
+    return node

@@ -6,7 +6,7 @@ import sys
 
 import nbformat
 import pytest
-from conftest import ROOT
+from conftest import ROOT, without_seconds
 
 from robustlab.errors import InputTypeError, NotebookExecutionError, ValidationError
 from robustlab.runner import run_notebook
@@ -29,13 +29,7 @@ def test_notebook_is_clean_and_parameterized():
 def _numbers(report):
     """report.json without what differs per machine or run: the package versions and the
     device (top level), and every wall-clock ``seconds``."""
-    def strip(node):
-        if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items() if k != "seconds"}
-        if isinstance(node, list):
-            return [strip(v) for v in node]
-        return node
-    return {k: strip(v) for k, v in report.items()
+    return {k: without_seconds(v) for k, v in report.items()
             if k not in ("versions", "device", "seconds")}
 
 

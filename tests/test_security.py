@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import without_seconds
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -47,13 +48,7 @@ def test_manifest_lists_every_artifact_and_verify_names_changes(digits_result, t
 
 def _numbers(path):
     """report.json without wall-clock fields."""
-    def strip(node):
-        if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items() if k != "seconds"}
-        if isinstance(node, list):
-            return [strip(v) for v in node]
-        return node
-    return json.dumps(strip(json.loads(path.read_text())), sort_keys=True)
+    return json.dumps(without_seconds(json.loads(path.read_text())), sort_keys=True)
 
 
 def test_same_seed_same_report_numbers(digits_model, digits, tmp_path):
