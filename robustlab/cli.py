@@ -300,13 +300,13 @@ def _audit_files(args: argparse.Namespace, inputs: bool, status: int | None = No
         if status != 0:  # the folder is the earlier run's: only what this run kept
             kept = folder.parent / f"{folder.name}.failed.ipynb"
             return digests([kept]) if kept.is_file() else {}
-        try:  # the run's manifest lists every file with its digest: no need to rehash
-            import json
+        from robustlab.manifest import read_manifest
 
-            listed = json.loads((folder / "manifest.json").read_text("utf-8"))["files"]
+        try:  # the run's manifest lists every file with its digest: no need to rehash
+            listed = read_manifest(folder)["files"]
             found = {str((folder / name).resolve()): str(info["sha256"])
                      for name, info in listed.items()}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (RobustlabError, KeyError, TypeError, AttributeError):
             found = {}
         return {**digests([folder / "manifest.json"]), **found}
     if command == "gate":

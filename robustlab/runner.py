@@ -41,7 +41,13 @@ from typing import Any
 from robustlab import crypto
 from robustlab._io import folder_lock, recover_directory, replace_directory, staging_path
 from robustlab.errors import InputTypeError, NotebookExecutionError, ValidationError
-from robustlab.manifest import MANIFEST, is_output_folder, new_run_id, update_manifest
+from robustlab.manifest import (
+    MANIFEST,
+    is_output_folder,
+    new_run_id,
+    read_manifest,
+    update_manifest,
+)
 
 __all__ = ["run_notebook", "RunInterrupted", "output_folder", "commit_folder",
            "check_parameters", "notebook_parameters", "parse_cli_value"]
@@ -357,15 +363,13 @@ def commit_folder(staging: str | Path, out_dir: str | Path, *, run_id: str,
     staging, out = Path(staging), Path(out_dir)
     old: dict[str, Any] = {}
     if (staging / MANIFEST).is_file():  # the notebook's own (write_report's)
-        with contextlib.suppress(OSError, ValueError):
-            old = json.loads((staging / MANIFEST).read_text("utf-8"))
+        with contextlib.suppress(ValidationError):
+            old = read_manifest(staging)
     # The device is the one the notebook recorded (its kernel computed the results), else
     # "not recorded": finding this process's would import TensorFlow here for nothing.
-    device = (old.get("device") if isinstance(old, dict) else None) or _NOT_RECORDED_DEVICE
-    recorded = old.get("parameters") if isinstance(old, dict) else None
-    update_manifest(staging, parameters={**(recorded or {}), **(parameters or {})},
-                    seed=old.get("seed") if isinstance(old, dict) else None, device=device,
-                    run_id=run_id, notebooks=True)
+    device = old.get("device") or _NOT_RECORDED_DEVICE
+    update_manifest(staging, parameters={**old.get("parameters", {}), **(parameters or {})},
+                    seed=old.get("seed"), device=device, run_id=run_id, notebooks=True)
     replace_directory(staging, out)
     return out / MANIFEST
 

@@ -52,7 +52,7 @@ from robustlab.errors import (
 )
 from robustlab.inference import GraphSafeNames, predict_labels
 from robustlab.models import save_model
-from robustlab.types import DEFAULT_REL_STEP, Loss, Norm, ThreatModel, parse_norm
+from robustlab.types import Loss, Norm, ThreatModel, parse_norm
 
 __all__ = ["Method", "TrainingConfig", "AdversarialModel", "OverfitGuard", "EpochLogger",
            "EpochProgress", "Checkpoint", "TimeBudget", "TrainingResult",
@@ -205,7 +205,7 @@ class TrainingConfig:
             return self.rel_step_size * self.epsilon
         if self.method is Method.FGSM_RS:
             return FGSM_RS_REL_STEP * self.epsilon
-        return min(1.0, DEFAULT_REL_STEP / self.steps) * self.epsilon
+        return ThreatModel(self.epsilon, self.norm, self.bounds).step_length(self.steps)
 
     def epsilon_at(self, epoch: int) -> float:
         """ε used in ``epoch`` (0-based) under the ramp."""

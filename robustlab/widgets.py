@@ -44,7 +44,14 @@ from robustlab.data import Dataset
 from robustlab.errors import InputTypeError, ValidationError
 from robustlab.evaluate import evaluate
 from robustlab.inference import batched_logits, check_input_shape, num_outputs, softmax
-from robustlab.report.plots import _figure, _figure_text, _png, _show, curves_png, examples_png
+from robustlab.report.plots import (
+    curves_png,
+    examples_png,
+    figure_text,
+    new_figure,
+    png_bytes,
+    show_image,
+)
 from robustlab.results import EvaluationResult
 from robustlab.stats import perturbation_norms
 from robustlab.types import Norm, ThreatModel, parse_norm
@@ -275,8 +282,8 @@ def view_png(view: AttackView, class_names: Sequence[str], bounds: tuple[float, 
              top_k: int = 3) -> bytes:
     """One row: clean image, adversarial image, perturbation amplified to the full range,
     and the ``top_k`` classes' probabilities before and after the attack."""
-    names = [_figure_text(name, _NAME_CHARS) for name in class_names]
-    fig = _figure(8.4, 2.3)
+    names = [figure_text(name, _NAME_CHARS) for name in class_names]
+    fig = new_figure(8.4, 2.3)
     axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1, 1, 1.6]})
     delta = view.x_adv - view.x
     scale = float(np.abs(delta).max()) or 1.0
@@ -284,7 +291,7 @@ def view_png(view: AttackView, class_names: Sequence[str], bounds: tuple[float, 
               (_unit(view.x_adv, bounds), f"adversarial: {names[view.adv_pred]}", view.fooled),
               (0.5 + 0.5 * delta / scale, f"perturbation ×{0.5 / scale:.1f}", False))
     for ax, (img, title, red) in zip(axes[:3], panels, strict=True):
-        _show(ax, img)  # the perturbation is already centred in [0, 1]
+        show_image(ax, img)  # the perturbation is already centred in [0, 1]
         ax.set_title(title, fontsize=8, color="crimson" if red else "black")
     top = np.argsort(-(view.clean_probs + view.adv_probs))[:top_k]
     ypos = np.arange(len(top))
@@ -297,7 +304,7 @@ def view_png(view: AttackView, class_names: Sequence[str], bounds: tuple[float, 
     ax.set_xlim(0, 1)
     ax.set_xlabel("probability", fontsize=8)
     ax.legend(fontsize=7, loc="lower right")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def summary_png(views: Sequence[AttackView], result: EvaluationResult,
@@ -307,13 +314,13 @@ def summary_png(views: Sequence[AttackView], result: EvaluationResult,
     prediction, next to the robustness curve with ε marked."""
     if not views:
         raise ValidationError("expected at least one attacked example in the summary, got 0")
-    names = [_figure_text(name, _NAME_CHARS) for name in class_names]
-    fig = _figure(1.5 * len(views) + 4.5, 3.2)
+    names = [figure_text(name, _NAME_CHARS) for name in class_names]
+    fig = new_figure(1.5 * len(views) + 4.5, 3.2)
     grid = fig.add_gridspec(2, len(views) + 3)
     for j, v in enumerate(views):
         for row, (img, pred) in enumerate(((v.x, v.clean_pred), (v.x_adv, v.adv_pred))):
             ax = fig.add_subplot(grid[row, j])
-            _show(ax, _unit(img, bounds))
+            show_image(ax, _unit(img, bounds))
             ax.set_title(f"#{v.index} → {names[pred]}", fontsize=7,
                          color="crimson" if pred != v.label else "black")
     ax = fig.add_subplot(grid[:, len(views):])
@@ -325,10 +332,10 @@ def summary_png(views: Sequence[AttackView], result: EvaluationResult,
     ax.axvline(epsilon, color="grey", linestyle=":")
     ax.set_xlabel(f"ε ({norm})")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"{_figure_text(curve.label)} on {result.n_examples} examples", fontsize=9)
-    fig.suptitle(f"{_figure_text(views[0].attack)} at ε = {epsilon:g}: top clean, bottom "
+    ax.set_title(f"{figure_text(curve.label)} on {result.n_examples} examples", fontsize=9)
+    fig.suptitle(f"{figure_text(views[0].attack)} at ε = {epsilon:g}: top clean, bottom "
                  f"adversarial", fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 # ---------------------------------------------------------------------- widgets

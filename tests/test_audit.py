@@ -218,7 +218,7 @@ def test_inserted_forged_record(log):
     forged = json.loads(lines[1])
     forged.update(outcome="blessed", seq=3, prev=forged["hash"])
     forged["hash"] = audit.record_hash(forged)
-    lines.insert(2, (json.dumps(forged) + "\n").encode())
+    lines.insert(2, (json.dumps(forged, sort_keys=True, separators=(",", ":")) + "\n").encode())
     log.write_bytes(b"".join(lines))
     assert "line(s) 3-3 were inserted" in _broken(log, "inserted", 4).problem
 
@@ -258,7 +258,8 @@ def test_record_with_a_forged_number(log):
     forged = json.loads(lines[-1])
     forged.update(seq=forged["seq"] + 5, prev=forged["hash"], outcome="blessed")
     forged["hash"] = audit.record_hash(forged)
-    log.write_bytes(b"".join(lines) + (json.dumps(forged) + "\n").encode())
+    canonical = json.dumps(forged, sort_keys=True, separators=(",", ":"))  # as robustlab writes
+    log.write_bytes(b"".join(lines) + (canonical + "\n").encode())
     assert "numbered 11, expected 7" in _broken(log, "edited", 7).problem
 
 

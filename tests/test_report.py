@@ -123,11 +123,11 @@ def test_control_and_bidi_characters_are_shown_escaped(digits_result):
 
 
 def test_figure_text_is_escaped_and_shortened():
-    from robustlab.report.plots import _figure_text
+    from robustlab.report.plots import figure_text
 
-    assert _figure_text("a\u202eb\x00c") == "a\\u202eb\\u0000c"
-    assert _figure_text("cost $5 or $\\frac{1}$") == "cost \\$5 or \\$\\frac{1}\\$"
-    long = _figure_text("\u202e" * 10 + "x" * 5000, limit=40)
+    assert figure_text("a\u202eb\x00c") == "a\\u202eb\\u0000c"
+    assert figure_text("cost $5 or $\\frac{1}$") == "cost \\$5 or \\$\\frac{1}\\$"
+    long = figure_text("\u202e" * 10 + "x" * 5000, limit=40)
     assert long.endswith("…") and len(long) <= 40 and "\\u202e" in long
     assert not long.removesuffix("…").endswith("\\")  # an escape is never cut in half
 

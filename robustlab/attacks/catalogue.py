@@ -22,7 +22,7 @@ import numpy as np
 
 from robustlab._validate import check_int
 from robustlab.attacks._runner import BatchAttack, boundary, run_attack
-from robustlab.attacks.peers import _np_norm, art_batch
+from robustlab.attacks.peers import art_batch, numpy_norm
 from robustlab.errors import ValidationError
 from robustlab.types import ThreatModel
 
@@ -54,7 +54,7 @@ def apgd_batch(steps: int, loss: str) -> BatchAttack:
         from art.attacks.evasion import AutoProjectedGradientDescent
 
         return AutoProjectedGradientDescent(
-            clf, norm=_np_norm(threat.norm), eps=threat.epsilon, eps_step=2 * threat.epsilon,
+            clf, norm=numpy_norm(threat.norm), eps=threat.epsilon, eps_step=2 * threat.epsilon,
             max_iter=steps, nb_random_init=1, batch_size=n, loss_type=loss_type,
             verbose=False)
 
@@ -68,7 +68,7 @@ def square_batch(steps: int) -> BatchAttack:
     def make(clf: Any, threat: ThreatModel, n: int, **_: Any) -> Any:
         from art.attacks.evasion import SquareAttack
 
-        return SquareAttack(clf, norm=_np_norm(threat.norm), eps=threat.epsilon,
+        return SquareAttack(clf, norm=numpy_norm(threat.norm), eps=threat.epsilon,
                             max_iter=steps, nb_restarts=1, batch_size=n, verbose=False)
 
     return art_batch(make)
@@ -108,7 +108,7 @@ def auto_attack_batch() -> BatchAttack:
         except ImportError as exc:  # ART imports the optional `multiprocess` package here
             raise ValidationError(f"ART's AutoAttack could not be imported ({exc}); install "
                                   f"the 'multiprocess' package") from exc
-        return AutoAttack(clf, norm=_np_norm(threat.norm), eps=threat.epsilon,
+        return AutoAttack(clf, norm=numpy_norm(threat.norm), eps=threat.epsilon,
                           eps_step=threat.epsilon / 4, batch_size=n)
 
     return art_batch(make)

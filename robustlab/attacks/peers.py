@@ -26,7 +26,7 @@ def _ce_only(loss: Loss, backend: str) -> None:
                               f"backend has loss={loss.value!r})")
 
 
-def _np_norm(norm: Norm) -> float:
+def numpy_norm(norm: Norm) -> float:
     return np.inf if norm is Norm.LINF else 2.0
 
 
@@ -37,7 +37,7 @@ def cleverhans_fgsm(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatM
 
     _ce_only(loss, "cleverhans")
     low, high = threat.bounds
-    out = fast_gradient_method(model, x, threat.epsilon, _np_norm(threat.norm), clip_min=low,
+    out = fast_gradient_method(model, x, threat.epsilon, numpy_norm(threat.norm), clip_min=low,
                                clip_max=high, y=y, targeted=targeted, sanity_checks=False)
     return np.asarray(out)
 
@@ -52,7 +52,7 @@ def cleverhans_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatMo
     low, high = threat.bounds
     with seeded_globals(batch_seed(seed, restart, ids), tensorflow=True):
         out = projected_gradient_descent(
-            model, x, threat.epsilon, step_size, steps, _np_norm(threat.norm), clip_min=low,
+            model, x, threat.epsilon, step_size, steps, numpy_norm(threat.norm), clip_min=low,
             clip_max=high, y=y, targeted=targeted, rand_init=random_start,
             rand_minmax=threat.epsilon if random_start else None, sanity_checks=False)
     return np.asarray(out)
@@ -94,7 +94,7 @@ def _art_fgsm(clf: Any, threat: ThreatModel, n: int, *, loss: Loss, **_: Any) ->
     from art.attacks.evasion import FastGradientMethod
 
     _ce_only(loss, "art")
-    return FastGradientMethod(clf, norm=_np_norm(threat.norm), eps=threat.epsilon,
+    return FastGradientMethod(clf, norm=numpy_norm(threat.norm), eps=threat.epsilon,
                               batch_size=n)
 
 
@@ -104,7 +104,7 @@ def _art_pgd(clf: Any, threat: ThreatModel, n: int, *, loss: Loss, random_start:
 
     _ce_only(loss, "art")
     return ProjectedGradientDescent(
-        clf, norm=_np_norm(threat.norm), eps=threat.epsilon, eps_step=step_size,
+        clf, norm=numpy_norm(threat.norm), eps=threat.epsilon, eps_step=step_size,
         max_iter=steps, num_random_init=1 if random_start else 0, batch_size=n,
         verbose=False)
 

@@ -21,12 +21,12 @@ from robustlab._display import register_html
 from robustlab.errors import InputTypeError, ValidationError
 from robustlab.manifest import update_manifest
 from robustlab.report.plots import (
-    _visible,
     comparison_png,
     convergence_png,
     curves_png,
     examples_png,
     gained_png,
+    visible_text,
 )
 from robustlab.results import Comparison, EvaluationResult
 
@@ -40,14 +40,14 @@ def _finalize(value: Any) -> Any:
     """Jinja2's ``finalize``: every ``{{ expression }}`` of every template passes through it
     before autoescaping. Names come from users, models and datasets, and a RIGHT-TO-LEFT
     OVERRIDE, NUL or zero-width space in them would reverse or hide text on the page; they
-    are shown as ``\\u202e`` etc. instead (see :func:`robustlab.report.plots._visible`).
+    are shown as ``\\u202e`` etc. instead (see :func:`robustlab.report.plots.visible_text`).
     Markup (the style sheet, the CSP) is robustlab's own and passes untouched; other values
     (lists, dicts) are shown as their ``str()``, escaped the same way."""
     if hasattr(value, "__html__"):
         return value
     if value is None or isinstance(value, (bool, int, float)):
         return value
-    return _visible(value if isinstance(value, str) else str(value))
+    return visible_text(value if isinstance(value, str) else str(value))
 
 
 def _output_dir(out_dir: Any, files: tuple[str, str]) -> Path:

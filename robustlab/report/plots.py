@@ -10,13 +10,13 @@ import numpy as np
 from robustlab.stats import wilson_interval
 
 
-def _figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float) -> Any:
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     return Figure(figsize=(width, height), dpi=110)
 
 
-def _png(fig: Any) -> bytes:
+def png_bytes(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
     return buf.getvalue()
@@ -48,15 +48,15 @@ _ESCAPES = _invisible_escapes()
 _FIGURE_ESCAPES = {**_ESCAPES, 0x09: "\\u0009", 0x0A: "\\u000a", ord("$"): "\\$"}
 
 
-def _visible(text: str) -> str:
+def visible_text(text: str) -> str:
     """``text`` with its invisible and bidi control characters shown as ``\\uXXXX`` (see
     :func:`_invisible_escapes`); the report's Jinja2 ``finalize`` applies it to every
     string, before HTML escaping."""
     return text.translate(_ESCAPES)
 
 
-def _figure_text(text: object, limit: int | None = None) -> str:
-    """``text`` made safe for a figure: escaped like :func:`_visible` (plus tab, newline and
+def figure_text(text: object, limit: int | None = None) -> str:
+    """``text`` made safe for a figure: escaped like :func:`visible_text` (plus tab, newline and
     ``$``) and, when longer than ``limit`` characters, cut to ``limit`` with a final "…".
 
     Matplotlib grows the PNG to fit every title and legend (``bbox_inches="tight"``), so a
@@ -101,19 +101,19 @@ def _text_inches(text: str, fontsize: float) -> float:
 
 
 def _fit(text: object, fontsize: float, inches: float, limit: int = _MAX_CHARS) -> str:
-    """:func:`_figure_text` of ``text``, cut (with "…") to at most ``limit`` characters and
+    """:func:`figure_text` of ``text``, cut (with "…") to at most ``limit`` characters and
     ``inches`` wide at ``fontsize`` points.
 
     A figure is saved with ``bbox_inches="tight"``, so any text wider than its axes widens
     the PNG; cutting by rendered width keeps plots of long or wide names the size of plots
     of short ones."""
-    fitted = _figure_text(text, limit)
+    fitted = figure_text(text, limit)
     if _text_inches(fitted, fontsize) <= inches:
         return fitted
     best, low, high = "…", 2, len(fitted) - 1
     while low <= high:  # the longest cut that fits: width grows with the cut's length
         mid = (low + high) // 2
-        candidate = _figure_text(text, mid)
+        candidate = figure_text(text, mid)
         if _text_inches(candidate, fontsize) <= inches:
             best, low = candidate, mid + 1
         else:
@@ -124,7 +124,7 @@ def _fit(text: object, fontsize: float, inches: float, limit: int = _MAX_CHARS) 
 def _accuracy_plot(curves: list[tuple[str, Any, dict[str, Any]]], norm: str, ylabel: str,
                    title: str, mark: float | None = None) -> bytes:
     """Accuracy (%) vs ε, one line with its 95% CI band per ``(label, points, style)``."""
-    fig = _figure(6.4, 4.0)
+    fig = new_figure(6.4, 4.0)
     ax = fig.subplots()
     for label, points, style in curves:
         eps = [p.epsilon for p in points]
@@ -140,10 +140,10 @@ def _accuracy_plot(curves: list[tuple[str, Any, dict[str, Any]]], norm: str, yla
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     ax.set_title(_fit(title, 12, _TITLE_INCHES, limit=2 * _MAX_CHARS))
-    return _png(fig)
+    return png_bytes(fig)
 
 
-def _show(ax: Any, img: np.ndarray) -> None:
+def show_image(ax: Any, img: np.ndarray) -> None:
     """Draw one image (H, W, 1 greyscale or H, W, 3 colour) in [0, 1], without axes."""
     img = np.clip(img, 0.0, 1.0)
     if img.shape[-1] == 1:
@@ -173,7 +173,7 @@ def examples_png(result: Any, class_names: list[str] | None = None) -> bytes | N
              class_names or [str(i) for i in range(result.model["num_classes"])]]
     clean, adv = images["clean"], images["adversarial"]
     n = len(result.examples)
-    fig = _figure(1.9 * n, 6.2)
+    fig = new_figure(1.9 * n, 6.2)
     axes = np.atleast_2d(fig.subplots(3, n, squeeze=False))
     for j, ex in enumerate(result.examples):
         delta = adv[j] - clean[j]
@@ -184,10 +184,10 @@ def examples_png(result: Any, class_names: list[str] | None = None) -> bytes | N
                   (0.5 + 0.5 * delta / scale, f"perturbation\n×{0.5 / scale:.1f}"))
         for row, (img, title) in enumerate(panels):
             ax = axes[row, j]
-            _show(ax, img)
+            show_image(ax, img)
             ax.set_title(title, fontsize=7,
                          color="crimson" if row == 1 and ex.adv_pred != ex.label else "black")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def comparison_png(comparison: Any) -> bytes:
@@ -213,7 +213,7 @@ def gained_png(comparison: Any, x: np.ndarray, y: np.ndarray,
     room = _GAINED_INCHES - _text_inches(f"#{len(y)} label ", 7)
     names = [_fit(name, 7, room) for name in
              class_names or [str(i) for i in range(int(y.max()) + 1)]]
-    fig = _figure(1.6 * cols, 1.9 * len(rows))
+    fig = new_figure(1.6 * cols, 1.9 * len(rows))
     axes = np.atleast_2d(fig.subplots(len(rows), cols, squeeze=False))
     for r, (name, idx) in enumerate(rows):
         for c in range(cols):
@@ -221,12 +221,12 @@ def gained_png(comparison: Any, x: np.ndarray, y: np.ndarray,
             ax.axis("off")
             if c >= len(idx):
                 continue
-            _show(ax, x[idx[c]])
+            show_image(ax, x[idx[c]])
             ax.set_title(f"#{idx[c]} label {names[int(y[idx[c]])]}", fontsize=7)
         axes[r, 0].text(-0.15, 0.5, _fit(name, 8, _ROW_NAME_INCHES),
                         transform=axes[r, 0].transAxes, rotation=90,
                         va="center", ha="right", fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def convergence_png(result: Any) -> bytes | None:
@@ -235,7 +235,7 @@ def convergence_png(result: Any) -> bytes | None:
     conv = result.convergence
     if conv is None:
         return None
-    fig = _figure(6.4, 3.6)
+    fig = new_figure(6.4, 3.6)
     ax = fig.subplots()
     acc = np.asarray(conv.accuracy) * 100
     band = np.asarray([wilson_interval(round(a * conv.n), conv.n) for a in conv.accuracy]) * 100
@@ -252,4 +252,4 @@ def convergence_png(result: Any) -> bytes | None:
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     ax.set_title(f"Convergence at ε = {conv.epsilon:.4g} on {conv.n} examples")
-    return _png(fig)
+    return png_bytes(fig)
