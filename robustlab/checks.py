@@ -28,7 +28,7 @@ import numpy as np
 
 from robustlab._env import default_jit_compile
 from robustlab.attacks import AttackSpec, enforce_threat_model, input_gradient, random_start
-from robustlab.errors import RobustlabWarning
+from robustlab.errors import RobustlabWarning, ValidationError
 from robustlab.inference import batched_logits, resolve_batch_size
 from robustlab.results import Check, Convergence, EvaluationResult, Status
 from robustlab.types import Backend, Loss, Norm, ThreatModel
@@ -176,7 +176,9 @@ class _Context:
 
     @property
     def worst(self) -> np.ndarray:
-        assert self.result.robust_mask is not None  # set by evaluate before the checks
+        if self.result.robust_mask is None:
+            raise ValidationError("expected an EvaluationResult with robust_mask (made by "
+                                  "robustlab.evaluate) to run the checks on")
         return self.result.robust_mask
 
     def threat(self, eps: float) -> ThreatModel:

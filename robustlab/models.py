@@ -44,7 +44,7 @@ class _Seeds:
     so the weights equal those of earlier robustlab versions for the same seed."""
 
     def __init__(self, seed: int) -> None:
-        self._rng = random.Random(check_seed(seed))  # noqa: S311 - weights, not secrets
+        self._rng = random.Random(check_seed(seed))  # noqa: S311  # nosec B311 - weights, not secrets
 
     def glorot(self) -> Any:
         import keras
