@@ -67,8 +67,10 @@ def _model_info(model: Any) -> dict[str, Any]:
             "num_classes": num_outputs(model)}
 
 
-def _check_budget(x_adv: np.ndarray, x: np.ndarray, threat: ThreatModel, label: str) -> None:
-    """Re-check the threat model on an attack's output: no attack reports outside the budget."""
+def _check_budget(x_adv: np.ndarray, x: np.ndarray, threat: ThreatModel, label: str
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Re-check the threat model on an attack's output: no attack reports outside the budget.
+    Returns the per-example ``(L∞, L2)`` norms it measured."""
     linf, l2 = perturbation_norms(x_adv, x)
     used = linf if threat.norm is Norm.LINF else l2
     low, high = threat.bounds
@@ -77,6 +79,7 @@ def _check_budget(x_adv: np.ndarray, x: np.ndarray, threat: ThreatModel, label: 
         raise RobustlabError(f"{label} returned examples outside the threat model "
                              f"(max {threat.norm.value} norm {used.max():.6g} > epsilon "
                              f"{threat.epsilon:g}, or outside bounds {threat.bounds})")
+    return linf, l2
 
 
 def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm", "pgd"),
@@ -198,6 +201,7 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     done = 0
     for spec in specs:
         x_adv, pred = x.copy(), clean_pred.copy()
+        linf, l2 = np.zeros(n_total), np.zeros(n_total)  # norms of x_adv - x, per example
         alive = clean_correct.copy()  # not yet fooled at any smaller epsilon
         for eps in eps_list:  # ascending (parse_epsilons sorts)
             bar.set_postfix_str(f"{spec.label} eps={eps:g}")
@@ -208,7 +212,7 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
                 threat = base.with_epsilon(eps)
                 found = spec.run(model, x[rows], y[rows], threat=threat, seed=seed,
                                  batch_size=batch_size, jit=jit, ids=rows)
-                _check_budget(found, x[rows], threat, spec.label)
+                linf[rows], l2[rows] = _check_budget(found, x[rows], threat, spec.label)
                 x_adv[rows] = found
                 pred[rows] = batched_logits(model, found, batch_size).argmax(axis=1)
             alive = clean_correct & (pred == y)
@@ -216,7 +220,6 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
                 alive &= standing[eps]
             standing[eps] = standing[eps] & alive
             robust[spec][eps] = alive
-            linf, l2 = perturbation_norms(x_adv, x)
             stats[spec][eps] = dict(mean_linf=float(linf.mean()), max_linf=float(linf.max()),
                                     mean_l2=float(l2.mean()), max_l2=float(l2.max()),
                                     seconds=time.perf_counter() - t0,
