@@ -247,3 +247,27 @@ def folder_lock(target: str | os.PathLike[str], *, wait: bool = False,
         yield path
     finally:
         os.close(fd)  # releases the lock
+
+
+def write_secret(target: str | os.PathLike[str], data: bytes, mode: int = 0o600, *,
+                 overwrite: bool = False) -> Path:
+    """Write ``data`` to ``target`` with ``mode`` from the start (keys: never readable by
+    others, not even briefly): a temporary file (mkstemp makes it 0600), fsync, chmod, then a
+    hard link, which raises FileExistsError if the name exists (never clobbers), or with
+    ``overwrite`` a rename over it."""
+    path = Path(target)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

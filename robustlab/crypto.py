@@ -45,7 +45,6 @@ import json
 import os
 import secrets
 import struct
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -629,22 +628,9 @@ def write_key_file(path: str | os.PathLike[str], *, overwrite: bool = False) -> 
                               f"or --force")
     kek = generate_key()
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                    dir=target.parent)  # mkstemp creates it 0600
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(base64.b64encode(kek) + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        if overwrite:
-            os.replace(tmp, target)
-        else:
-            os.link(tmp, target)  # fails if the name appeared meanwhile: never clobbers
-    except FileExistsError:
+        _io.write_secret(target, base64.b64encode(kek) + b"\n", 0o600, overwrite=overwrite)
+    except FileExistsError:  # the name appeared meanwhile: never clobbers
         raise ValidationError(f"{str(target)!r} exists; robustlab does not overwrite a "
                               f"key") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return LocalKey(kek, f"key file {str(target)!r}")

@@ -48,12 +48,11 @@ import hashlib
 import hmac
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from robustlab._io import sha256_file
+from robustlab._io import sha256_file, write_secret
 from robustlab.errors import ModelNotFoundError, RobustlabError, UnsafeModelError, ValidationError
 
 __all__ = ["ALGORITHM", "BLESSING_FORMAT", "REASONS", "SigningError", "BlessingRefusedError",
@@ -111,23 +110,6 @@ def key_id(key: Any) -> str:
     return hashlib.sha256(raw).hexdigest()[:_KEY_ID_HEX]
 
 
-def _write_new(target: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to the new file ``target`` with ``mode`` from the start: a temporary
-    file (mkstemp: 0600), fsync, then a hard link, which fails if the name exists."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                    dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.link(tmp, target)  # never clobbers: FileExistsError if the name appeared
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def generate_keypair(private_path: str | os.PathLike[str],
                      public_path: str | os.PathLike[str]) -> str:
     """Write a new Ed25519 key pair: the private key as PKCS#8 PEM (mode 0600 from the
@@ -156,12 +138,12 @@ def generate_keypair(private_path: str | os.PathLike[str],
     umask = os.umask(0)
     os.umask(umask)
     try:
-        _write_new(private, private_pem, 0o600)
+        write_secret(private, private_pem, 0o600)
     except FileExistsError:
         raise ValidationError(f"{str(private)!r} exists; robustlab does not overwrite a "
                               f"signing key") from None
     try:
-        _write_new(public, public_pem, 0o644 & ~umask)
+        write_secret(public, public_pem, 0o644 & ~umask)
     except BaseException as exc:
         private.unlink(missing_ok=True)  # no half pair left behind
         if isinstance(exc, FileExistsError):
