@@ -27,9 +27,12 @@ _EXPORTS = {
     "apgd": "robustlab.attacks", "square": "robustlab.attacks",
     "carlini_wagner_l2": "robustlab.attacks", "deepfool": "robustlab.attacks",
     "AttackSpec": "robustlab.attacks", "parse_attacks": "robustlab.attacks",
-    "ThreatModel": "robustlab.types", "Norm": "robustlab.types", "Loss": "robustlab.types",
+    "ThreatModel": "robustlab.types", "Constraints": "robustlab.types",
+    "Norm": "robustlab.types", "Loss": "robustlab.types",
     "evaluate": "robustlab.evaluate", "compare": "robustlab.evaluate",
     "EvaluationResult": "robustlab.results", "Comparison": "robustlab.results",
+    "CrossValidationResult": "robustlab.results", "FoldResult": "robustlab.results",
+    "cross_validate": "robustlab.crossval",
     "Check": "robustlab.results", "Status": "robustlab.results",
     "run_checks": "robustlab.checks", "check_logits": "robustlab.checks",
     "train": "robustlab.training", "train_adversarial": "robustlab.training",
@@ -46,7 +49,7 @@ _EXPORTS = {
 
 # modules whose functions return results that Jupyter renders through robustlab.report
 _RESULT_MAKERS = {"robustlab.evaluate", "robustlab.results", "robustlab.checks",
-                  "robustlab.workflow"}
+                  "robustlab.workflow", "robustlab.crossval"}
 
 __all__ = [*_EXPORTS, "setup_logging", "__version__"]
 

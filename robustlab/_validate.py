@@ -146,10 +146,12 @@ def parse_epsilons(value: str | float | Sequence[Any], *, name: str = "epsilons"
 def validate_arrays(x: Any, y: Any, *, num_classes: int | None = None,
                     bounds: tuple[float, float] = (0.0, 1.0), name: str = "x",
                     label_name: str = "y") -> tuple[np.ndarray, np.ndarray]:
-    """Check a batch of images and labels and return them as float32 NHWC / int64.
+    """Check a batch of inputs and labels and return them as float32 / int64.
 
     Args:
-        x: images, shape ``(N, H, W, C)``, finite, inside ``bounds``.
+        x: inputs of any rank >= 2, shape ``(N, ...)`` (images ``(N, H, W, C)``, tables
+            ``(N, F)``), finite, inside ``bounds`` (per-feature bounds and feature types are
+            checked by :meth:`robustlab.types.Constraints.check_inputs`).
         y: integer labels, shape ``(N,)``, in ``[0, num_classes)``.
         num_classes: number of classes, if known.
         bounds: ``(low, high)`` of valid pixel values.
@@ -162,8 +164,9 @@ def validate_arrays(x: Any, y: Any, *, num_classes: int | None = None,
     x = np.asarray(x)
     if x.dtype == object or not np.issubdtype(x.dtype, np.number):
         raise InputTypeError(f"expected {name} to be a numeric array, got dtype {x.dtype}")
-    if x.ndim != 4:
-        raise ValidationError(f"expected {name} to have shape (N, H, W, C), got shape {x.shape}")
+    if x.ndim < 2:
+        raise ValidationError(f"expected {name} to have shape (N, ...) with one row per example "
+                              f"(images (N, H, W, C), tables (N, features)), got shape {x.shape}")
     if x.shape[0] == 0:
         raise ValidationError(f"expected {name} to hold at least one example, got shape {x.shape}")
     x = x.astype(np.float32, copy=False)
@@ -178,7 +181,7 @@ def validate_arrays(x: Any, y: Any, *, num_classes: int | None = None,
     if y.ndim != 1:
         raise ValidationError(f"expected {label_name} to have shape (N,), got shape {y.shape}")
     if len(y) != len(x):
-        raise ValidationError(f"expected {label_name} to have one label per image in {name} "
+        raise ValidationError(f"expected {label_name} to have one label per example in {name} "
                               f"({len(x)}), got {len(y)}")
     if not np.issubdtype(y.dtype, np.integer):
         if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) \

@@ -299,17 +299,26 @@ def _check_monotone(ctx: _Context) -> Check:
 
 
 def _check_large_budget(ctx: _Context) -> Check:
-    low, high = ctx.threat(0.0).bounds
-    norm = ctx.threat(0.0).norm
-    dim = int(np.prod(ctx.x.shape[1:]))
-    eps = 0.5 * (high - low) if norm is Norm.LINF else (high - low) * float(np.sqrt(dim))
+    base = ctx.threat(0.0)
+    norm = base.norm
+    title = "An unlimited attack reaches chance level"
+    fixed = 0 if base.constraints is None else int((~base.constraints.mutable).sum())
+    if fixed:
+        return Check("large_budget", title, Status.SKIP,
+                     f"{fixed} features are immutable, so even an unlimited attacker cannot "
+                     f"erase what they tell the model",
+                     "The check assumes an adversary who can turn any input into any other; "
+                     "immutable features rule that out, so accuracy need not fall to chance.",
+                     ATHALYE, {"immutable": fixed})
+    # half the box in L∞ (its centre is in every ball), its whole diagonal in L2
+    eps = base.box_size(ctx.x.shape[1:]) * (0.5 if norm is Norm.LINF else 1.0)
     spec = dataclasses.replace(ctx.iterative(), restarts=1)
     acc = float(ctx.robust_after(spec, ctx.rows, eps).mean()) if len(ctx.rows) else 0.0
     k = int(ctx.result.model["num_classes"])
     chance = 1.0 / k
     status = Status.PASS if acc <= chance else Status.FAIL
     return Check(
-        "large_budget", "An unlimited attack reaches chance level", status,
+        "large_budget", title, status,
         f"{spec.label} at ε {eps:.4g} ({norm.value}; the ball holds an image that is the same "
         f"for every example): {100 * acc:.1f}% still correct on {len(ctx.rows)} examples "
         f"(chance {100 * chance:.1f}%)",
@@ -334,7 +343,8 @@ def _check_noise(ctx: _Context) -> Check:
             x_noise = random_start(ctx.x[rows], threat, seed=ctx.seed, restart=10_000 + draw,
                                    ids=rows)
             if threat.norm is Norm.LINF:  # corners of the cube: the largest L∞ noise
-                x_noise = enforce_threat_model(ctx.x[rows] + eps * np.sign(
+                reach = eps if threat.weight is None else eps * threat.weight
+                x_noise = enforce_threat_model(ctx.x[rows] + reach * np.sign(
                     x_noise - ctx.x[rows] + 1e-12), ctx.x[rows], threat)
             pred = batched_logits(ctx.model, x_noise, ctx.batch_size).argmax(1)
             broken |= pred != ctx.y[rows]

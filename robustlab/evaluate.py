@@ -46,10 +46,11 @@ from robustlab.results import (
     CurvePoint,
     EvaluationResult,
     Example,
+    FeatureShift,
     Status,
 )
 from robustlab.stats import perturbation_norms, wilson_interval
-from robustlab.types import Norm, ThreatModel, parse_norm
+from robustlab.types import Constraints, Norm, ThreatModel, is_image_shape, parse_norm
 
 __all__ = ["evaluate", "compare", "EvaluationResult", "Comparison"]
 
@@ -69,8 +70,17 @@ def _model_info(model: Any) -> dict[str, Any]:
 
 def _check_budget(x_adv: np.ndarray, x: np.ndarray, threat: ThreatModel, label: str
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Re-check the threat model on an attack's output: no attack reports outside the budget.
-    Returns the per-example ``(L∞, L2)`` norms it measured."""
+    """Re-check the threat model on an attack's output: no attack reports outside the budget
+    (with constraints also: immutable features untouched, per-feature bounds, whole integers,
+    valid one-hot groups). Returns the per-example ``(L∞, L2)`` norms it measured (with
+    constraints, in units of the features' scale)."""
+    if threat.constraints is not None:
+        problem = threat.violation(x_adv, x, tol=_BUDGET_TOL)
+        if problem:
+            raise RobustlabError(f"{label} returned examples outside the threat model "
+                                 f"({problem})")
+        c = threat.constraints
+        return c.distance(x_adv, x, Norm.LINF), c.distance(x_adv, x, Norm.L2)
     linf, l2 = perturbation_norms(x_adv, x)
     used = linf if threat.norm is Norm.LINF else l2
     low, high = threat.bounds
@@ -89,7 +99,8 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
              jit_compile: bool | None = None, progress: bool | None = None,
              parameters: dict[str, Any] | None = None, reuse: bool = True,
              cascade: bool = False, checks: bool = True, n_check: int = 200,
-             callback: Callable[[int, int], None] | None = None) -> EvaluationResult:
+             callback: Callable[[int, int], None] | None = None,
+             constraints: Constraints | None = None) -> EvaluationResult:
     """Measure clean and robust accuracy of ``model`` on the test split of ``data``.
 
     An example counts as robust at ε if it is classified correctly, clean and after the
@@ -112,15 +123,18 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     ``n_check`` examples) and their verdicts go into the result and the report.
 
     Args:
-        model: Keras model returning logits, ``(N, H, W, C) -> (N, K)``.
-        data: a :class:`~robustlab.data.Dataset` (its test split is used) or ``(x, y)``.
+        model: Keras model returning logits, ``(N, ...) -> (N, K)`` (images, tables, any
+            rank).
+        data: a :class:`~robustlab.data.Dataset` (its test split is used; its feature
+            constraints apply) or ``(x, y)``.
         attacks: names (``"fgsm, pgd"``), dicts or :class:`~robustlab.attacks.AttackSpec`.
         epsilons: budgets in pixel units, e.g. ``"0, 0.1, 0.3"`` or ``[0, 8/255]``.
         norm: ``"linf"`` or ``"l2"`` (one threat model for the whole evaluation).
         n: evaluate the first ``n`` test examples (None: all).
         seed: seeds the attacks' random starts.
         batch_size: examples per attack batch (None: sized from available memory).
-        bounds: pixel range (default: the dataset's, else ``(0, 1)``).
+        bounds: input range (default: the dataset's, else ``(0, 1)``): numbers, or per-feature
+            arrays.
         n_show: number of examples kept for the report's grid.
         jit_compile: XLA on/off; None chooses per device.
         progress: show a tqdm progress bar (None: unless ``ROBUSTLAB_PROGRESS=0``).
@@ -129,6 +143,10 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
         cascade: attack only the examples the earlier attacks left standing.
         checks: run the sanity checks (gradient masking, convergence, ...).
         n_check: examples the attacking checks use at most.
+        constraints: the per-feature threat model (:class:`~robustlab.types.Constraints`;
+            default: the dataset's): ε in units of each feature's scale, immutable features
+            left bit-identical, integer and one-hot features kept valid; recorded in the
+            result and re-checked on every attack's output.
         callback: called as ``callback(done, total)`` after each (attack, ε), e.g. to
             drive a progress widget.
 
@@ -149,7 +167,9 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     n_check = check_int("n_check", n_check, low=1)
     if isinstance(data, Dataset):
         x, y = data.x_test, data.y_test
-        base = ThreatModel.parse(0.0, norm_enum, data.bounds if bounds is None else bounds)
+        given = data.constraints if constraints is None else constraints
+        base = ThreatModel.parse(0.0, norm_enum, bounds if bounds is not None else
+                                 (None if given is not None else data.bounds), given)
         dataset_info = data.describe()
         class_names = list(data.class_names)
     else:
@@ -157,7 +177,7 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
             x, y = data
         except (TypeError, ValueError):
             raise ValidationError("expected data to be a Dataset or an (x, y) pair") from None
-        base = ThreatModel.parse(0.0, norm_enum, (0.0, 1.0) if bounds is None else bounds)
+        base = ThreatModel.parse(0.0, norm_enum, bounds, constraints)
         dataset_info = {"name": "arrays"}
         class_names = None
     num_classes = num_outputs(model)
@@ -165,6 +185,9 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
         spec.check_model(num_classes)
     x, y = validate_arrays(x, y, num_classes=num_classes, bounds=base.bounds, name="x",
                            label_name="y")
+    base = base.fit(x.shape[1:])
+    if base.constraints is not None:
+        base.constraints.check_inputs(x)
     check_input_shape(model, x)
     if n is not None:
         x, y = x[:n], y[:n]
@@ -197,6 +220,8 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     bar = tqdm(total=len(specs) * len(eps_list), desc="attacks", disable=not progress,
                leave=False)
     shown: tuple[float, np.ndarray, np.ndarray] | None = None  # (eps, rows, x_adv[rows])
+    shifts: tuple[FeatureShift, ...] = ()
+    names = _feature_names(x.shape[1:], base)
     standing = {eps: clean_correct.copy() for eps in eps_list}  # survived every attack so far
     done = 0
     for spec in specs:
@@ -228,6 +253,8 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
                 idx = _pick_examples(clean_correct, alive, n_show, last=eps == eps_list[-1])
                 if idx is not None:
                     shown = (eps, idx, x_adv[idx].copy())
+                    broken = np.flatnonzero(clean_correct & ~alive)
+                    shifts = _feature_shifts(x[broken], x_adv[broken], base, names)
             bar.update(1)
             done += 1
             if callback is not None:
@@ -268,7 +295,9 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
         seconds=time.perf_counter() - start_time, parameters=dict(parameters or {}),
         examples=examples, example_images=images, robust_mask=mask,
         attack_masks=attack_masks, cascade=bool(cascade), determinism=determinism_info(),
-        per_class=_per_class(y, clean_correct, mask, class_names, num_classes))
+        per_class=_per_class(y, clean_correct, mask, class_names, num_classes),
+        constraints=base.constraints, feature_shifts=shifts,
+        shift_epsilon=shown[0] if shifts and shown is not None else None)
     if checks:
         verdicts, convergence = run_checks(model, x, y, result, n_check=n_check, seed=seed,
                                            batch_size=batch_size, jit_compile=jit,
@@ -281,6 +310,39 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
                                      seconds=time.perf_counter() - start_time)
     log.info("evaluation done in %.1f s", result.seconds)
     return result
+
+
+def _feature_names(shape: tuple[int, ...], threat: ThreatModel) -> tuple[str, ...] | None:
+    """Feature names for the per-feature summary, or None for data shown as images."""
+    c = threat.constraints
+    if c is not None and c.names:
+        return c.names
+    if is_image_shape(shape):
+        return None
+    return tuple(f"feature {i}" for i in range(int(np.prod(shape))))
+
+
+def _feature_shifts(x: np.ndarray, x_adv: np.ndarray, threat: ThreatModel,
+                    names: tuple[str, ...] | None) -> tuple[FeatureShift, ...]:
+    """Per feature, over the broken examples ``x`` / ``x_adv`` ``(B, ...)``: how often and
+    how far the attack moved it (input units, and units of the feature's scale); empty
+    for images or when nothing was broken."""
+    if names is None or not len(x):
+        return ()
+    delta = np.abs(x_adv.astype(np.float64) - x.astype(np.float64)).reshape(len(x), -1)
+    scale = np.ones(delta.shape[1]) if threat.constraints is None else \
+        threat.constraints.scale.ravel().astype(np.float64)
+    moved = delta > 0
+    out = []
+    for j, name in enumerate(names):
+        hit = moved[:, j]
+        k = int(hit.sum())
+        out.append(FeatureShift(
+            index=j, name=name, moved=k / len(x),
+            mean_change=float(delta[hit, j].mean()) if k else 0.0,
+            max_change=float(delta[:, j].max()),
+            mean_scaled=float(delta[hit, j].mean() / scale[j]) if k else 0.0))
+    return tuple(out)
 
 
 def _per_class(y: np.ndarray, clean_correct: np.ndarray, mask: np.ndarray,

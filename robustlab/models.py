@@ -1,6 +1,9 @@
 """Model builders and safe save/load.
 
-Models are Keras 3 models mapping ``(N, H, W, C)`` float32 images to ``(N, K)`` *logits*.
+Models are Keras 3 models mapping ``(N, ...)`` float32 inputs (images ``(N, H, W, C)``,
+feature vectors ``(N, F)``, any rank) to ``(N, K)`` *logits*: convolutional nets for images,
+a small MLP that standardises its own inputs for tables (so attacks and reports work in the
+features' original units).
 Attacks differentiate cross-entropy computed from logits; a softmax at the end makes those
 gradients vanish for confident predictions, a classic source of false robustness
 (Carlini & Wagner 2017, https://arxiv.org/abs/1608.04644; see
@@ -18,12 +21,15 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from robustlab import crypto
 from robustlab._io import atomic_path
 from robustlab._validate import check_int, check_seed, check_sha256
 from robustlab.errors import InputTypeError, ModelNotFoundError, UnsafeModelError, ValidationError
 
-__all__ = ["build_model", "build_small_cnn", "build_resnet", "save_model", "load_model"]
+__all__ = ["build_model", "build_small_cnn", "build_resnet", "build_mlp", "save_model",
+           "load_model"]
 
 log = logging.getLogger(__name__)
 
@@ -133,17 +139,117 @@ def build_resnet(input_shape: tuple[int, int, int], num_classes: int, *, width: 
     return keras.Model(inputs, outputs, name="resnet_small")
 
 
-def build_model(input_shape: tuple[int, int, int], num_classes: int, *, seed: int = 0,
-                mixed_precision: bool = False) -> Any:
-    """The default architecture for an input shape: a residual net for colour images of
-    32x32 or more, the small CNN otherwise. ``mixed_precision``: float16 compute (GPUs)."""
-    if len(input_shape) != 3:
-        raise ValidationError(f"expected input_shape (H, W, C), got {input_shape!r}")
+def _shape(input_shape: Any) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of positive ints (one example's shape)."""
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise ValidationError(f"expected input_shape to be a tuple of ints (one example's "
+                              f"shape), got {input_shape!r}") from None
+    if not shape or min(shape) < 1:
+        raise ValidationError(f"expected input_shape to have positive dimensions, got "
+                              f"{input_shape!r}")
+    return shape
+
+
+def _stats(mean: Any, std: Any, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``mean`` and ``std`` as flat float32 arrays of ``size`` features (checked)."""
+    if (mean is None) != (std is None):
+        raise ValidationError(f"expected mean and std together (or neither), got "
+                              f"{'mean' if std is None else 'std'} only")
+    out = []
+    for name, value in (("mean", mean), ("std", std)):
+        try:
+            arr = np.asarray(value, np.float32)
+            arr = np.array(np.broadcast_to(arr.reshape(-1) if arr.size == size else arr,
+                                           (size,)), np.float32)
+        except (TypeError, ValueError):
+            raise ValidationError(f"expected {name} to hold one number per feature ({size}), "
+                                  f"got shape {np.shape(value)}") from None
+        if not np.isfinite(arr).all():
+            raise ValidationError(f"expected {name} to be finite")
+        out.append(arr)
+    if (out[1] <= 0).any():
+        raise ValidationError(f"expected std > 0 for every feature, got minimum "
+                              f"{float(out[1].min()):g} (Dataset.feature_stats floors it at "
+                              f"1e-6)")
+    return out[0], out[1]
+
+
+def build_mlp(input_shape: tuple[int, ...], num_classes: int, *,
+              hidden: tuple[int, ...] = (64, 32), mean: Any = None, std: Any = None,
+              seed: int = 0, mixed_precision: bool = False) -> Any:
+    """A small multilayer perceptron for feature vectors (or any shape), returning float32
+    logits ``(N, num_classes)``.
+
+    Layers: inputs ``(N, *input_shape)``, flattened when of rank > 1 to ``(N, F)``; with
+    ``mean`` and ``std`` (one per flat feature, in the features' units, e.g. from
+    :meth:`Dataset.feature_stats <robustlab.data.Dataset.feature_stats>` on the training
+    split) a fixed, non-trainable ``Normalization`` layer ``(x - mean) / std``, so the model
+    takes raw features and gradients flow back to their original units; then one ReLU
+    ``Dense`` layer per entry of ``hidden`` and a linear ``Dense(num_classes)``. Seeded like
+    :func:`build_small_cnn`; ``mixed_precision`` computes the hidden layers in float16
+    (normalisation and logits stay float32). The model saves and loads through
+    :func:`save_model` / :func:`load_model` (the statistics live in its config).
+
+    Example:
+        >>> mean, std = data.feature_stats()
+        >>> model = build_mlp(data.input_shape, data.num_classes, mean=mean, std=std)
+    """
+    import keras
+    from keras import layers
+
+    shape = _shape(input_shape)
     num_classes = check_int("num_classes", num_classes, low=2)
-    if input_shape[2] == 3 and min(input_shape[:2]) >= 32:
-        return build_resnet(input_shape, num_classes, seed=seed,
+    units = [check_int(f"hidden[{i}]", h, low=1) for i, h in enumerate(hidden)]
+    size = int(np.prod(shape))
+    stats = None if mean is None and std is None else _stats(mean, std, size)
+    seeds = _Seeds(seed)
+    dt = _policy(mixed_precision)
+    inputs = keras.Input(shape=shape, name="features")
+    x = layers.Flatten(name="flatten")(inputs) if len(shape) > 1 else inputs
+    if stats is not None:
+        x = layers.Normalization(mean=stats[0].tolist(), variance=(stats[1] ** 2).tolist(),
+                                 name="standardize")(x)
+    for i, width in enumerate(units):
+        x = layers.Dense(width, activation="relu", name=f"dense{i + 1}", dtype=dt,
+                         kernel_initializer=seeds.glorot())(x)
+    outputs = layers.Dense(num_classes, name="logits", dtype="float32",
+                           kernel_initializer=seeds.glorot())(x)
+    return keras.Model(inputs, outputs, name="mlp")
+
+
+def build_model(input_shape: tuple[int, ...], num_classes: int, *, seed: int = 0,
+                mixed_precision: bool = False, mean: Any = None, std: Any = None) -> Any:
+    """The default architecture for one example's shape.
+
+    * ``(H, W, C)`` images: a residual net for colour images of 32x32 or more, the small
+      CNN otherwise (``mean``/``std`` are refused: image models take pixels as they are);
+    * feature vectors ``(F,)``, greyscale arrays ``(H, W)`` (a CNN needs a channel axis) and
+      shapes of rank 4 or more: :func:`build_mlp` (flattening), standardising with ``mean``
+      and ``std`` when given (e.g. :meth:`Dataset.feature_stats
+      <robustlab.data.Dataset.feature_stats>`).
+
+    ``mixed_precision``: float16 compute (GPUs).
+
+    Example:
+        >>> build_model((30,), 2, mean=mean, std=std).name
+        'mlp'
+    """
+    shape = _shape(input_shape)
+    num_classes = check_int("num_classes", num_classes, low=2)
+    if len(shape) != 3:
+        return build_mlp(shape, num_classes, mean=mean, std=std, seed=seed,
+                         mixed_precision=mixed_precision)
+    if mean is not None or std is not None:
+        raise ValidationError(f"expected mean and std only for feature-vector models (input "
+                              f"shapes (F,) or (H, W)), got them with the image shape {shape}; "
+                              f"image models take pixels as they are")
+    if shape[2] == 3 and min(shape[:2]) >= 32:
+        return build_resnet(shape, num_classes, seed=seed,
                             mixed_precision=mixed_precision)
-    return build_small_cnn(input_shape, num_classes, seed=seed, mixed_precision=mixed_precision)
+    return build_small_cnn(shape, num_classes, seed=seed,
+                           mixed_precision=mixed_precision)
 
 
 def save_model(model: Any, path: str | os.PathLike[str], *,

@@ -17,10 +17,11 @@ import numpy as np
 from robustlab._display import render_html
 from robustlab.attacks import AttackSpec
 from robustlab.errors import ValidationError
-from robustlab.types import Norm, ThreatModel
+from robustlab.types import Constraints, Norm, ThreatModel, is_image_shape
 
 __all__ = ["Status", "Check", "Convergence", "CurvePoint", "AttackCurve", "Example",
-           "ClassAccuracy", "EvaluationResult", "Comparison", "summary_text"]
+           "ClassAccuracy", "FeatureShift", "EvaluationResult", "Comparison",
+           "FoldResult", "CrossValidationResult", "summary_text"]
 
 
 def _plain(value: Any) -> Any:
@@ -149,12 +150,32 @@ class ClassAccuracy:
     robust_ci: tuple[tuple[float, float], ...]
 
 
+@dataclass(frozen=True)
+class FeatureShift:
+    """How the attack moved one feature across the examples it broke (non-image data):
+    ``moved`` the fraction of broken examples whose value changed, ``mean_change`` and
+    ``max_change`` the mean and largest ``|adversarial - clean|`` over those, in the
+    feature's own units, ``mean_scaled`` the mean change in units of the feature's scale
+    (the unit of ε)."""
+
+    index: int
+    name: str
+    moved: float
+    mean_change: float
+    max_change: float
+    mean_scaled: float
+
+
 @dataclass(frozen=True, eq=False)
 class EvaluationResult:
     """Everything a robustness report shows. ``example_images`` (clean and adversarial
     arrays of the shown examples), ``robust_mask`` (``(n_examples, len(epsilons))`` bool:
     example ``i`` survived every attack at ``epsilons[j]``) and ``attack_masks`` (the same
     per attack label) stay out of ``to_dict()``.
+
+    ``constraints`` is the per-feature threat model (None: every input value alike);
+    ``feature_shifts`` summarise, for non-image data, how the last attack moved each feature
+    across the examples it broke at ``shift_epsilon``.
 
     ``checks`` are the sanity checks (:mod:`robustlab.checks`) and ``convergence`` the
     accuracy-vs-steps data; ``cascade`` says whether each attack ran only on the examples
@@ -185,6 +206,33 @@ class EvaluationResult:
     example_images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     robust_mask: np.ndarray | None = field(default=None, repr=False)
     attack_masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    constraints: Constraints | None = field(default=None, repr=False)
+    feature_shifts: tuple[FeatureShift, ...] = ()
+    shift_epsilon: float | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's shape, as the evaluated arrays had it."""
+        images = self.example_images.get("clean")
+        if images is not None:
+            return tuple(int(d) for d in images.shape[1:])
+        return tuple(int(d) for d in self.dataset.get("input_shape") or
+                     self.model.get("input_shape") or ())
+
+    @property
+    def is_image(self) -> bool:
+        """True if the examples are shown as images (see
+        :func:`~robustlab.types.is_image_shape`), False for feature tables."""
+        return is_image_shape(self.input_shape) and not (self.constraints is not None
+                                                         and self.constraints.names)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """One name per feature: the constraints' names, else ``feature 0``, ``feature 1``…"""
+        if self.constraints is not None and self.constraints.names:
+            return self.constraints.names
+        size = int(np.prod(self.input_shape)) if self.input_shape else 0
+        return tuple(f"feature {i}" for i in range(size))
 
     @property
     def specs(self) -> tuple[AttackSpec, ...]:
@@ -192,8 +240,9 @@ class EvaluationResult:
         return tuple(c.spec for c in self.curves if c.spec is not None)
 
     def threat(self, epsilon: float) -> ThreatModel:
-        """The threat model the evaluation used at ``epsilon`` (its norm and bounds)."""
-        return ThreatModel(float(epsilon), self.norm, self.bounds)
+        """The threat model the evaluation used at ``epsilon`` (its norm, bounds and
+        feature constraints)."""
+        return ThreatModel(float(epsilon), self.norm, self.bounds, self.constraints)
 
     @property
     def trust(self) -> Status:
@@ -206,7 +255,8 @@ class EvaluationResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (no arrays, no NaN). The bounds are the dataset's entry."""
         skip = {"example_images", "robust_mask", "attack_masks", "bounds", "curves",
-                "worst_case", "checks", "convergence", "norm"}
+                "worst_case", "checks", "convergence", "norm", "constraints",
+                "feature_shifts", "shift_epsilon"}
         out = {f.name: _plain(getattr(self, f.name))
                for f in dataclasses.fields(self) if f.name not in skip}
         out.update(norm=self.norm.value, clean_ci=list(self.clean_ci),
@@ -215,6 +265,12 @@ class EvaluationResult:
                    checks=[c.to_dict() for c in self.checks],
                    convergence=None if self.convergence is None else self.convergence.to_dict(),
                    trust=self.trust.value)
+        if self.constraints is not None:  # absent for plain threat models (images)
+            out["constraints"] = {**self.constraints.to_dict(),
+                                  "description": self.constraints.describe(self.norm)}
+        if self.feature_shifts:
+            out.update(feature_shifts=_plain(self.feature_shifts),
+                       shift_epsilon=self.shift_epsilon)
         return out
 
     def __repr__(self) -> str:
@@ -250,6 +306,174 @@ class Comparison:
     def __repr__(self) -> str:
         return "\n".join(f"{name}: {summary_text(r).splitlines()[0]}"
                          for name, r in zip(self.names, self.results, strict=True))
+
+    def _repr_html_(self) -> str | None:
+        return render_html(self)
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """One fold of a cross-validation (:func:`~robustlab.crossval.cross_validate`): a fresh
+    model trained on the other folds and evaluated on this one.
+
+    ``clean_ci`` and each worst-case point's ``ci_low``/``ci_high`` are 95% Wilson intervals
+    over the ``n_test`` evaluated examples; ``worst_case`` has one point per ε of the
+    cross-validation (the worst case over its attacks), in the same order for every fold.
+    ``seconds`` covers training and evaluation; ``trust`` is the fold evaluation's checks
+    verdict (``skip`` when the checks were off). ``test_indices`` are the evaluated examples'
+    positions in the pooled data (train then test split), kept out of ``to_dict()``."""
+
+    fold: int
+    n_train: int
+    n_test: int
+    clean_accuracy: float
+    clean_ci: tuple[float, float]
+    worst_case: tuple[CurvePoint, ...]
+    seconds: float
+    trust: Status
+    test_indices: tuple[int, ...] = field(default=(), repr=False)
+
+    def accuracy_at(self, epsilon: float) -> float:
+        """Worst-case robust accuracy at ``epsilon`` (one of the cross-validation's ε)."""
+        return self.point_at(epsilon).accuracy
+
+    def point_at(self, epsilon: float) -> CurvePoint:
+        """The worst-case point at ``epsilon`` (accuracy and Wilson interval)."""
+        for point in self.worst_case:
+            if math.isclose(point.epsilon, epsilon, rel_tol=1e-9, abs_tol=1e-12):
+                return point
+        raise ValidationError(f"expected epsilon to be one of "
+                              f"{[p.epsilon for p in self.worst_case]}, got {epsilon}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fold": self.fold, "n_train": self.n_train, "n_test": self.n_test,
+                "clean_accuracy": self.clean_accuracy, "clean_ci": list(self.clean_ci),
+                "worst_case": [dataclasses.asdict(p) for p in self.worst_case],
+                "seconds": self.seconds, "trust": self.trust.value}
+
+
+def _sd(values: tuple[float, ...]) -> float:
+    """Sample standard deviation (ddof 1) of two or more values."""
+    return float(np.std(np.asarray(values, np.float64), ddof=1))
+
+
+@dataclass(frozen=True, eq=False)
+class CrossValidationResult:
+    """Clean and worst-case robust accuracy of ``k`` models, each trained on ``k - 1``
+    stratified folds of the pooled data and evaluated on the remaining one
+    (:func:`~robustlab.crossval.cross_validate`).
+
+    The spread of the per-fold accuracies (sample standard deviation, ddof 1) says how much
+    the number depends on the split; each fold's Wilson interval says how much it depends on
+    which examples were drawn. :meth:`spread_exceeds_sampling` compares the two: a standard
+    deviation across folds larger than the mean Wilson half-width means the split (training
+    data, training randomness) moves the number more than sampling the test examples does.
+
+    ``method`` is the training method (``standard``, ``pgd``, ``trades``, ``fgsm_rs``),
+    ``attacks`` the attack labels, ``dataset`` :meth:`Dataset.describe
+    <robustlab.data.Dataset.describe>` of the pooled data, ``training`` the training
+    settings (epochs, batch size, ε, ...)."""
+
+    k: int
+    seed: int
+    method: str
+    norm: Norm
+    epsilons: tuple[float, ...]
+    attacks: tuple[str, ...]
+    dataset: dict[str, Any]
+    folds: tuple[FoldResult, ...]
+    seconds: float
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.k < 2:
+            raise ValidationError(f"expected k >= 2 folds (a standard deviation needs two), "
+                                  f"got {self.k}")
+        if len(self.folds) != self.k:
+            raise ValidationError(f"expected k={self.k} folds, got {len(self.folds)}")
+        for fold in self.folds:
+            eps = tuple(p.epsilon for p in fold.worst_case)
+            if len(eps) != len(self.epsilons) or not all(
+                    math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+                    for a, b in zip(eps, self.epsilons, strict=True)):
+                raise ValidationError(f"expected fold {fold.fold}'s worst case at epsilons "
+                                      f"{list(self.epsilons)}, got {list(eps)}")
+
+    @property
+    def clean(self) -> tuple[float, ...]:
+        """Clean accuracy per fold."""
+        return tuple(f.clean_accuracy for f in self.folds)
+
+    @property
+    def clean_mean(self) -> float:
+        return float(np.mean(self.clean))
+
+    @property
+    def clean_sd(self) -> float:
+        """Sample standard deviation (ddof 1) of the clean accuracy across folds."""
+        return _sd(self.clean)
+
+    @property
+    def clean_halfwidth(self) -> float:
+        """Mean over folds of the clean accuracy's Wilson half-width."""
+        return float(np.mean([(f.clean_ci[1] - f.clean_ci[0]) / 2 for f in self.folds]))
+
+    def robust_at(self, epsilon: float) -> tuple[float, ...]:
+        """Worst-case robust accuracy per fold at ``epsilon``."""
+        return tuple(f.accuracy_at(epsilon) for f in self.folds)
+
+    def robust_mean(self, epsilon: float) -> float:
+        return float(np.mean(self.robust_at(epsilon)))
+
+    def robust_sd(self, epsilon: float) -> float:
+        """Sample standard deviation (ddof 1) across folds at ``epsilon``."""
+        return _sd(self.robust_at(epsilon))
+
+    def sampling_halfwidth(self, epsilon: float) -> float:
+        """Mean over folds of the Wilson interval's half-width ``(high - low) / 2`` at
+        ``epsilon``: the spread that sampling the test examples alone would explain."""
+        points = [f.point_at(epsilon) for f in self.folds]
+        return float(np.mean([(p.ci_high - p.ci_low) / 2 for p in points]))
+
+    def spread_exceeds_sampling(self, epsilon: float) -> bool:
+        """True if the standard deviation across folds at ``epsilon`` is larger than the
+        mean Wilson half-width (:meth:`sampling_halfwidth`)."""
+        return self.robust_sd(epsilon) > self.sampling_halfwidth(epsilon)
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per ε: ``epsilon``, ``mean``, ``sd``, ``min``, ``max`` (over folds),
+        ``halfwidth`` (mean Wilson half-width) and ``spread_exceeds_sampling``."""
+        rows = []
+        for eps in self.epsilons:
+            acc = self.robust_at(eps)
+            rows.append({"epsilon": eps, "mean": self.robust_mean(eps),
+                         "sd": self.robust_sd(eps), "min": float(min(acc)),
+                         "max": float(max(acc)), "halfwidth": self.sampling_halfwidth(eps),
+                         "spread_exceeds_sampling": self.spread_exceeds_sampling(eps)})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (no arrays, no NaN)."""
+        return {"k": self.k, "seed": self.seed, "method": self.method,
+                "norm": self.norm.value, "epsilons": list(self.epsilons),
+                "attacks": list(self.attacks), "dataset": self.dataset,
+                "training": _plain(self.training), "seconds": self.seconds,
+                "clean_mean": self.clean_mean, "clean_sd": self.clean_sd,
+                "clean_halfwidth": self.clean_halfwidth, "summary": self.summary(),
+                "folds": [f.to_dict() for f in self.folds]}
+
+    def __repr__(self) -> str:
+        data = str(self.dataset.get("name", "data"))
+        lines = [f"CrossValidationResult({data}, {self.k} folds, {self.method} training, "
+                 f"{self.norm.value}; clean {100 * self.clean_mean:.1f}% "
+                 f"sd {100 * self.clean_sd:.1f})",
+                 "  worst case over " + ", ".join(self.attacks) + " (mean, sd across folds, "
+                 "mean Wilson half-width):"]
+        lines += [f"    ε {r['epsilon']:<8g} {100 * r['mean']:5.1f}% sd {100 * r['sd']:.1f}, "
+                  f"Wilson ±{100 * r['halfwidth']:.1f}"
+                  + ("  (spread > sampling)" if r["spread_exceeds_sampling"] else "")
+                  for r in self.summary()]
+        return "\n".join(lines)
 
     def _repr_html_(self) -> str | None:
         return render_html(self)

@@ -11,6 +11,14 @@ and distribution strategies work as for any Keras model.
 - TRADES: Zhang et al. 2019, https://arxiv.org/abs/1901.08573 (clean cross-entropy plus
   β·KL(f(x) ‖ f(x')), x' maximising that KL).
 
+Inputs may have any rank (images ``(N, H, W, C)``, tables ``(N, F)``, ``(N, H, W)``, ...).
+With per-feature :class:`~robustlab.types.Constraints` (tabular data) the inner maximisation uses
+the same threat model as the evaluation: per-feature bounds, ε measured in each feature's
+``scale``, immutable features left exactly as they are. The training examples stay
+continuous (integer and one-hot features are not rounded during training: standard practice
+for constrained adversarial training, e.g. Simonetto et al. 2022,
+https://arxiv.org/abs/2112.01156); the evaluation maps its attacks to the feasible set.
+
 :func:`train_adversarial` adds what a long run needs: checkpoints every epoch that a rerun of
 the same call resumes from exactly (each epoch's order depends only on the seed and the
 epoch, and the checkpoint holds the trainer's whole state, random generators included), a
@@ -31,7 +39,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -42,17 +50,18 @@ import numpy as np
 from robustlab import audit, crypto
 from robustlab._env import default_jit_compile, device_info, seeded_globals
 from robustlab._validate import check_float, check_int, check_seed, parse_enum, validate_arrays
-from robustlab.attacks import ascent_steps, per_example_loss, pgd
+from robustlab.attacks import ascent_steps, per_example_loss, pgd, threat_tensors
 from robustlab.data import Dataset
 from robustlab.errors import (
     CheckpointError,
     DecryptionError,
+    InputTypeError,
     RobustlabWarning,
     ValidationError,
 )
 from robustlab.inference import GraphSafeNames, predict_labels
 from robustlab.models import save_model
-from robustlab.types import Loss, Norm, ThreatModel, parse_norm
+from robustlab.types import Constraints, Loss, Norm, ThreatModel, parse_norm
 
 __all__ = ["Method", "TrainingConfig", "AdversarialModel", "OverfitGuard", "EpochLogger",
            "EpochProgress", "Checkpoint", "TimeBudget", "TrainingResult",
@@ -93,6 +102,9 @@ def _audited(command: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
                 found = _data_fingerprint(data.x_train, data.y_train)
                 inputs[f"training data {params['data']}"] = found["data_sha256"]
                 params["data_shapes"] = found["data_shapes"]
+                constraints = getattr(data, "constraints", None)
+                if constraints is not None:
+                    params["constraints"] = constraints.fingerprint()
             except Exception:  # noqa: BLE001 - not a Dataset: the call itself will say so
                 inputs["training data"] = "unknown"
             outcome, outputs = "crashed", {}
@@ -150,7 +162,8 @@ class TrainingConfig:
 
     Attributes:
         method: ``standard``, ``pgd``, ``fgsm_rs`` or ``trades``.
-        epsilon: budget in pixel units (e.g. 0.3 for MNIST), > 0 unless ``standard``.
+        epsilon: budget in input units (e.g. 0.3 for MNIST; with ``constraints``, in units of
+            each feature's ``scale``), > 0 unless ``standard``.
         norm: ``linf`` or ``l2``.
         steps: PGD / TRADES inner steps (FGSM-RS always takes one).
         rel_step_size: step as a fraction of ε (default: PGD ``2.5/steps``, FGSM-RS 1.25,
@@ -159,8 +172,17 @@ class TrainingConfig:
         clean_fraction: share of each batch left clean (0 = all adversarial), in [0, 1).
         ramp_epochs: ε grows linearly from ε/ramp_epochs to ε over the first ``ramp_epochs``
             epochs (0 = full ε from the start).
-        bounds: valid pixel range.
+        bounds: valid input range ``(low, high)``; with ``constraints``, their envelope
+            (set from them, whatever is given).
         seed: seeds the random starts (and nothing else: set Keras' seed for the weights).
+        constraints: per-feature threat model (:class:`~robustlab.types.Constraints`:
+            bounds, ε scale, immutable features), or None (every feature alike, ``bounds``).
+            Integer and one-hot features are not rounded during training (see the module
+            doc).
+
+    Raises:
+        ValidationError: a value out of range (the message names the parameter).
+        InputTypeError: ``constraints`` that is not a :class:`~robustlab.types.Constraints`.
     """
 
     method: Method = Method.PGD
@@ -173,6 +195,7 @@ class TrainingConfig:
     ramp_epochs: int = 0
     bounds: tuple[float, float] = (0.0, 1.0)
     seed: int = 0
+    constraints: Constraints | None = None
 
     def __post_init__(self) -> None:
         method = parse_enum("method", self.method, Method)
@@ -195,12 +218,23 @@ class TrainingConfig:
                                   f"already has a clean term), got {self.clean_fraction}")
         object.__setattr__(self, "ramp_epochs", check_int("ramp_epochs", self.ramp_epochs,
                                                           low=0))
-        object.__setattr__(self, "bounds", ThreatModel.parse(0.0, bounds=self.bounds).bounds)
+        constraints = self.constraints
+        if constraints is not None and not isinstance(constraints, Constraints):
+            raise InputTypeError(f"expected constraints to be a robustlab Constraints or None, "
+                                 f"got {type(constraints).__name__}")
+        bounds = constraints.bounds if constraints is not None else self.bounds
+        object.__setattr__(self, "bounds", ThreatModel.parse(0.0, bounds=bounds).bounds)
         object.__setattr__(self, "seed", check_seed(self.seed))
 
     @property
+    def threat(self) -> ThreatModel:
+        """The threat model at full ε (with the constraints, if any)."""
+        return ThreatModel(self.epsilon, self.norm, self.bounds, self.constraints)
+
+    @property
     def step_size(self) -> float:
-        """Absolute step size in pixel units at full ε."""
+        """Absolute step size at full ε, in input units (with constraints, in units of each
+        feature's ``scale``, like ε)."""
         if self.rel_step_size is not None:
             return self.rel_step_size * self.epsilon
         if self.method is Method.FGSM_RS:
@@ -214,9 +248,22 @@ class TrainingConfig:
         return self.epsilon * min(1.0, (epoch + 1) / self.ramp_epochs)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        """A JSON record of the settings; ``constraints`` (their own record,
+        :meth:`~robustlab.types.Constraints.to_dict`) only when there are some, so runs
+        without them record what they always did."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "constraints"}
         out.update(method=self.method.value, norm=self.norm.value, bounds=list(self.bounds),
                    step_size=self.step_size)
+        if self.constraints is not None:
+            out["constraints"] = self.constraints.to_dict()
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        """:meth:`to_dict` with the constraints as their fingerprint: what a resumed run
+        must share with its checkpoint (a mismatch message then names a short value)."""
+        out = self.to_dict()
+        if self.constraints is not None:
+            out["constraints"] = self.constraints.fingerprint()
         return out
 
 
@@ -280,44 +327,74 @@ class AdversarialModel(keras.Model):
     # -- the training step -------------------------------------------------------------------
 
     def craft(self, x: Any, y: Any) -> Any:
-        """Adversarial versions of the batch ``x`` (N, H, W, C) for labels ``y`` (N,), at the
-        current ε, crafted with the model in inference mode; no gradient flows through."""
+        """Adversarial versions of the batch ``x`` (N, ...) for labels ``y`` (N,), at the
+        current ε, crafted with the model in inference mode; no gradient flows through.
+
+        With the config's constraints the steps, the ball and the random starts are measured
+        in each feature's ``scale``, every feature stays within its own bounds, and immutable
+        features come back bit-identical; integer and one-hot features stay continuous (the
+        evaluation, not the training, maps to the feasible set)."""
         import tensorflow as tf
 
         cfg = self.config
         eps = tf.cast(self.epsilon_var, tf.float32)
         if cfg.method is Method.STANDARD:
             return x
-        low, high = (tf.constant(b, tf.float32) for b in cfg.bounds)
+        threat = cfg.threat
+        shape = tuple(x.shape[1:])
+        if threat.constraints is not None and all(d is not None for d in shape):
+            threat = threat.fit(tuple(int(d) for d in shape))  # e.g. per-channel bounds
+        low, high, weight_t, weighted = threat_tensors(threat)
+        # weight None: the plain threat model, the very graph of a run without constraints
+        weight = weight_t if weighted else None
         step = eps * (cfg.step_size / cfg.epsilon)
         if cfg.method is Method.TRADES:
             target = tf.stop_gradient(self.model(x, training=False))
-            start = x + TRADES_START_STD * keras.random.normal(tf.shape(x),
-                                                               seed=self.seed_generator)
+            noise = TRADES_START_STD * keras.random.normal(tf.shape(x), seed=self.seed_generator)
+            start = x + (noise if weight is None else noise * weight)
             start = tf.clip_by_value(start, low, high)
             loss, steps = Loss.KL, cfg.steps
         else:
             target = y
-            start = self._random_start(x, eps, low, high)
+            start = self._random_start(x, eps, low, high, weight)
             loss, steps = Loss.CE, (1 if cfg.method is Method.FGSM_RS else cfg.steps)
         x_adv = ascent_steps(self.model, start, x, target, steps=steps, epsilon=eps,
-                             step_size=step, low=low, high=high, norm=cfg.norm, loss=loss)
+                             step_size=step, low=low, high=high, norm=cfg.norm, loss=loss,
+                             weight=weight)
+        if weight is not None:  # immutable features exactly as given, whatever the round-off
+            x_adv = tf.where(weight > 0, x_adv, x)
         return tf.stop_gradient(x_adv)
 
-    def _random_start(self, x: Any, eps: Any, low: Any, high: Any) -> Any:
-        """Uniform point of the ε-ball (L∞ cube, or L2 ball), clipped to the bounds."""
+    def _random_start(self, x: Any, eps: Any, low: Any, high: Any, weight: Any = None) -> Any:
+        """Uniform point of the ε-ball (L∞ cube, or L2 ball), clipped to the bounds.
+
+        With a per-feature ``weight`` (scale, 0 where immutable) the ball is measured in
+        scaled units over the mutable features: L∞ ``x + ε·weight·U(-1, 1)``; L2 a direction
+        over the mutable features (``d`` counts those) scaled by ``weight``. Immutable
+        features stay as in ``x``."""
         import tensorflow as tf
 
         if self.config.norm is Norm.LINF:
             delta = keras.random.uniform(tf.shape(x), -1.0, 1.0, seed=self.seed_generator)
+            if weight is not None:
+                delta = delta * weight
             return tf.clip_by_value(x + eps * delta, low, high)
-        dim = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
-        axes = list(range(1, len(x.shape)))
+        rank = len(x.shape)
+        axes = list(range(1, rank))
         direction = keras.random.normal(tf.shape(x), seed=self.seed_generator)
+        if weight is None:
+            dim = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
+        else:
+            free = tf.cast(weight > 0, tf.float32)  # one example's shape
+            direction *= free
+            dim = tf.maximum(1.0, tf.reduce_sum(free))  # the mutable features
         direction /= tf.sqrt(tf.reduce_sum(tf.square(direction), axis=axes, keepdims=True)
                              + 1e-12)
+        if weight is not None:
+            direction *= weight
         radius = keras.random.uniform((tf.shape(x)[0],), seed=self.seed_generator) ** (1 / dim)
-        return tf.clip_by_value(x + eps * radius[:, None, None, None] * direction, low, high)
+        radius = tf.reshape(radius, [-1] + [1] * (rank - 1))
+        return tf.clip_by_value(x + eps * radius * direction, low, high)
 
     # Keras traces the steps below into graphs, where TensorFlow refuses layer names such as
     # "my model" as name scopes: each runs inside GraphSafeNames (the model's names, and this
@@ -468,13 +545,21 @@ class OverfitGuard(keras.callbacks.Callback):
     Collapse: PGD accuracy falls more than ``drop`` (absolute, e.g. 0.2 = 20 points) below
     the best seen so far. Then a :class:`~robustlab.errors.RobustlabWarning` is issued and,
     with ``restore_best``, the weights of the best epoch are put back and training stops.
-    The PGD accuracy of each epoch is added to the logs as ``guard_pgd_accuracy``.
+    The PGD accuracy of each epoch is added to the logs as ``guard_pgd_accuracy``. With
+    ``constraints`` (per-feature threat model) the PGD attack respects them and ``bounds``
+    is their envelope.
     """
 
     def __init__(self, x: Any, y: Any, *, epsilon: float, norm: Any = "linf", steps: int = 10,
                  drop: float = 0.2, restore_best: bool = True, seed: int = 0,
-                 bounds: tuple[float, float] = (0.0, 1.0)) -> None:
+                 bounds: tuple[float, float] = (0.0, 1.0),
+                 constraints: Constraints | None = None) -> None:
         super().__init__()
+        if constraints is not None and not isinstance(constraints, Constraints):
+            raise InputTypeError(f"expected constraints to be a robustlab Constraints or None, "
+                                 f"got {type(constraints).__name__}")
+        if constraints is not None:
+            bounds = constraints.bounds
         self.x, self.y = validate_arrays(x, y, bounds=bounds, name="x", label_name="y")
         self.epsilon = check_float("epsilon", epsilon, low=0.0, low_open=True)
         self.norm = parse_norm(norm)
@@ -483,6 +568,7 @@ class OverfitGuard(keras.callbacks.Callback):
         self.restore_best = bool(restore_best)
         self.seed = check_seed(seed)
         self.bounds = bounds
+        self.constraints = constraints
         self.best_accuracy = -1.0
         self.best_epoch = -1
         self.collapsed_epoch: int | None = None
@@ -497,7 +583,9 @@ class OverfitGuard(keras.callbacks.Callback):
 
         model = self._inner()
         x_adv = pgd(model, self.x, self.y, epsilon=self.epsilon, norm=self.norm,
-                    steps=self.steps, seed=self.seed, bounds=self.bounds)
+                    steps=self.steps, seed=self.seed,
+                    bounds=self.bounds if self.constraints is None else None,
+                    constraints=self.constraints)
         acc = float(np.mean(predict_labels(model, x_adv) == self.y))
         if logs is not None:
             logs["guard_pgd_accuracy"] = acc
@@ -549,8 +637,10 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
 
     Args:
         model: Keras classifier returning logits.
-        data: a :class:`~robustlab.data.Dataset`; the guard batch is cut from the end of its
-            training split when ``guard`` is on (and is then not trained on).
+        data: a :class:`~robustlab.data.Dataset` of any input rank; the guard batch is cut
+            from the end of its training split when ``guard`` is on (and is then not trained
+            on). Its ``constraints`` (tables) become the config's: ε is then measured in each
+            feature's scale and immutable features are never perturbed.
         method, epsilon, norm, steps, rel_step_size, beta, clean_fraction, ramp_epochs: see
             :class:`TrainingConfig`; epsilon accepts strings like ``"8/255"``.
         epochs: total epochs (a resumed run counts those already done).
@@ -567,7 +657,7 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
             uses a checkpoint directory at a time.
         save_to: write the trained model here (``.keras``, atomically).
         guard: run :class:`OverfitGuard` (default: on for ``fgsm_rs``).
-        guard_size: images in the guard batch.
+        guard_size: examples in the guard batch.
         max_seconds: stop after the first epoch that ends past this training time (counted
             per call: a rerun resumes with a new budget).
         callbacks: more Keras callbacks.
@@ -581,7 +671,8 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
     """
     cfg = TrainingConfig(method=method, epsilon=epsilon, norm=norm, steps=steps,
                          rel_step_size=rel_step_size, beta=beta, clean_fraction=clean_fraction,
-                         ramp_epochs=ramp_epochs, bounds=data.bounds, seed=seed)
+                         ramp_epochs=ramp_epochs, bounds=data.bounds, seed=seed,
+                         constraints=getattr(data, "constraints", None))
     epochs = check_int("epochs", epochs, low=1)
     batch_size = check_int("batch_size", batch_size, low=1)
     learning_rate = check_float("learning_rate", learning_rate, low=0.0, low_open=True)
@@ -592,10 +683,11 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
     if use_guard:
         guard_size = check_int("guard_size", guard_size, low=1)
         if guard_size >= len(x):
-            raise ValidationError(f"expected guard_size < {len(x)} training images, got "
+            raise ValidationError(f"expected guard_size < {len(x)} training examples, got "
                                   f"{guard_size}")
         guard_cb = OverfitGuard(x[-guard_size:], y[-guard_size:], epsilon=cfg.epsilon,
-                                norm=cfg.norm, seed=cfg.seed, bounds=cfg.bounds)
+                                norm=cfg.norm, seed=cfg.seed, bounds=cfg.bounds,
+                                constraints=cfg.constraints)
         x, y = x[:-guard_size], y[:-guard_size]
         extra.append(guard_cb)
     trainer = AdversarialModel(model, cfg)
@@ -603,7 +695,7 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
     start_epoch, checkpoint = 0, None
     if checkpoint_dir is not None:
         # what a resumed run must share with the checkpoint (not epochs: a rerun may extend)
-        settings = {**cfg.to_dict(), "batch_size": batch_size, "learning_rate": learning_rate,
+        settings = {**cfg.identity(), "batch_size": batch_size, "learning_rate": learning_rate,
                     "n_train": len(x), "guard_size": guard_size if use_guard else 0,
                     "model": _model_fingerprint(model),
                     **_data_fingerprint(data.x_train, data.y_train)}
@@ -710,7 +802,7 @@ def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int
 
 def _data_fingerprint(x: np.ndarray, y: np.ndarray) -> dict[str, str]:
     """SHA-256 of the training arrays' bytes, shapes and dtypes (a checkpoint setting: the
-    same number of different images must not resume silently)."""
+    same number of different examples must not resume silently)."""
     digest = hashlib.sha256()
     shapes = []
     for name, array in (("x", x), ("y", y)):

@@ -25,7 +25,7 @@ from robustlab._validate import (
 )
 from robustlab.attacks import AttackSpec, parse_attacks
 from robustlab.checks import check_logits
-from robustlab.data import DATASETS, Dataset, load
+from robustlab.data import Dataset, check_name, load
 from robustlab.errors import InputTypeError, ModelNotFoundError, ValidationError
 from robustlab.evaluate import evaluate
 from robustlab.inference import num_outputs
@@ -71,7 +71,7 @@ def load_or_train(model_path: str | os.PathLike[str] | None, data: Dataset, *,
             raise ValidationError(f"expected a model with {data.num_classes} outputs for "
                                   f"{data.name}, got {outputs} outputs from {model_path}")
     elif method is None:
-        model = build_model(data.input_shape, data.num_classes, seed=seed)
+        model = build_model(data.input_shape, data.num_classes, seed=seed, **_stats(data))
         fitted = train(model, data, epochs=epochs, seed=seed, **training)
         path = str(save_model(model, save_to)) if save_to else None
         info = TrainingResult(config={"method": "keras_fit", "seed": seed, **training},
@@ -79,13 +79,22 @@ def load_or_train(model_path: str | os.PathLike[str] | None, data: Dataset, *,
                               initial_epoch=0, epochs=len(fitted["history"].get("loss", [])),
                               model_path=path)
     else:
-        model = build_model(data.input_shape, data.num_classes, seed=seed)
+        model = build_model(data.input_shape, data.num_classes, seed=seed, **_stats(data))
         if epochs is not None:
             training["epochs"] = epochs
         model, info = train_adversarial(model, data, method=method, seed=seed,
                                         save_to=save_to, **training)
     check_logits(model, data.x_test)
     return model, info
+
+
+def _stats(data: Dataset) -> dict[str, Any]:
+    """``mean``/``std`` for :func:`build_model` when ``data`` is not images: tabular models
+    standardise with the training split's statistics (images take pixels as they are)."""
+    if data.is_image:
+        return {}
+    mean, std = data.feature_stats()
+    return {"mean": mean, "std": std}
 
 
 @dataclass(frozen=True)
@@ -212,15 +221,7 @@ class ReportConfig:
 
 def _check_dataset(value: Any) -> str:
     """A dataset name :func:`~robustlab.data.load` knows (checked without loading it)."""
-    name = _check_text("dataset", value).strip()
-    prefix, sep, rest = name.partition(":")
-    if sep and prefix.lower() in ("idx", "npz"):
-        if rest.strip():
-            return name
-    elif name.lower().replace("-", "_") in DATASETS:
-        return name
-    choices = ", ".join([*DATASETS, "idx:<dir>", "npz:<path>"])
-    raise ValidationError(f"expected dataset to be one of {choices}, got {value!r}")
+    return check_name(_check_text("dataset", value))
 
 
 def _check_text(name: str, value: Any) -> str:

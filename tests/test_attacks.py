@@ -117,7 +117,7 @@ def test_bad_inputs(tiny_model, batch):
         fgsm(tiny_model, np.zeros((2, 9, 9, 1), np.float32), [0, 1], epsilon=0.1)
     with pytest.raises(ValidationError, match="within bounds"):
         fgsm(tiny_model, x + 2.0, y, epsilon=0.1)
-    with pytest.raises(ValidationError, match="one label per image"):
+    with pytest.raises(ValidationError, match="one label per example"):
         fgsm(tiny_model, x, y[:3], epsilon=0.1)
     with pytest.raises(InputTypeError, match="model"):
         fgsm("not a model", x, y, epsilon=0.1)

@@ -13,7 +13,7 @@ from robustlab.errors import (
     UnsafeModelError,
     ValidationError,
 )
-from robustlab.models import build_model, load_model, save_model
+from robustlab.models import build_mlp, build_model, load_model, save_model
 from robustlab.training import default_epochs
 from robustlab.workflow import load_or_train
 
@@ -235,3 +235,73 @@ def test_load_model_names_a_wrong_path_type(value):
     with pytest.raises(InputTypeError, match=r"expected path to be a path to a \.keras file, "
                                              rf"got {type(value).__name__} "):
         load_model(value)
+
+
+# -- tabular models (issue 14) -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    from robustlab.data import load
+
+    return load("breast_cancer")
+
+
+def test_build_model_picks_mlp_for_feature_vectors_and_greyscale_arrays():
+    assert build_model((30,), 2).name == "mlp"
+    grey = build_model((28, 28), 10)
+    assert grey.name == "mlp" and grey.output_shape == (None, 10)
+    assert any(type(layer).__name__ == "Flatten" for layer in grey.layers)
+    assert build_model((2, 3, 4, 2), 3).output_shape == (None, 3)
+    with pytest.raises(ValidationError, match=r"mean and std only for feature-vector models"):
+        build_model((8, 8, 1), 10, mean=np.zeros(64), std=np.ones(64))
+    with pytest.raises(ValidationError, match="expected mean and std together"):
+        build_model((30,), 2, mean=np.zeros(30))
+    with pytest.raises(ValidationError, match=r"std > 0 for every feature"):
+        build_mlp((3,), 2, mean=np.zeros(3), std=np.array([1.0, 0.0, 1.0]))
+    with pytest.raises(ValidationError, match=r"one number per feature \(3\)"):
+        build_mlp((3,), 2, mean=np.zeros(4), std=np.ones(4))
+
+
+def test_mlp_standardises_and_returns_logits(cancer):
+    import keras
+
+    mean, std = cancer.feature_stats()
+    model = build_model(cancer.input_shape, cancer.num_classes, mean=mean, std=std, seed=3)
+    logits = np.asarray(model(cancer.x_test[:16]))
+    assert logits.shape == (16, 2) and logits.dtype == np.float32
+    standardized = keras.Model(model.input, model.get_layer("standardize").output)
+    z = np.asarray(standardized(cancer.x_train))
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(z.std(axis=0), 1.0, atol=1e-3)
+    assert not model.get_layer("standardize").trainable_weights
+    same = build_mlp(cancer.input_shape, 2, mean=mean, std=std, seed=3)
+    np.testing.assert_array_equal(np.asarray(same(cancer.x_test[:16])), logits)
+    check_logits(model, cancer.x_test[:32])
+
+
+def test_mlp_save_load_roundtrip(cancer, tmp_path):
+    mean, std = cancer.feature_stats()
+    model = build_mlp(cancer.input_shape, 2, mean=mean, std=std, seed=1)
+    model.compile(optimizer="adam", loss=keras_loss())
+    model.fit(cancer.x_train[:64], cancer.y_train[:64], epochs=1, batch_size=32, verbose=0)
+    loaded = load_model(save_model(model, tmp_path / "mlp.keras"))
+    np.testing.assert_allclose(np.asarray(loaded(cancer.x_test)), np.asarray(model(cancer.x_test)),
+                               rtol=1e-6, atol=1e-6)
+    z = np.asarray(loaded.get_layer("standardize")(cancer.x_train))
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-3)
+
+
+def keras_loss():
+    import keras
+
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def test_load_or_train_standardises_tabular_data(cancer):
+    small = cancer.subset(n_train=64, n_test=32)
+    model, info = load_or_train("", small, epochs=1, seed=0)
+    assert model.name == "mlp" and info is not None
+    mean, _ = small.feature_stats()
+    np.testing.assert_allclose(np.asarray(model.get_layer("standardize").mean).ravel(), mean,
+                               rtol=1e-6)

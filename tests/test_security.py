@@ -95,7 +95,7 @@ def _bad_inputs(tiny_model, x, y, tmp_path):
          "within bounds"),
         ("empty batch", lambda: fgsm(tiny_model, x[:0], y[:0], epsilon=0.1), "empty|at least"),
         ("mismatched lengths", lambda: fgsm(tiny_model, x, y[:3], epsilon=0.1),
-         "one label per image"),
+         "one label per example"),
         ("unknown attack", lambda: AttackSpec("boom"), "attack to be one of"),
         ("unknown norm", lambda: fgsm(tiny_model, x, y, epsilon=0.1, norm="l7"), "norm"),
         ("model with the wrong number of outputs",

@@ -422,3 +422,195 @@ def test_a_run_stopped_by_its_time_budget_keeps_its_checkpoint(small, uninterrup
     model, second = _train(small, ckpt, 4, save_to=saved)  # no budget: runs to the end
     assert second.initial_epoch == 1 and len(second.history["loss"]) == 3
     assert _same_weights(model, uninterrupted) and not ckpt.exists()
+
+
+# ------------------------------------------- inputs of any rank and per-feature threat models
+
+F = 8
+TAB_LOW = np.array([-5, -2, 0, 0, 10, -1, 0, 0], np.float32)
+TAB_HIGH = np.array([5, 2, 10, 40, 20, 1, 1, 1], np.float32)
+TAB_SCALE = np.array([2, 1, 3, 8, 2, 0.5, 1, 1], np.float32)
+IMMUTABLE = [1, 4]
+
+
+def tabular_constraints(**changes):
+    from robustlab.types import Constraints
+
+    kwargs = {"bounds": (TAB_LOW, TAB_HIGH), "scale": TAB_SCALE, "immutable": IMMUTABLE,
+              "integer": [2], "categorical": [[6, 7]], **changes}
+    return Constraints.build((F,), **kwargs)
+
+
+def tabular_data(n=256, seed=0, **changes):
+    """A seeded (N, 8) table in raw units: continuous, an integer count (2), two immutable
+    features (1, 4) and a one-hot pair (6, 7); the label depends on features 0 and 3."""
+    from robustlab.data import Dataset
+
+    rng = np.random.default_rng(seed)
+    x = (TAB_LOW + rng.uniform(size=(n, F)) * (TAB_HIGH - TAB_LOW)).astype(np.float32)
+    x[:, 2] = np.round(x[:, 2])
+    cat = rng.integers(0, 2, n)
+    x[:, 6], x[:, 7] = cat == 0, cat == 1
+    y = (x[:, 0] / 2 + (x[:, 3] - 20) / 8 > 0).astype(np.int64)
+    half = n * 3 // 4
+    return Dataset("table", x[:half], y[:half], x[half:], y[half:], ("no", "yes"),
+                   bounds=(float(TAB_LOW.min()), float(TAB_HIGH.max())),
+                   constraints=tabular_constraints(**changes))
+
+
+def mlp(shape, classes=2, seed=0):
+    import keras
+
+    init = keras.initializers.GlorotUniform(seed=seed)
+    return keras.Sequential([keras.Input(shape), keras.layers.Flatten(),
+                             keras.layers.Dense(16, activation="relu", kernel_initializer=init),
+                             keras.layers.Dense(classes, kernel_initializer=init)])
+
+
+@pytest.fixture(scope="module")
+def table():
+    return tabular_data()
+
+
+@pytest.mark.parametrize("method", ["pgd", "fgsm_rs", "trades"])
+def test_adversarial_training_on_a_table(table, method):
+    model = mlp((F,))
+    before = [np.array(w) for w in model.get_weights()]
+    model, info = train_adversarial(model, table, method=method, epsilon=0.3, steps=2,
+                                    epochs=2, batch_size=64, guard_size=32, seed=0)
+    assert len(info.history["loss"]) == 2 and all(np.isfinite(info.history["loss"]))
+    assert info.config["constraints"]["fingerprint"] == table.constraints.fingerprint()
+    assert info.config["bounds"] == list(table.constraints.bounds)
+    assert not _same_weights(model, before)
+    if method == "fgsm_rs":  # the guard ran its PGD under the constraints
+        assert "guard_pgd_accuracy" in info.history
+
+
+@pytest.mark.parametrize("method", ["pgd", "fgsm_rs", "trades"])
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.3), ("l2", 0.5)])
+def test_crafted_table_rows_respect_the_constraints(table, method, norm, eps):
+    import tensorflow as tf
+
+    c = table.constraints
+    trainer = AdversarialModel(mlp((F,)), TrainingConfig(method, epsilon=eps, norm=norm,
+                                                         steps=3, constraints=c))
+    x, y = table.x_train[:64], table.y_train[:64]
+    x_adv = trainer.craft(tf.constant(x), tf.constant(y)).numpy()
+    assert x_adv.shape == x.shape and x_adv.dtype == np.float32
+    np.testing.assert_array_equal(x_adv[:, IMMUTABLE], x[:, IMMUTABLE])  # bit-identical
+    assert (x_adv >= c.low).all() and (x_adv <= c.high).all()
+    delta = np.abs(x_adv.astype(np.float64) - x)
+    if norm == "linf":
+        assert (delta <= eps * c.scale * (1 + 1e-5) + 1e-6).all()
+    assert c.distance(x_adv, x, trainer.config.norm).max() \
+        <= eps * (1 + 1e-5) + 1e-6
+    mutable = np.flatnonzero(c.mutable)
+    assert (delta[:, mutable] > 0).any(axis=0).all()  # every mutable feature is used
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_random_start_leaves_immutable_features_and_fills_the_scaled_ball(table, norm):
+    import tensorflow as tf
+
+    c = table.constraints
+    cfg = TrainingConfig("pgd", epsilon=0.5, norm=norm, constraints=c)
+    trainer = AdversarialModel(mlp((F,)), cfg)
+    mid = (c.low + c.high) / 2  # the scaled ball fits in the bounds: nothing is clipped
+    x = np.repeat(mid[None], 4000, axis=0)
+    low, high = (tf.constant(v) for v in (c.low, c.high))
+    start = trainer._random_start(tf.constant(x), tf.constant(0.5), low, high,
+                                  tf.constant(c.weight)).numpy()
+    np.testing.assert_array_equal(start[:, IMMUTABLE], x[:, IMMUTABLE])
+    assert (start >= c.low).all() and (start <= c.high).all()
+    size = c.distance(start, x, cfg.norm)
+    assert size.max() <= 0.5 * (1 + 1e-5)
+    # uniform over the 6 mutable features: P(size <= t) = (t/ε)^6 in the L2 ball and in the
+    # L∞ cube alike, so the median is ε·0.5^(1/6) (counting all 8 features: 3% larger)
+    assert np.median(size) == pytest.approx(0.5 * 0.5 ** (1 / 6), rel=0.01)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_unit_constraints_craft_what_the_plain_threat_model_crafts(table, norm):
+    """Bounds (0, 1), scale 1, nothing immutable: the weighted math is the plain math, bit for
+    bit (the same random draws, steps and projection)."""
+    import tensorflow as tf
+
+    from robustlab.types import Constraints
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=(32, F)).astype(np.float32)
+    y = rng.integers(0, 2, 32)
+    model = mlp((F,))
+    out = []
+    for constraints in (None, Constraints.build((F,), bounds=(0.0, 1.0))):
+        cfg = TrainingConfig("pgd", epsilon=0.2, norm=norm, steps=3, constraints=constraints)
+        out.append(AdversarialModel(model, cfg).craft(tf.constant(x), tf.constant(y)).numpy())
+    np.testing.assert_array_equal(out[0], out[1])
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_rank_3_inputs_train_and_stay_in_the_ball(digits, norm):
+    import tensorflow as tf
+
+    from robustlab.data import Dataset
+
+    small = digits.subset(n_train=256, n_test=32, seed=0)
+    flat = Dataset("digits-2d", small.x_train[..., 0], small.y_train, small.x_test[..., 0],
+                   small.y_test, small.class_names)
+    assert flat.x_train.shape[1:] == (8, 8)
+    eps = 0.1 if norm == "linf" else 0.5
+    model, info = train_adversarial(mlp((8, 8), 10), flat, method="pgd", epsilon=eps,
+                                    norm=norm, steps=2, epochs=2, batch_size=64, seed=0)
+    assert len(info.history["loss"]) == 2 and all(np.isfinite(info.history["loss"]))
+    assert "constraints" not in info.config
+    trainer = AdversarialModel(model, TrainingConfig("pgd", epsilon=eps, norm=norm, steps=2))
+    x = flat.x_test
+    x_adv = trainer.craft(tf.constant(x), tf.constant(flat.y_test)).numpy()
+    linf, l2 = perturbation_norms(x_adv, x)
+    assert x_adv.shape == x.shape and (linf if norm == "linf" else l2).max() <= eps * 1.00001
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+
+
+def test_config_records_constraints_only_when_given(table):
+    plain = TrainingConfig("pgd", epsilon=0.3)
+    assert list(plain.to_dict()) == ["method", "epsilon", "norm", "steps", "rel_step_size",
+                                     "beta", "clean_fraction", "ramp_epochs", "bounds", "seed",
+                                     "step_size"]
+    assert plain.identity() == plain.to_dict()
+    json.dumps(plain.to_dict())
+    c = table.constraints
+    given = TrainingConfig("pgd", epsilon=0.3, constraints=c)  # bounds: the constraints'
+    record = given.to_dict()
+    assert record["constraints"] == c.to_dict() and record["bounds"] == [-5.0, 40.0]
+    assert given.identity()["constraints"] == c.fingerprint()
+    json.dumps(record)
+    assert given == TrainingConfig("pgd", epsilon=0.3, constraints=tabular_constraints())
+    assert given != TrainingConfig("pgd", epsilon=0.3,
+                                   constraints=tabular_constraints(immutable=[1]))
+
+
+@pytest.mark.parametrize("bad", ["immutable=1", {"immutable": [1]}, (0.0, 1.0)])
+def test_constraints_of_the_wrong_type_are_refused(bad):
+    from robustlab.errors import InputTypeError
+
+    with pytest.raises(InputTypeError, match="expected constraints to be a robustlab"):
+        TrainingConfig("pgd", epsilon=0.3, constraints=bad)
+    with pytest.raises(TypeError, match="constraints"):
+        OverfitGuard(np.zeros((2, F), np.float32), [0, 1], epsilon=0.1, constraints=bad)
+
+
+def test_checkpoint_of_other_constraints_is_refused(table, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    kwargs = {"method": "pgd", "epsilon": 0.3, "steps": 2, "batch_size": 64, "seed": 0,
+              "checkpoint_dir": ckpt}
+    _, first = train_adversarial(mlp((F,)), table, epochs=1, **kwargs)
+    assert first.initial_epoch == 0
+    record = json.loads((ckpt / "checkpoint.json").read_text())
+    assert record["config"]["constraints"] == table.constraints.fingerprint()
+    other = tabular_data(immutable=[1])  # the same rows, one more feature the attacker moves
+    np.testing.assert_array_equal(other.x_train, table.x_train)
+    with pytest.raises(CheckpointError, match=r"constraints: '[0-9a-f]{64}' in the "
+                                              r"checkpoint, '[0-9a-f]{64}' now"):
+        train_adversarial(mlp((F,)), other, epochs=2, **kwargs)
+    _, resumed = train_adversarial(mlp((F,)), table, epochs=2, **kwargs)
+    assert resumed.initial_epoch == 1 and len(resumed.history["loss"]) == 1

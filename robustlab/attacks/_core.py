@@ -2,7 +2,12 @@
 direction per norm, and the threat model (projection onto the epsilon-ball and clipping to
 the input bounds), enforced here and nowhere else.
 
-Shapes: images ``x`` are ``(N, H, W, C)`` float32; labels ``y`` are ``(N,)`` int.
+Shapes: inputs ``x`` are ``(N, ...)`` float32 of any rank (images ``(N, H, W, C)``, tables
+``(N, F)``); labels ``y`` are ``(N,)`` int. A plain threat model treats every input value
+alike; with per-feature :class:`~robustlab.types.Constraints` the math takes a ``weight``
+(each feature's scale, 0 where immutable) and per-feature ``low``/``high`` arrays, and the
+output is mapped to the feasible set (integers, one-hot groups) by
+:func:`enforce_threat_model`. ``weight=None`` traces exactly the plain math.
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ def input_gradient(model: Any, x: Any, y: Any, loss: Loss, targeted: bool) -> tu
     The loss is computed in float32 from the logits whatever the model's precision; for a
     mixed-float16 model the backward pass is loss-scaled (``FLOAT16_LOSS_SCALE``), so the
     returned gradient has the right direction but not the true magnitude.
-    Returns ``(gradient (N, H, W, C) float32, logits (N, K))``.
+    Returns ``(gradient (N, ...) float32 of x's shape, logits (N, K))``.
     """
     import tensorflow as tf
 
@@ -89,10 +94,18 @@ def input_gradient(model: Any, x: Any, y: Any, loss: Loss, targeted: bool) -> tu
     return grad, logits
 
 
-def steepest_direction(grad: Any, norm: Norm) -> Any:
-    """Unit-norm steepest-ascent direction: ``sign(g)`` for L∞, ``g / ||g||_2`` for L2."""
+def steepest_direction(grad: Any, norm: Norm, weight: Any = None) -> Any:
+    """Unit-norm steepest-ascent direction: ``sign(g)`` for L∞, ``g / ||g||_2`` for L2.
+
+    With a per-feature ``weight`` (scale, 0 where immutable) the direction is the steepest
+    one in scaled units ``u = δ / scale`` mapped back to input units: ``weight · sign(g)``,
+    or ``weight · (g·weight) / ||g·weight||_2``; immutable features get 0."""
     import tensorflow as tf
 
+    if weight is not None:
+        if norm is Norm.LINF:
+            return tf.sign(grad) * weight
+        return steepest_direction(grad * weight, norm) * weight
     if norm is Norm.LINF:
         return tf.sign(grad)
     axes = list(range(1, len(grad.shape)))
@@ -100,17 +113,31 @@ def steepest_direction(grad: Any, norm: Norm) -> Any:
     return grad / tf.sqrt(sq)
 
 
-def project(x_adv: Any, x: Any, epsilon: Any, norm: Norm, low: Any, high: Any) -> Any:
+def project(x_adv: Any, x: Any, epsilon: Any, norm: Norm, low: Any, high: Any,
+            weight: Any = None) -> Any:
     """The threat model: move ``x_adv`` back into the ``epsilon``-ball around ``x`` and into
-    ``[low, high]``. Clipping to the box after the ball cannot leave the ball (the box
-    contains ``x``, so clipping only shortens each coordinate of the perturbation)."""
+    ``[low, high]`` (scalars, or per-feature arrays of one example's shape). Clipping to the
+    box after the ball cannot leave the ball (the box contains ``x``, so clipping only
+    shortens each coordinate of the perturbation).
+
+    With ``weight`` the ball is measured in scaled units ``δ / weight`` over the features
+    whose weight is positive; features of weight 0 (immutable) keep ``x``'s value exactly."""
     import tensorflow as tf
 
     delta = x_adv - x
+    axes = list(range(1, len(delta.shape)))
+    if weight is not None:
+        if norm is Norm.LINF:
+            delta = tf.clip_by_value(delta, -epsilon * weight, epsilon * weight)
+        else:
+            units = tf.math.divide_no_nan(delta, weight * tf.ones_like(delta))
+            length = tf.sqrt(tf.maximum(_TINY, tf.reduce_sum(tf.square(units), axis=axes,
+                                                              keepdims=True)))
+            delta = units * tf.minimum(1.0, epsilon / length) * weight
+        return tf.clip_by_value(x + delta, low, high)
     if norm is Norm.LINF:
         delta = tf.clip_by_value(delta, -epsilon, epsilon)
     else:
-        axes = list(range(1, len(delta.shape)))
         length = tf.sqrt(tf.maximum(_TINY, tf.reduce_sum(tf.square(delta), axis=axes,
                                                           keepdims=True)))
         delta = delta * tf.minimum(1.0, epsilon / length)
@@ -119,9 +146,25 @@ def project(x_adv: Any, x: Any, epsilon: Any, norm: Norm, low: Any, high: Any) -
 
 def enforce_threat_model(x_adv: np.ndarray, x: np.ndarray, threat: ThreatModel) -> np.ndarray:
     """NumPy twin of :func:`project`, applied to every attack's output (whatever the backend),
-    so no attack can report an example outside the budget."""
+    so no attack can report an example outside the budget. With constraints it also puts
+    immutable features back bit-identical and maps to the feasible set
+    (:func:`_feasible`)."""
     delta = x_adv.astype(np.float32) - x.astype(np.float32)
     eps = np.float32(threat.epsilon)
+    c = threat.constraints
+    if c is not None:
+        weight = c.weight
+        if threat.norm is Norm.LINF:
+            delta = np.clip(delta, -eps * weight, eps * weight)
+        else:
+            units = np.divide(delta, weight, out=np.zeros_like(delta), where=weight > 0)
+            length = np.sqrt(np.maximum(_TINY, np.sum(
+                units.reshape(len(delta), -1).astype(np.float64) ** 2, axis=1)))
+            factor = np.minimum(1.0, threat.epsilon / length).astype(np.float32)
+            delta = units * factor.reshape((-1,) + (1,) * (delta.ndim - 1)) * weight
+        out = np.clip(x.astype(np.float32) + delta, c.low, c.high)
+        out = np.where(c.mutable, out, x.astype(np.float32))
+        return _feasible(out, x.astype(np.float32), threat) if c.discrete else out
     if threat.norm is Norm.LINF:
         delta = np.clip(delta, -eps, eps)
     else:
@@ -133,6 +176,55 @@ def enforce_threat_model(x_adv: np.ndarray, x: np.ndarray, threat: ThreatModel) 
     return np.clip(x.astype(np.float32) + delta, low, high)
 
 
+# Margin kept inside the ball when rounding integers (float32 round-off of x ± ε·scale).
+_ROUND_SLACK = 1e-6
+
+
+def _feasible(out: np.ndarray, x: np.ndarray, threat: ThreatModel) -> np.ndarray:
+    """Map a continuous attack output (inside the ball and bounds) to the feasible set of its
+    constraints: integer features rounded to the nearest whole number that stays inside the
+    ball and the bounds; each one-hot group set to its largest entry when that switch fits the
+    budget (L∞: both changed columns allow a move of 1), else back to the clean category. In
+    L2, if the rounded point leaves the ball, categories go back and integers round towards
+    the clean value instead (which never lengthens a coordinate). The clean ``x`` satisfies
+    the constraints, so the result always does."""
+    c = threat.constraints
+    assert c is not None  # noqa: S101 - called only with constraints
+    n = len(x)
+    shape = out.shape
+    flat, clean = out.reshape(n, -1).astype(np.float64), x.reshape(n, -1).astype(np.float64)
+    relaxed = flat.copy()
+    eps = float(threat.epsilon)
+    reach = eps * c.weight.ravel().astype(np.float64) * (1 - _ROUND_SLACK)  # per coordinate
+    ints = c.integer.ravel() & c.mutable.ravel()
+    if ints.any():
+        lo = np.ceil(np.maximum(clean[:, ints] - reach[ints], c.low.ravel()[ints]))
+        hi = np.floor(np.minimum(clean[:, ints] + reach[ints], c.high.ravel()[ints]))
+        flat[:, ints] = np.clip(np.round(flat[:, ints]), lo, hi)
+    rows = np.arange(n)
+    for group in c.onehot:
+        cols = list(group)
+        if not c.mutable.ravel()[cols[0]]:
+            continue
+        pick = np.zeros((n, len(cols)))
+        pick[rows, np.argmax(flat[:, cols], axis=1)] = 1.0
+        if threat.norm is Norm.LINF:  # a switch moves two columns by 1 each
+            moved = pick != clean[:, cols]
+            fits = ~(moved & (eps * c.weight.ravel()[cols] < 1.0)).any(axis=1)
+            pick = np.where(fits[:, None], pick, clean[:, cols])
+        flat[:, cols] = pick
+    if threat.norm is Norm.L2:
+        units = np.divide(flat - clean, c.weight.ravel(), out=np.zeros_like(flat),
+                          where=c.weight.ravel() > 0)
+        over = np.sqrt((units ** 2).sum(axis=1)) > eps
+        if over.any():
+            for group in c.onehot:
+                flat[np.ix_(over, list(group))] = clean[np.ix_(over, list(group))]
+            toward = clean[:, ints] + np.trunc(relaxed[:, ints] - clean[:, ints])
+            flat[np.ix_(over, np.flatnonzero(ints))] = toward[over]
+    return flat.astype(np.float32).reshape(shape)
+
+
 # Random starts are drawn in blocks of this many examples, one generator per block, so that an
 # example's start depends on (seed, restart, its id) only, never on which examples share a call.
 _NOISE_BLOCK = 64
@@ -140,17 +232,20 @@ _NOISE_BLOCK = 64
 
 def random_start(x: np.ndarray, threat: ThreatModel, *, seed: int, restart: int = 0,
                  ids: np.ndarray | None = None) -> np.ndarray:
-    """A uniform random point of the ε-ball around each image of ``x`` (clipped to bounds).
+    """A uniform random point of the ε-ball around each input of ``x`` (clipped to bounds).
 
     L∞: uniform in the cube. L2: uniform in the ball (Gaussian direction, radius
     ``ε·u^(1/d)``). Example ``i`` of ``x`` gets the point numbered ``ids[i]`` (default
     ``0..N-1``) of the stream ``(seed, restart)``, so attacking a subset of a dataset (as the
     robustness curve and restarts do) starts every example exactly where attacking the whole
-    set would have.
+    set would have. With constraints the ball is measured in scale units over the mutable
+    features (``d`` counts those) and immutable features stay exactly as in ``x``.
     """
     ids = np.arange(len(x)) if ids is None else np.asarray(ids, dtype=np.int64)
     dim = int(np.prod(x.shape[1:]))
     eps = threat.epsilon
+    weight = threat.weight
+    free = None if weight is None else (weight.ravel() > 0).astype(np.float64)
     delta = np.empty((len(x), dim), np.float32)
     blocks = ids // _NOISE_BLOCK
     for block in np.unique(blocks):
@@ -159,11 +254,18 @@ def random_start(x: np.ndarray, threat: ThreatModel, *, seed: int, restart: int 
             noise = rng.uniform(-eps, eps, size=(_NOISE_BLOCK, dim))
         else:
             noise = rng.standard_normal(size=(_NOISE_BLOCK, dim))
+            used = dim
+            if free is not None:
+                noise *= free
+                used = max(1, int(free.sum()))
             noise /= np.maximum(_TINY, np.linalg.norm(noise, axis=1, keepdims=True))
-            noise *= eps * rng.uniform(size=(_NOISE_BLOCK, 1)) ** (1.0 / dim)
+            noise *= eps * rng.uniform(size=(_NOISE_BLOCK, 1)) ** (1.0 / used)
         rows = blocks == block
         delta[rows] = noise[ids[rows] % _NOISE_BLOCK]
-    low, high = threat.bounds
+    low, high = threat.limits
+    if weight is not None:
+        start = np.clip(x + delta.reshape(x.shape) * weight, low, high).astype(np.float32)
+        return np.where(threat.constraints.mutable, start, x).astype(np.float32)  # type: ignore[union-attr]
     return np.clip(x + delta.reshape(x.shape), low, high).astype(np.float32)
 
 
@@ -215,14 +317,17 @@ def score_fn(model: Any, loss: Loss, targeted: bool, jit: bool) -> Callable[...,
 
 def ascent_steps(model: Any, x_adv: Any, x: Any, y: Any, *, steps: int, epsilon: Any,
                  step_size: Any, low: Any, high: Any, norm: Norm, loss: Loss,
-                 targeted: bool = False, best: Any = None, found: Any = None
-                 ) -> Any:
+                 targeted: bool = False, best: Any = None, found: Any = None,
+                 weight: Any = None) -> Any:
     """``steps`` projected steepest-ascent steps from ``x_adv`` (TensorFlow ops, traced into
     the caller's graph): each ascends the attack loss by ``step_size`` along
     :func:`steepest_direction` and projects onto the threat model (:func:`project`).
 
     Without ``best``/``found`` returns the last iterate (as adversarial training uses it).
-    With them (``(N, H, W, C)`` and ``(N,)`` bool), also tracks each example's first iterate
+    ``low``/``high`` are scalars or per-feature arrays; ``weight`` the per-feature factor of
+    the constraints (:func:`steepest_direction`, :func:`project`; None: plain).
+
+    With them (``(N, ...)`` and ``(N,)`` bool), also tracks each example's first iterate
     that fooled the model, read off the logits of the forward pass the gradient needs anyway
     (free), and returns ``(x_adv, best, found)``; whether the returned ``x_adv`` fools the
     model is not yet known. Tracking needs labels ``y`` (not ``Loss.KL``).
@@ -235,31 +340,46 @@ def ascent_steps(model: Any, x_adv: Any, x: Any, y: Any, *, steps: int, epsilon:
         if track:
             pred = tf.argmax(logits, axis=-1, output_type=y.dtype)
             success = tf.equal(pred, y) if targeted else tf.not_equal(pred, y)
-            best = tf.where((success & ~found)[:, None, None, None], x_adv, best)
+            new = tf.reshape(success & ~found, [-1] + [1] * (len(x_adv.shape) - 1))
+            best = tf.where(new, x_adv, best)
             found = found | success
-        moved = x_adv + step_size * steepest_direction(grad, norm)
-        x_adv = project(moved, x, epsilon, norm, low, high)
+        moved = x_adv + step_size * steepest_direction(grad, norm, weight)
+        x_adv = project(moved, x, epsilon, norm, low, high, weight)
     return (x_adv, best, found) if track else x_adv
 
 
-def ascent_fn(model: Any, norm: Norm, loss: Loss, targeted: bool, jit: bool, steps: int
-              ) -> Callable[..., Any]:
+def ascent_fn(model: Any, norm: Norm, loss: Loss, targeted: bool, jit: bool, steps: int,
+              weighted: bool = False) -> Callable[..., Any]:
     """:func:`ascent_steps` with first-success tracking, compiled once per model and
     setting, all ``steps`` unrolled in one graph (no host round trip between them); shared
     by FGSM (one step of size ε from ``x``) and PGD (chunks of steps).
 
-    ``(x_adv, best, found, x, y, epsilon, step_size, low, high) -> (x_adv', best', found')``.
+    ``(x_adv, best, found, x, y, epsilon, step_size, low, high, weight) ->
+    (x_adv', best', found')``; ``weight`` is read only if ``weighted`` (per-feature
+    constraints; pass any tensor otherwise, e.g. ``1.0``).
     """
     import tensorflow as tf
 
     def build() -> Callable[..., Any]:
         @tf.function(jit_compile=jit, reduce_retracing=True)
         def ascend(x_adv: Any, best: Any, found: Any, x: Any, y: Any, epsilon: Any,
-                   step_size: Any, low: Any, high: Any) -> tuple[Any, Any, Any]:
+                   step_size: Any, low: Any, high: Any, weight: Any) -> tuple[Any, Any, Any]:
             with GraphSafeNames(model):  # runs while tracing only
                 return ascent_steps(model, x_adv, x, y, steps=steps, epsilon=epsilon,
                                     step_size=step_size, low=low, high=high, norm=norm,
-                                    loss=loss, targeted=targeted, best=best, found=found)
+                                    loss=loss, targeted=targeted, best=best, found=found,
+                                    weight=weight if weighted else None)
         return ascend
 
-    return compiled(model, ("ascent", norm, loss, targeted, jit, steps), build)
+    return compiled(model, ("ascent", norm, loss, targeted, jit, steps, weighted), build)
+
+
+def threat_tensors(threat: ThreatModel) -> tuple[Any, Any, Any, bool]:
+    """``(low, high, weight, weighted)`` as float32 tensors for :func:`ascent_fn`: scalar
+    bounds and weight 1 for a plain threat model, per-feature arrays with constraints."""
+    import tensorflow as tf
+
+    low, high = (tf.constant(v, tf.float32) for v in threat.limits)
+    weight = threat.weight
+    return low, high, tf.constant(1.0 if weight is None else weight, tf.float32), \
+        weight is not None

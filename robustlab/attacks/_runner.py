@@ -23,7 +23,7 @@ from robustlab.inference import (
     predict_labels,
     resolve_batch_size,
 )
-from robustlab.types import Loss, ThreatModel
+from robustlab.types import Constraints, Loss, ThreatModel
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +35,24 @@ BatchAttack = Callable[..., np.ndarray]
 
 def prepare(model: Any, x: Any, y: Any, *, threat: ThreatModel, targeted: bool
             ) -> tuple[np.ndarray, np.ndarray]:
-    """Validate the batch against the model and the bounds; default labels for untargeted
-    attacks are the model's own predictions (avoids label leaking, Kurakin et al. 2016)."""
+    """Validate the batch against the model, the bounds and the feature constraints (which
+    must be fitted to the batch's shape, :meth:`~robustlab.types.ThreatModel.fit`); default
+    labels for untargeted attacks are the model's own predictions (avoids label leaking,
+    Kurakin et al. 2016)."""
     num_classes = num_outputs(model)
     if y is None:
         if targeted:
             raise ValidationError("expected y (target labels) for a targeted attack, got None")
         x_checked, _ = validate_arrays(x, np.zeros(len(np.asarray(x)), np.int64),
                                        bounds=threat.bounds)
-        check_input_shape(model, x_checked)
-        y_checked = predict_labels(model, x_checked)
     else:
         x_checked, y_checked = validate_arrays(x, y, num_classes=num_classes,
                                                bounds=threat.bounds)
-        check_input_shape(model, x_checked)
+    if threat.constraints is not None:
+        threat.constraints.fit(x_checked.shape[1:]).check_inputs(x_checked)
+    check_input_shape(model, x_checked)
+    if y is None:
+        y_checked = predict_labels(model, x_checked)
     return x_checked, y_checked
 
 
@@ -102,13 +106,17 @@ class AttackInput:
     dtype: np.dtype[Any]
 
 
-def boundary(model: Any, x: Any, y: Any, *, epsilon: Any, norm: Any,
-             bounds: tuple[float, float], targeted: bool, loss: Any, restarts: Any,
-             random_start: bool, seed: Any, batch_size: Any, jit_compile: bool | None,
-             ids: Any) -> AttackInput:
+def boundary(model: Any, x: Any, y: Any, *, epsilon: Any, norm: Any, bounds: Any,
+             targeted: bool, loss: Any, restarts: Any, random_start: bool, seed: Any,
+             batch_size: Any, jit_compile: bool | None, ids: Any,
+             constraints: Constraints | None = None) -> AttackInput:
     """Check and parse a public attack call's arguments once (names in every error); warn
-    if ε exceeds the input box (the attack then uses the box's size)."""
-    threat = ThreatModel.parse(epsilon, norm, bounds)
+    if ε exceeds the input box (the attack then uses the box's size). The threat model is
+    fitted to the examples' shape (per-feature arrays broadcast, constraints checked)."""
+    threat = ThreatModel.parse(epsilon, norm, bounds, constraints)
+    shape = np.shape(x)[1:]
+    if len(np.shape(x)) >= 2:
+        threat = threat.fit(shape)
     loss = parse_enum("loss", loss, Loss)
     restarts = check_int("restarts", restarts, low=1)
     seed = check_attack_options(loss=loss, restarts=restarts, random_start=random_start,

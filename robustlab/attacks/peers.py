@@ -26,6 +26,13 @@ def _ce_only(loss: Loss, backend: str) -> None:
                               f"backend has loss={loss.value!r})")
 
 
+def _plain_only(threat: ThreatModel, backend: str) -> None:
+    if threat.constraints is not None:
+        raise ValidationError(f"expected no feature constraints with backend={backend!r} (it "
+                              f"has one scalar clip range and no mask); use backend='native' "
+                              f"or 'art'")
+
+
 def numpy_norm(norm: Norm) -> float:
     return np.inf if norm is Norm.LINF else 2.0
 
@@ -36,6 +43,7 @@ def cleverhans_fgsm(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatM
     from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
 
     _ce_only(loss, "cleverhans")
+    _plain_only(threat, "cleverhans")
     low, high = threat.bounds
     out = fast_gradient_method(model, x, threat.epsilon, numpy_norm(threat.norm), clip_min=low,
                                clip_max=high, y=y, targeted=targeted, sanity_checks=False)
@@ -49,6 +57,7 @@ def cleverhans_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatMo
     from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
     _ce_only(loss, "cleverhans")
+    _plain_only(threat, "cleverhans")
     low, high = threat.bounds
     with seeded_globals(batch_seed(seed, restart, ids), tensorflow=True):
         out = projected_gradient_descent(
@@ -65,18 +74,22 @@ def _art_classifier(model: Any, x: np.ndarray, threat: ThreatModel) -> Any:
     return TensorFlowV2Classifier(
         model=model, nb_classes=int(model.output_shape[-1]), input_shape=x.shape[1:],
         loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        clip_values=threat.bounds)
+        clip_values=threat.limits if threat.constraints is not None else threat.bounds)
 
 
 def _onehot(y: np.ndarray, k: int) -> np.ndarray:
     return np.eye(k, dtype=np.float32)[y]
 
 
-def art_batch(make: Callable[..., Any]) -> Callable[..., np.ndarray]:
+def art_batch(make: Callable[..., Any], *, masks: bool = False) -> Callable[..., np.ndarray]:
     """A batch implementation for :func:`~robustlab.attacks._runner.run_attack` from
     ``make(classifier, threat, n, **params)``, which builds the ART attack (``params``: the
     attack's own settings, e.g. ``steps``, ``loss``). ART draws from NumPy's global
-    generator: seeded per batch and restart (:func:`batch_seed`) for the call only."""
+    generator: seeded per batch and restart (:func:`batch_seed`) for the call only.
+
+    With feature constraints the classifier gets per-feature ``clip_values``, and, if
+    ``masks`` (the attack's ``generate`` takes ``mask``), the mutable features as its mask;
+    any other constraint is enforced on the output by the engine."""
 
     def run(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel, targeted: bool,
             seed: int, restart: int, ids: np.ndarray, **params: Any) -> np.ndarray:
@@ -85,17 +98,35 @@ def art_batch(make: Callable[..., Any]) -> Callable[..., np.ndarray]:
             attack = make(clf, threat, len(x), **params)
             if targeted:
                 attack.set_params(targeted=True)
-            return np.asarray(attack.generate(x, _onehot(y, clf.nb_classes)), np.float32)
+            extra = {}
+            if threat.constraints is not None and masks:  # ART leaves mask-0 features alone
+                extra["mask"] = np.broadcast_to(threat.constraints.mutable.astype(np.float32),
+                                                x.shape).copy()
+            return np.asarray(attack.generate(x, _onehot(y, clf.nb_classes), **extra),
+                              np.float32)
 
     return run
+
+
+def _art_eps(threat: ThreatModel, step: float | None = None) -> Any:
+    """ART's ``eps`` (or ``eps_step``): a number, or with a per-feature scale (L∞ only: ART
+    has no scaled L2 ball) the array ``ε · scale``."""
+    value = threat.epsilon if step is None else step
+    c = threat.constraints
+    if c is None or bool(np.all(c.scale == 1)):
+        return value
+    if threat.norm is not Norm.LINF:
+        raise ValidationError("expected norm='linf' with backend='art' and a per-feature "
+                              "scale (ART measures L2 in raw units); use backend='native'")
+    return (np.float32(value) * c.scale).astype(np.float32)
 
 
 def _art_fgsm(clf: Any, threat: ThreatModel, n: int, *, loss: Loss, **_: Any) -> Any:
     from art.attacks.evasion import FastGradientMethod
 
     _ce_only(loss, "art")
-    return FastGradientMethod(clf, norm=numpy_norm(threat.norm), eps=threat.epsilon,
-                              batch_size=n)
+    return FastGradientMethod(clf, norm=numpy_norm(threat.norm), eps=_art_eps(threat),
+                              eps_step=_art_eps(threat), batch_size=n)
 
 
 def _art_pgd(clf: Any, threat: ThreatModel, n: int, *, loss: Loss, random_start: bool,
@@ -104,11 +135,12 @@ def _art_pgd(clf: Any, threat: ThreatModel, n: int, *, loss: Loss, random_start:
 
     _ce_only(loss, "art")
     return ProjectedGradientDescent(
-        clf, norm=numpy_norm(threat.norm), eps=threat.epsilon, eps_step=step_size,
+        clf, norm=numpy_norm(threat.norm), eps=_art_eps(threat),
+        eps_step=_art_eps(threat, step_size),
         max_iter=steps, num_random_init=1 if random_start else 0, batch_size=n,
         verbose=False)
 
 
 # ART ``FastGradientMethod`` / ``ProjectedGradientDescent`` (TensorFlow v2) on one batch.
-art_fgsm = art_batch(_art_fgsm)
-art_pgd = art_batch(_art_pgd)
+art_fgsm = art_batch(_art_fgsm, masks=True)
+art_pgd = art_batch(_art_pgd, masks=True)

@@ -12,10 +12,10 @@ import numpy as np
 
 from robustlab._validate import check_int, parse_enum
 from robustlab.attacks import peers
-from robustlab.attacks._core import ascent_fn
+from robustlab.attacks._core import ascent_fn, threat_tensors
 from robustlab.attacks._core import random_start as random_point
 from robustlab.attacks._runner import BatchAttack, boundary, run_attack
-from robustlab.types import Backend, Loss, ThreatModel
+from robustlab.types import Backend, Constraints, Loss, ThreatModel
 
 # Steps per compiled call. Between calls the engine reads which examples are fooled and drops
 # them; 8 keeps the per-call overhead under 1% of a small CNN's step on a CPU.
@@ -49,7 +49,7 @@ def native_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
     start = random_point(x, threat, seed=seed, restart=restart, ids=ids) if random_start \
         else x
     eps, alpha = tf.constant(threat.epsilon, tf.float32), tf.constant(step_size, tf.float32)
-    low, high = (tf.constant(b, tf.float32) for b in threat.bounds)
+    low, high, weight, weighted = threat_tensors(threat)
     n = len(x)
     out = np.empty_like(x)
     active = np.arange(n)  # rows of x still being attacked
@@ -58,8 +58,9 @@ def native_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
     done = 0
     while done < steps:
         k = min(CHUNK_STEPS, steps - done)
-        ascend = ascent_fn(model, threat.norm, loss, targeted, jit, k)
-        x_adv, best, found = ascend(x_adv, best, found, x_t, y_t, eps, alpha, low, high)
+        ascend = ascent_fn(model, threat.norm, loss, targeted, jit, k, weighted)
+        x_adv, best, found = ascend(x_adv, best, found, x_t, y_t, eps, alpha, low, high,
+                                    weight)
         done += k
         if not (keep_best and early_stop) or done >= steps:
             continue
@@ -78,7 +79,7 @@ def native_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
                                         (x_adv, best, found, x_t, y_t))
     m = len(active)
     last = x_adv[:m] if not keep_best else \
-        tf.where(found[:m, None, None, None], best[:m], x_adv[:m])
+        tf.where(tf.reshape(found[:m], [-1] + [1] * (x.ndim - 1)), best[:m], x_adv[:m])
     out[active] = last.numpy()
     return out
 
@@ -92,10 +93,10 @@ PGD_BACKENDS: dict[Backend, BatchAttack] = {
 
 def pgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
         steps: int = 40, step_size: Any = None, random_start: bool = True, restarts: int = 1,
-        targeted: bool = False, loss: Any = "ce", bounds: tuple[float, float] = (0.0, 1.0),
+        targeted: bool = False, loss: Any = "ce", bounds: Any = None,
         seed: int = 0, backend: Any = "native", batch_size: int | None = None,
         jit_compile: bool | None = None, keep_best: bool = True, early_stop: bool = True,
-        ids: Any = None) -> np.ndarray:
+        ids: Any = None, constraints: Constraints | None = None) -> np.ndarray:
     """Projected Gradient Descent with random start and restarts (L∞ or L2).
 
     Each restart runs ``steps`` steps of size ``step_size`` from a uniform random point of
@@ -104,8 +105,9 @@ def pgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
     first iterate that fooled the model (``keep_best``).
 
     Args:
-        model: Keras model mapping ``(N, H, W, C)`` images to ``(N, K)`` logits.
-        x: clean images, shape ``(N, H, W, C)``, inside ``bounds``.
+        model: Keras model mapping ``(N, ...)`` inputs (images ``(N, H, W, C)``, tables
+            ``(N, F)``) to ``(N, K)`` logits.
+        x: clean inputs, shape ``(N, ...)``, inside ``bounds``.
         y: labels ``(N,)`` (None = the model's predictions) or targets if ``targeted``.
         epsilon: budget in pixel units (e.g. 0.3 or ``"8/255"``), >= 0; 0 returns ``x``.
         norm: ``"linf"`` or ``"l2"``.
@@ -116,11 +118,16 @@ def pgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
         restarts: independent runs, >= 1 (needs ``random_start``).
         targeted: move towards ``y`` instead of away from it.
         loss: ``"ce"`` or ``"margin"`` / ``"dlr"`` (native backend only).
-        bounds: ``(low, high)`` valid pixel range.
+        bounds: ``(low, high)`` valid input range: numbers, or arrays broadcastable to one
+            example's shape (per-feature bounds); None: the constraints' bounds, else
+            ``(0, 1)``.
         seed: seeds the random starts (same seed, same output).
         backend: ``"native"``, ``"cleverhans"`` or ``"art"``.
         batch_size: examples per batch (None: sized from available memory).
         jit_compile: XLA on/off; None chooses per device (on for GPUs).
+        constraints: per-feature threat model (:class:`~robustlab.types.Constraints`:
+            bounds, scale of ε, immutable, integer and one-hot features); the output then
+            keeps immutable features bit-identical and is mapped to the feasible set.
         keep_best: native backend: return each example's first iterate that fooled the model
             rather than the last iterate (which can drift back to the right class); the
             peers always return their last iterate. False reproduces CleverHans exactly.
@@ -131,7 +138,7 @@ def pgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
             subset with the matching ids reproduces the whole set's result on it.
 
     Returns:
-        Adversarial images, same shape and dtype as ``x``, inside the ε-ball and bounds.
+        Adversarial inputs, same shape and dtype as ``x``, inside the ε-ball and bounds.
 
     Example:
         >>> x_adv = pgd(model, data.x_test, data.y_test, epsilon=0.3, steps=40, restarts=5)
@@ -142,7 +149,7 @@ def pgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
     given = boundary(model, x, y, epsilon=epsilon, norm=norm, bounds=bounds,
                      targeted=targeted, loss=loss, restarts=restarts,
                      random_start=bool(random_start), seed=seed, batch_size=batch_size,
-                     jit_compile=jit_compile, ids=ids)
+                     jit_compile=jit_compile, ids=ids, constraints=constraints)
     alpha = given.threat.step_length(steps, absolute=step_size, image_shape=given.x.shape[1:])
     impl = PGD_BACKENDS[parse_enum("backend", backend, Backend)]
     return run_attack(impl, model, given, targeted=targeted, random_start=bool(random_start),

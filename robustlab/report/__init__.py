@@ -1,6 +1,12 @@
 """Reports: ``report.json`` and a self-contained ``report.html`` rendered from an
 :class:`~robustlab.evaluate.EvaluationResult` through an autoescaped Jinja2 template.
 
+Images are shown as images; other inputs (feature tables, any rank) as the features the
+attack changed in the broken examples and how often each feature was moved, under the
+threat model's own sentences (:meth:`~robustlab.types.Constraints.describe`). A
+:class:`~robustlab.results.CrossValidationResult` has its own page (:func:`write_crossval`)
+or a section appended to a report (``write_report(..., crossval=cv)``).
+
 The HTML has no JavaScript and no external URL: plots are PNG data URIs, the style sheet is
 inline and allowed by its hash in a Content-Security-Policy that forbids everything else.
 """
@@ -10,10 +16,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from markupsafe import Markup
 
 from robustlab import crypto
@@ -21,17 +29,23 @@ from robustlab._display import register_html
 from robustlab.errors import InputTypeError, ValidationError
 from robustlab.manifest import update_manifest
 from robustlab.report.plots import (
+    broken_count,
     comparison_png,
     convergence_png,
+    crossval_png,
     curves_png,
+    epsilon_units,
     examples_png,
+    feature_shifts_png,
     gained_png,
+    ranked_shifts,
     visible_text,
 )
-from robustlab.results import Comparison, EvaluationResult
+from robustlab.results import Comparison, CrossValidationResult, EvaluationResult
 
 __all__ = ["render_html", "render_summary_html", "write_report", "render_comparison_html",
-           "render_comparison_summary_html", "write_comparison", "CSS"]
+           "render_comparison_summary_html", "write_comparison", "render_crossval_html",
+           "render_crossval_summary_html", "write_crossval", "crossval_sentences", "CSS"]
 
 CSS = (resources.files(__package__) / "templates" / "report.css").read_text("utf-8")
 
@@ -91,6 +105,7 @@ def _environment() -> Any:
         lstrip_blocks=True, finalize=_finalize)
     env.filters["pct"] = lambda v: f"{100 * float(v):.1f}"
     env.filters["num"] = lambda v: f"{float(v):.4g}"
+    env.filters["signed"] = lambda v: f"{float(v):+.4g}"
     return env
 
 
@@ -114,41 +129,189 @@ def _class_names(result: Any) -> list[str]:
         str(i) for i in range(result.model["num_classes"])]
 
 
+# Non-image results: broken examples shown as feature tables, changed features listed per
+# table (largest change in scale units first), features in the per-feature table, bars in
+# its plot.
+_TABLE_EXAMPLES = 5
+_TABLE_ROWS = 20
+_SHIFT_ROWS = 50
+_SHIFT_BARS = 20
+
+
 def _context(result: Any) -> dict[str, Any]:
+    constraints = result.constraints
     return {"r": result, "class_names": _class_names(result), **_page(),
             "params": sorted(result.parameters.items()),
-            "versions": sorted(result.versions.items())}
+            "versions": sorted(result.versions.items()),
+            "units": epsilon_units(result), "standalone": False,
+            "threat_lines": [] if constraints is None else constraints.describe(result.norm),
+            "top_moved": [s for s in ranked_shifts(result, 5) if s.moved > 0]}
 
 
-def render_html(result: Any) -> str:
-    """The full, self-contained report page as a string."""
+def _example_tables(result: Any) -> list[dict[str, Any]]:
+    """One table per broken example shown (at most ``_TABLE_EXAMPLES``): the features the
+    attack changed, largest change in units of the feature's scale first (at most
+    ``_TABLE_ROWS``), with clean value, adversarial value and change in input units."""
+    images = result.example_images
+    if "clean" not in images or "adversarial" not in images or not result.examples:
+        return []
+    clean = np.asarray(images["clean"], np.float64).reshape(len(images["clean"]), -1)
+    adv = np.asarray(images["adversarial"], np.float64).reshape(len(clean), -1)
+    names = result.feature_names
+    scale = (np.ones(clean.shape[1]) if result.constraints is None
+             else result.constraints.scale.ravel().astype(np.float64))
+    tables: list[dict[str, Any]] = []
+    for j, ex in enumerate(result.examples[:len(clean)]):
+        if ex.adv_pred == ex.label:
+            continue
+        delta = adv[j] - clean[j]
+        changed = np.flatnonzero(delta != 0)
+        order = changed[np.argsort(-np.abs(delta[changed]) / scale[changed], kind="stable")]
+        rows = [{"name": names[i] if i < len(names) else f"feature {i}",
+                 "clean": float(clean[j, i]), "adv": float(adv[j, i]),
+                 "change": float(delta[i]), "scaled": float(delta[i] / scale[i])}
+                for i in order[:_TABLE_ROWS].tolist()]
+        tables.append({"ex": ex, "rows": rows, "n_changed": len(changed),
+                       "more": len(changed) - len(rows)})
+        if len(tables) == _TABLE_EXAMPLES:
+            break
+    return tables
+
+
+def _result_context(result: Any) -> dict[str, Any]:
     ctx = _context(result)
     ctx["curves_uri"] = _data_uri(curves_png(result))
-    ctx["examples_uri"] = _data_uri(examples_png(result, ctx["class_names"]))
     ctx["convergence_uri"] = _data_uri(convergence_png(result))
+    if result.is_image:
+        ctx["examples_uri"] = _data_uri(examples_png(result, ctx["class_names"]))
+        return ctx
+    shifts = ranked_shifts(result)
+    ctx.update(examples_uri=None, example_tables=_example_tables(result),
+               shifts=shifts[:_SHIFT_ROWS], shifts_more=max(len(shifts) - _SHIFT_ROWS, 0),
+               shifts_uri=_data_uri(feature_shifts_png(result, _SHIFT_BARS)),
+               n_broken=broken_count(result),
+               shift_attack=result.curves[-1].label if result.curves else "")
+    return ctx
+
+
+def render_html(result: Any, *, crossval: CrossValidationResult | None = None) -> str:
+    """The full, self-contained report page of ``result`` as a string: an
+    :class:`~robustlab.results.EvaluationResult` (with ``crossval``, its cross-validation
+    section appended), a :class:`~robustlab.results.CrossValidationResult` or a
+    :class:`~robustlab.results.Comparison` (without its example images)."""
+    for kind in type(result).__mro__:
+        if kind in _PAGES:
+            if crossval is not None and kind is not EvaluationResult:
+                raise ValidationError(f"expected crossval only with an EvaluationResult, got "
+                                      f"{type(result).__name__}")
+            return _PAGES[kind](result, crossval)
+    raise InputTypeError(f"expected result to be an EvaluationResult, CrossValidationResult "
+                         f"or Comparison, got {type(result).__name__}")
+
+
+def _render_result_page(result: Any, crossval: CrossValidationResult | None) -> str:
+    ctx = _result_context(result)
+    ctx["crossval"] = None if crossval is None else _crossval_context(crossval)
     return _environment().get_template("report.html.j2").render(**ctx)
 
 
 def render_summary_html(result: Any) -> str:
     """A compact HTML table of the result, for Jupyter's rich display."""
-    return _environment().get_template("summary.html.j2").render(**_context(result))
+    ctx = {**_context(result), "standalone": True}
+    return _environment().get_template("summary.html.j2").render(**ctx)
 
 
-def write_report(result: Any, out_dir: str | Path, *,
-                 key: crypto.Key | None = None) -> dict[str, Path]:
+def write_report(result: Any, out_dir: str | Path, *, key: crypto.Key | None = None,
+                 crossval: CrossValidationResult | None = None) -> dict[str, Path]:
     """Write ``report.json`` and ``report.html`` into the directory ``out_dir`` (created if
     missing; atomically) and update its ``manifest.json`` (see :mod:`robustlab.manifest`).
     A file, or a file name such as ``"out/report.html"``, is refused with a
     :class:`~robustlab.errors.ValidationError`. With a key (``key``, or the configured one:
     :mod:`robustlab.crypto`) both files are encrypted; ``manifest.json`` stays plaintext.
 
-    Returns ``{"json": path, "html": path, "manifest": path}``.
+    With ``crossval`` (a :class:`~robustlab.results.CrossValidationResult`), its section is
+    appended to ``report.html`` and its record written to ``crossval.json``; ``report.json``
+    is the same as without.
+
+    Returns ``{"json": path, "html": path, "manifest": path}`` (and ``"crossval"``).
     """
+    if crossval is not None and not isinstance(crossval, CrossValidationResult):
+        raise InputTypeError(f"expected crossval to be a CrossValidationResult or None, got "
+                             f"{type(crossval).__name__}")
     out = _output_dir(out_dir, ("report.html", "report.json"))
     provider = crypto.resolve_key(key)
     paths = {"json": crypto.write_json(out / "report.json", result.to_dict(), provider),
-             "html": crypto.write_text(out / "report.html", render_html(result), provider)}
+             "html": crypto.write_text(out / "report.html",
+                                       render_html(result, crossval=crossval), provider)}
+    if crossval is not None:
+        paths["crossval"] = crypto.write_json(out / "crossval.json", crossval.to_dict(),
+                                              provider)
     paths["manifest"] = update_manifest(out, parameters=result.parameters, seed=result.seed)
+    return paths
+
+
+# ------------------------------------------------------------------ cross-validation
+
+def _points(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def crossval_sentences(cv: CrossValidationResult) -> list[str]:
+    """One sentence for the clean accuracy and one per ε: is the spread across folds
+    (standard deviation) larger than the sampling interval (mean Wilson half-width)?"""
+    def sentence(where: str, sd: float, half: float) -> str:
+        if sd > half:
+            return (f"{where} the folds differ more than sampling alone explains (sd "
+                    f"{_points(sd)} points > half-width {_points(half)} points): the number "
+                    f"depends on the split.")
+        return (f"{where} the spread across folds is within what sampling explains (sd "
+                f"{_points(sd)} points ≤ half-width {_points(half)} points).")
+
+    lines = [sentence("For clean accuracy", cv.clean_sd, cv.clean_halfwidth)]
+    lines += [sentence(f"At ε = {row['epsilon']:.4g}", row["sd"], row["halfwidth"])
+              for row in cv.summary()]
+    return lines
+
+
+def _crossval_context(cv: CrossValidationResult) -> dict[str, Any]:
+    return {"cv": cv, "summary": cv.summary(), "sentences": crossval_sentences(cv),
+            "uri": _data_uri(crossval_png(cv))}
+
+
+def _render_crossval_page(cv: Any, crossval: None) -> str:
+    return render_crossval_html(cv)
+
+
+def render_crossval_html(cv: CrossValidationResult) -> str:
+    """The self-contained cross-validation page: per-fold plot and table, mean ± sd, and
+    whether the spread across folds exceeds what sampling explains."""
+    return _environment().get_template("crossval.html.j2").render(
+        crossval=_crossval_context(cv), **_page())
+
+
+def render_crossval_summary_html(cv: CrossValidationResult) -> str:
+    """The cross-validation's mean ± sd table and sentences, for Jupyter's rich display."""
+    return _environment().get_template("crossval_summary.html.j2").render(
+        cv=cv, summary=cv.summary(), sentences=crossval_sentences(cv))
+
+
+def write_crossval(cv: CrossValidationResult, out_dir: str | Path, *,
+                   key: crypto.Key | None = None) -> dict[str, Path]:
+    """Write ``crossval.json`` and ``crossval.html`` into the directory ``out_dir`` (created
+    if missing; atomically) and update its ``manifest.json``; refuses a file as
+    :func:`write_report` does, and encrypts both with a key the same way.
+
+    Returns ``{"json": path, "html": path, "manifest": path}``.
+    """
+    if not isinstance(cv, CrossValidationResult):
+        raise InputTypeError(f"expected cv to be a CrossValidationResult, got "
+                             f"{type(cv).__name__}")
+    out = _output_dir(out_dir, ("crossval.html", "crossval.json"))
+    provider = crypto.resolve_key(key)
+    paths = {"json": crypto.write_json(out / "crossval.json", cv.to_dict(), provider),
+             "html": crypto.write_text(out / "crossval.html", render_crossval_html(cv),
+                                       provider)}
+    paths["manifest"] = update_manifest(out, parameters=dict(cv.training), seed=cv.seed)
     return paths
 
 
@@ -192,6 +355,18 @@ def write_comparison(comparison: Any, out_dir: str | Path, x: Any = None, y: Any
     return paths
 
 
+def _render_comparison_page(comparison: Any, crossval: None) -> str:
+    return render_comparison_html(comparison)
+
+
+# render_html's page per result type (the first match along the type's MRO).
+_PAGES: dict[type, Callable[[Any, Any], str]] = {
+    EvaluationResult: _render_result_page,
+    CrossValidationResult: _render_crossval_page,
+    Comparison: _render_comparison_page,
+}
+
 # Jupyter shows results through these (robustlab.results asks robustlab._display).
 register_html(EvaluationResult, render_summary_html)
 register_html(Comparison, render_comparison_summary_html)
+register_html(CrossValidationResult, render_crossval_summary_html)

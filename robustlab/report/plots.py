@@ -122,7 +122,7 @@ def _fit(text: object, fontsize: float, inches: float, limit: int = _MAX_CHARS) 
 
 
 def _accuracy_plot(curves: list[tuple[str, Any, dict[str, Any]]], norm: str, ylabel: str,
-                   title: str, mark: float | None = None) -> bytes:
+                   title: str, mark: float | None = None, units: str = "pixel units") -> bytes:
     """Accuracy (%) vs ε, one line with its 95% CI band per ``(label, points, style)``."""
     fig = new_figure(6.4, 4.0)
     ax = fig.subplots()
@@ -134,12 +134,101 @@ def _accuracy_plot(curves: list[tuple[str, Any, dict[str, Any]]], norm: str, yla
                         [100 * p.ci_high for p in points], alpha=0.15, color=line.get_color())
     if mark is not None:
         ax.axvline(mark, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel(f"ε ({_fit(norm, 10, _LEGEND_INCHES)}, pixel units)")
+    ax.set_xlabel(f"ε ({_fit(norm, 10, _LEGEND_INCHES)}, {units})")
     ax.set_ylabel(ylabel)
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     ax.set_title(_fit(title, 12, _TITLE_INCHES, limit=2 * _MAX_CHARS))
+    return png_bytes(fig)
+
+
+def epsilon_units(result: Any) -> str:
+    """The unit ε is measured in, as the report words it: ``pixel units`` for images,
+    ``feature-scale units`` when the constraints give features their own scale (ε = 0.1 is a
+    tenth of each feature's scale), else ``input units``."""
+    constraints = getattr(result, "constraints", None)
+    if constraints is not None and not np.all(constraints.scale == 1):
+        return "feature-scale units"
+    return "pixel units" if result.is_image else "input units"
+
+
+def ranked_shifts(result: Any, limit: int | None = None) -> list[Any]:
+    """The result's :class:`~robustlab.results.FeatureShift` records, most often moved first
+    (ties: the larger mean change in scale units first, then feature order), at most
+    ``limit``."""
+    ranked = sorted(result.feature_shifts, key=lambda s: (-s.moved, -s.mean_scaled, s.index))
+    return ranked if limit is None else ranked[:limit]
+
+
+def broken_count(result: Any) -> int:
+    """How many examples the last attack broke at ``shift_epsilon`` (the examples the
+    feature shifts are taken over): correct when clean, wrong under that attack."""
+    if result.shift_epsilon is None or not result.curves:
+        return 0
+    n_clean = round(result.clean_accuracy * result.n_examples)
+    point = next((p for p in result.curves[-1].points
+                  if np.isclose(p.epsilon, result.shift_epsilon)), None)
+    return 0 if point is None else max(n_clean - point.n_correct, 0)
+
+
+# Rendered width (inches) of a feature name beside its bar in feature_shifts_png.
+_FEATURE_INCHES = 2.2
+
+
+def feature_shifts_png(result: Any, top: int = 20) -> bytes | None:
+    """Horizontal bars: the percentage of broken examples in which the attack moved each
+    feature, the ``top`` most often moved features (see :func:`ranked_shifts`); None when
+    the result has no feature shifts (images, or nothing broken)."""
+    shifts = ranked_shifts(result, top)
+    if not shifts:
+        return None
+    fig = new_figure(6.4, 0.8 + 0.24 * len(shifts))
+    ax = fig.subplots()
+    ypos = np.arange(len(shifts))
+    ax.barh(ypos, [100 * s.moved for s in shifts], color="#4c72b0")
+    ax.set_yticks(ypos, [_fit(s.name, 8, _FEATURE_INCHES) for s in shifts], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("broken examples in which the feature changed (%)")
+    ax.grid(axis="x", alpha=0.3)
+    attack = result.curves[-1].label if result.curves else ""
+    eps = result.shift_epsilon if result.shift_epsilon is not None else 0.0
+    ax.set_title(_fit(f"Features moved by {attack} at ε = {eps:.4g} "
+                      f"({broken_count(result)} broken examples)", 10, _TITLE_INCHES,
+                      limit=2 * _MAX_CHARS), fontsize=10)
+    return png_bytes(fig)
+
+
+def crossval_png(cv: Any) -> bytes:
+    """Per fold (thin lines) and their mean (thick black line): clean accuracy (at the left,
+    "clean") and worst-case robust accuracy at each ε of the cross-validation, the ε evenly
+    spaced. When the first ε is 0 its point is the clean accuracy and stands for it."""
+    eps = list(cv.epsilons)
+    with_clean = not eps or eps[0] != 0
+    ticks = (["clean"] if with_clean else []) + [
+        f"{e:.4g}" + ("" if e != 0 else " (clean)") for e in eps]
+    xs = np.arange(len(ticks))
+
+    def line(clean: float, robust: list[float]) -> list[float]:
+        return [100 * a for a in ([clean] if with_clean else []) + robust]
+
+    fig = new_figure(6.4, 4.0)
+    ax = fig.subplots()
+    for fold in cv.folds:
+        ax.plot(xs, line(fold.clean_accuracy, [p.accuracy for p in fold.worst_case]),
+                marker="o", linewidth=1, alpha=0.7, label=f"fold {fold.fold}")
+    ax.plot(xs, line(cv.clean_mean, [cv.robust_mean(e) for e in eps]), color="black",
+            linewidth=2.5, marker="s", label="mean")
+    ax.set_xticks(xs, ticks)
+    ax.set_xlabel(f"ε ({_fit(cv.norm.value, 10, _LEGEND_INCHES)})")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    attacks = ", ".join(str(a) for a in cv.attacks)
+    ax.set_title(_fit(f"{cv.k}-fold cross-validation: worst case over {attacks}", 12,
+                      _TITLE_INCHES, limit=2 * _MAX_CHARS))
     return png_bytes(fig)
 
 
@@ -160,7 +249,8 @@ def curves_png(result: Any) -> bytes:
     curves.append((result.worst_case.label, result.worst_case.points,
                    dict(color="black", linestyle="--")))
     return _accuracy_plot(curves, result.norm.value, "accuracy (%)",
-                          f"Robust accuracy on {result.n_examples} examples")
+                          f"Robust accuracy on {result.n_examples} examples",
+                          units=epsilon_units(result))
 
 
 def examples_png(result: Any, class_names: list[str] | None = None) -> bytes | None:
@@ -199,7 +289,7 @@ def comparison_png(comparison: Any) -> bytes:
         for name, result in zip(comparison.names, comparison.results, strict=True)]
     return _accuracy_plot(curves, first.norm.value, "worst-case accuracy (%)",
                           f"Worst case over {', '.join(c.label for c in first.curves)}",
-                          mark=comparison.focus_epsilon)
+                          mark=comparison.focus_epsilon, units=epsilon_units(first))
 
 
 def gained_png(comparison: Any, x: np.ndarray, y: np.ndarray,
