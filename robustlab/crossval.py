@@ -14,12 +14,12 @@ for accuracy estimation and model selection", https://dl.acm.org/doi/10.5555/164
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ from robustlab.evaluate import evaluate
 from robustlab.inference import num_outputs
 from robustlab.models import build_model
 from robustlab.results import CrossValidationResult, FoldResult
-from robustlab.training import Method, train_adversarial
+from robustlab.training import Method, TrainingConfig, train_adversarial
 from robustlab.training import train as train_plain  # ``train`` is a parameter here
 from robustlab.types import parse_norm
 
@@ -109,6 +109,9 @@ def _parse_train(train_opt: Any, epsilons: tuple[float, ...]) -> tuple[Method | 
                              f"options, got {type(train_opt).__name__} {train_opt!r}")
     if method is not Method.STANDARD and "epsilon" not in options:
         options["epsilon"] = max(epsilons)  # train at the largest budget evaluated
+    # check the method's settings now, not after the first fold's model is built
+    fields = {f.name for f in dataclasses.fields(TrainingConfig)} - {"method", "bounds", "seed"}
+    TrainingConfig(method=method, **{key: options[key] for key in fields & set(options)})
     return method, options
 
 
@@ -201,6 +204,7 @@ def cross_validate(build: Builder | None, data: Dataset, k: int = 5, *,
     fit: dict[str, Any] = {key: value for key, value in
                            (("epochs", epochs), ("batch_size", batch_size)) if value is not None}
     training = {"function": "train" if method is None else "train_adversarial",
+                "method": "standard" if method is None else method.value,
                 "epochs": epochs, "batch_size": batch_size, **options}
     log.info("cross-validating %s: %d folds of %d examples, %s training", data.name, k,
              len(y), "standard" if method is None else method.value)
@@ -213,8 +217,8 @@ def cross_validate(build: Builder | None, data: Dataset, k: int = 5, *,
         fold_seed = _fold_seed(seed, fold)
         # a seeded order of the test fold, so that a cap ``n`` keeps a random subset
         test_idx = np.random.default_rng([seed, fold]).permutation(test_idx)[:n]
-        fold_data = replace(data, x_train=x[train_idx], y_train=y[train_idx],
-                            x_test=x[test_idx], y_test=y[test_idx])
+        fold_data = dataclasses.replace(data, x_train=x[train_idx], y_train=y[train_idx],
+                                        x_test=x[test_idx], y_test=y[test_idx])
         with seeded_globals(fold_seed, tensorflow=True):
             model = (build_model(fold_data.input_shape, fold_data.num_classes,
                                  seed=fold_seed, **_stats(fold_data)) if build is None

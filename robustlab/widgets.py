@@ -8,6 +8,12 @@ computes the robustness curve of the chosen attack on N examples (with a progres
 shows the images that break first. Every result is cached, so returning to a setting is
 instant; errors are shown in the widget instead of killing the cell.
 
+Data that is not images (feature tables ``(N, F)``, other ranks; see
+:func:`~robustlab.types.is_image_shape`) is shown as an HTML table of the features the
+attack changed (name, clean, adversarial, change) with the prediction before and after
+(:func:`features_html`); attacks then respect the dataset's per-feature constraints
+(immutable features stay put, per-feature bounds and ε scale).
+
 Three parts, so that tests and papermill runs need neither a browser nor ipywidgets:
 
 * :class:`ExplorerSession` holds the model, the validated data and the caches, and computes
@@ -21,6 +27,7 @@ Three parts, so that tests and papermill runs need neither a browser nor ipywidg
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import html
 import logging
@@ -54,10 +61,10 @@ from robustlab.report.plots import (
 )
 from robustlab.results import EvaluationResult
 from robustlab.stats import perturbation_norms
-from robustlab.types import Norm, ThreatModel, parse_norm
+from robustlab.types import Constraints, Norm, ThreatModel, is_image_shape, parse_norm
 
 __all__ = ["Explorer", "ExplorerSession", "ExplorerSettings", "AttackView", "view_png",
-           "summary_png", "EXPLORER_ATTACKS"]
+           "summary_png", "features_html", "shifts_html", "EXPLORER_ATTACKS"]
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +90,8 @@ class AttackView:
     attack: str
     norm: str
     epsilon: float
-    x: np.ndarray  # (H, W, C) clean image
-    x_adv: np.ndarray  # (H, W, C) adversarial image
+    x: np.ndarray  # (H, W, C) clean image, or one example of any shape, e.g. (F,)
+    x_adv: np.ndarray  # the adversarial example, same shape
     clean_probs: np.ndarray  # (K,) softmax
     adv_probs: np.ndarray  # (K,)
     linf: float
@@ -143,10 +150,13 @@ class ExplorerSession:
     caches of everything computed on them.
 
     Args:
-        model: Keras model returning logits, ``(N, H, W, C) -> (N, K)``.
-        data: a :class:`~robustlab.data.Dataset` (its test split) or ``(x, y)`` in ``[0, 1]``.
+        model: Keras model returning logits, ``(N, H, W, C) -> (N, K)`` (or ``(N, F)``...).
+        data: a :class:`~robustlab.data.Dataset` (its test split; its ``constraints``, if
+            any, bound every attack) or ``(x, y)`` in ``[0, 1]``.
         settings: the initial choices (default :class:`ExplorerSettings`).
         seed: seeds the attacks' random starts (same setting, same result).
+        constraints: per-feature threat model for ``(x, y)`` data (a Dataset brings its
+            own); None: every input value alike, inside ``[0, 1]``.
 
     Example:
         >>> session = ExplorerSession(model, load("digits"))
@@ -155,10 +165,16 @@ class ExplorerSession:
     """
 
     def __init__(self, model: Any, data: Dataset | tuple[Any, Any], *,
-                 settings: ExplorerSettings | None = None, seed: int = 0) -> None:
+                 settings: ExplorerSettings | None = None, seed: int = 0,
+                 constraints: Constraints | None = None) -> None:
+        if constraints is not None and not isinstance(constraints, Constraints):
+            raise InputTypeError(f"expected constraints to be a robustlab Constraints or None, "
+                                 f"got {type(constraints).__name__}")
         if isinstance(data, Dataset):
             x, y = data.x_test, data.y_test
-            low, high = data.bounds
+            if constraints is None:
+                constraints = getattr(data, "constraints", None)
+            low, high = data.bounds if constraints is None else constraints.bounds
             self.bounds: tuple[float, float] = (float(low), float(high))
             self.class_names = [str(c) for c in data.class_names]
         else:
@@ -167,7 +183,7 @@ class ExplorerSession:
             except (TypeError, ValueError):
                 raise ValidationError(f"expected data to be a Dataset or an (x, y) pair, got "
                                       f"{type(data).__name__}") from None
-            self.bounds = (0.0, 1.0)
+            self.bounds = (0.0, 1.0) if constraints is None else constraints.bounds
             self.class_names = [str(k) for k in range(num_outputs(model))]
         self.settings = ExplorerSettings() if settings is None else settings
         self.seed = check_seed(seed)
@@ -175,9 +191,30 @@ class ExplorerSession:
         self.x, self.y = validate_arrays(x, y, num_classes=num_outputs(model),
                                          bounds=self.bounds, name="x", label_name="y")
         check_input_shape(model, self.x)
+        # the per-feature threat model every attack and curve of this session uses (None:
+        # plain bounds); fitted to one example's shape and checked against the data once
+        self.constraints = None if constraints is None else \
+            ThreatModel.parse(0.0, "linf", self.bounds, constraints).fit(
+                self.x.shape[1:]).constraints
+        if self.constraints is not None:
+            self.constraints.check_inputs(self.x)
         self._cache: dict[_AttackKey, AttackView] = {}
         self._curve_cache: dict[_CurveKey, EvaluationResult] = {}
         self._clean_logits: np.ndarray = batched_logits(model, self.x, 256)
+
+    @property
+    def is_image(self) -> bool:
+        """True if examples are shown as images, False for feature tables (as in reports:
+        an image shape without feature names, see :func:`~robustlab.types.is_image_shape`)."""
+        return is_image_shape(self.x.shape[1:]) and not (
+            self.constraints is not None and self.constraints.names)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """One name per flat feature: the constraints' names, else ``feature 0``, ..."""
+        if self.constraints is not None and self.constraints.names:
+            return self.constraints.names
+        return tuple(f"feature {i}" for i in range(int(np.prod(self.x.shape[1:]))))
 
     def spec(self, attack: str, steps: int | None) -> AttackSpec:
         """The attack with ``steps`` where it takes steps (FGSM's are ignored, so the steps
@@ -193,7 +230,8 @@ class ExplorerSession:
     def _parse(self, index: int, attack: str, epsilon: float, norm: str, steps: int | None
                ) -> tuple[int, AttackSpec, ThreatModel]:
         index = check_int("index", index, low=0, high=len(self.x) - 1)
-        return index, self.spec(attack, steps), ThreatModel.parse(epsilon, norm, self.bounds)
+        return index, self.spec(attack, steps), ThreatModel.parse(epsilon, norm, self.bounds,
+                                                                  self.constraints)
 
     def is_cached(self, index: int, *, attack: str = "pgd", epsilon: float = 0.1,
                   norm: str = "linf", steps: int | None = 20) -> bool:
@@ -203,7 +241,17 @@ class ExplorerSession:
 
     def max_epsilon(self, norm: str | Norm) -> float:
         """The ε slider's upper end: half the pixel range (L∞) or a quarter of the image's
-        diagonal (L2); beyond that most images are no longer recognisable."""
+        diagonal (L2); beyond that most images are no longer recognisable. With constraints
+        ε is in units of each feature's scale: half the median width of a mutable feature's
+        range (L∞) or a quarter of the mutable features' diagonal (L2)."""
+        c = self.constraints
+        if c is not None:
+            widths = ((c.high.astype(np.float64) - c.low) / c.scale)[c.mutable]
+            if not widths.size:
+                return 1.0  # nothing can move; any ε leaves the example as it is
+            if parse_norm(norm) is Norm.LINF:
+                return float(f"{0.5 * float(np.median(widths)):.3g}")
+            return float(f"{0.25 * float(np.sqrt(np.sum(widths ** 2))):.3g}")
         width = self.bounds[1] - self.bounds[0]
         if parse_norm(norm) is Norm.LINF:
             return 0.5 * width
@@ -223,7 +271,11 @@ class ExplorerSession:
                          batch_size=1, jit=default_jit_compile(), ids=np.array([index]))
         adv_logits = batched_logits(self.model, np.asarray(x_adv, np.float32), 1)
         seconds = time.perf_counter() - t0
-        linf, l2 = perturbation_norms(x_adv, x)
+        if self.constraints is None:
+            linf, l2 = perturbation_norms(x_adv, x)
+        else:  # in units of each feature's scale, as ε is
+            linf = self.constraints.distance(np.asarray(x_adv), x, Norm.LINF)
+            l2 = self.constraints.distance(np.asarray(x_adv), x, Norm.L2)
         view = AttackView(index=index, label=int(self.y[index]), attack=spec.label,
                           norm=threat.norm.value, epsilon=threat.epsilon, x=x[0],
                           x_adv=np.asarray(x_adv[0]),
@@ -267,7 +319,7 @@ class ExplorerSession:
             self._curve_cache[key] = evaluate(
                 self.model, (self.x[:count], self.y[:count]), [spec], list(eps),
                 norm=parsed.value, bounds=self.bounds, seed=self.seed, checks=False,
-                progress=False, callback=callback)
+                progress=False, callback=callback, constraints=self.constraints)
         return self._curve_cache[key]
 
 
@@ -305,6 +357,68 @@ def view_png(view: AttackView, class_names: Sequence[str], bounds: tuple[float, 
     ax.set_xlabel("probability", fontsize=8)
     ax.legend(fontsize=7, loc="lower right")
     return png_bytes(fig)
+
+
+# Most changed features listed per example in features_html, most features in shifts_html.
+_FEATURE_ROWS = 30
+_SHIFT_ROWS = 20
+
+
+def _cell(value: float, sign: bool = False) -> str:
+    return f"{float(value):+.4g}" if sign else f"{float(value):.4g}"
+
+
+def features_html(view: AttackView, feature_names: Sequence[str], class_names: Sequence[str],
+                  *, scale: np.ndarray | None = None, limit: int = _FEATURE_ROWS) -> str:
+    """An HTML fragment for one attacked example that is not an image: the prediction
+    before and after the attack, and a table of the features the attack changed (name,
+    clean value, adversarial value, change), the largest change first (relative to the
+    feature's ``scale`` when given), at most ``limit`` rows. Every name is escaped."""
+    clean = np.asarray(view.x, np.float64).ravel()
+    adv = np.asarray(view.x_adv, np.float64).ravel()
+    delta = adv - clean
+    unit = np.ones_like(delta) if scale is None else np.asarray(scale, np.float64).ravel()
+    changed = np.flatnonzero(delta != 0)
+    order = changed[np.argsort(-np.abs(delta[changed]) / unit[changed], kind="stable")]
+    esc = html.escape
+    verdict = (' <b style="color:#b00020">fooled</b>' if view.fooled else "")
+    head = (f"<p>label <b>{esc(class_names[view.label])}</b>; clean prediction "
+            f"<b>{esc(class_names[view.clean_pred])}</b> "
+            f"({100 * view.clean_probs.max():.1f}%) → adversarial prediction "
+            f"<b>{esc(class_names[view.adv_pred])}</b> ({100 * view.adv_probs.max():.1f}%)"
+            f"{verdict}; {esc(view.attack)} at ε {view.epsilon:g} changed {len(changed)} "
+            f"of {len(delta)} features.</p>")
+    if not len(changed):
+        return head
+    rows = "".join(
+        f"<tr><td style=\"text-align:left\">"
+        f"{esc(feature_names[i] if i < len(feature_names) else f'feature {i}')}</td>"
+        f"<td>{_cell(clean[i])}</td><td>{_cell(adv[i])}</td>"
+        f"<td>{_cell(delta[i], sign=True)}</td></tr>"
+        for i in order[:limit].tolist())
+    more = (f"<p>and {len(changed) - limit} more changed features.</p>"
+            if len(changed) > limit else "")
+    return (f"{head}<table class=\"robustlab-features\"><thead><tr>"
+            f"<th style=\"text-align:left\">feature</th><th>clean</th><th>adversarial</th>"
+            f"<th>change</th></tr></thead><tbody>{rows}</tbody></table>{more}")
+
+
+def shifts_html(result: EvaluationResult, *, limit: int = _SHIFT_ROWS) -> str:
+    """An HTML table of how often the attack moved each feature over the examples it broke
+    (``result.feature_shifts``, most often moved first, at most ``limit`` rows); escaped."""
+    shifts = sorted(result.feature_shifts, key=lambda f: (-f.moved, -f.mean_scaled, f.index))
+    if not shifts:
+        return "<p>no example was broken, so no feature was moved</p>"
+    esc = html.escape
+    rows = "".join(f"<tr><td style=\"text-align:left\">{esc(f.name)}</td>"
+                   f"<td>{100 * f.moved:.1f}%</td><td>{_cell(f.mean_change)}</td>"
+                   f"<td>{_cell(f.max_change)}</td></tr>" for f in shifts[:limit])
+    eps = 0.0 if result.shift_epsilon is None else result.shift_epsilon
+    return (f"<p>{esc(result.curves[-1].label)} at ε {eps:g}: how often each feature was "
+            f"changed in the examples it broke, and by how much (input units)</p>"
+            f"<table class=\"robustlab-shifts\"><thead><tr>"
+            f"<th style=\"text-align:left\">feature</th><th>moved</th><th>mean change</th>"
+            f"<th>max change</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
 def summary_png(views: Sequence[AttackView], result: EvaluationResult,
@@ -354,6 +468,11 @@ class Explorer:
         top_k: classes shown in the probability bars.
         curve_examples: default N of the robustness-curve tab.
         seed: seeds the attacks' random starts (same setting, same result).
+        constraints: per-feature threat model for ``(x, y)`` data (a Dataset brings its
+            own in ``data.constraints``).
+
+    Data that is not images is shown as a table of the features the attack changed
+    (:func:`features_html`) instead of the image row.
 
     Example:
         >>> explorer = Explorer(model, load("digits"))
@@ -363,11 +482,13 @@ class Explorer:
 
     def __init__(self, model: Any, data: Dataset | tuple[Any, Any], *, attack: str = "pgd",
                  epsilon: float = 0.1, norm: str = "linf", steps: int = 20, top_k: int = 3,
-                 curve_examples: int = 100, seed: int = 0) -> None:
+                 curve_examples: int = 100, seed: int = 0,
+                 constraints: Constraints | None = None) -> None:
         settings = ExplorerSettings(attack=attack, epsilon=epsilon, norm=norm, steps=steps,
                                     curve_examples=curve_examples)
         self.top_k = check_int("top_k", top_k, low=1)
-        self.session = ExplorerSession(model, data, settings=settings, seed=seed)
+        self.session = ExplorerSession(model, data, settings=settings, seed=seed,
+                                       constraints=constraints)
         self._widget: Any = None
         self._updating = False
 
@@ -400,6 +521,18 @@ class Explorer:
     @property
     def seed(self) -> int:
         return self.session.seed
+
+    @property
+    def is_image(self) -> bool:
+        return self.session.is_image
+
+    @property
+    def constraints(self) -> Constraints | None:
+        return self.session.constraints
+
+    def _features_html(self, view: AttackView) -> str:
+        scale = None if self.constraints is None else self.constraints.scale
+        return features_html(view, self.session.feature_names, self.class_names, scale=scale)
 
     def attack(self, index: int = 0, *, attack: str = "pgd", epsilon: float = 0.1,
                norm: str = "linf", steps: int | None = 20) -> AttackView:
@@ -437,8 +570,9 @@ class Explorer:
         """A matplotlib summary for papermill / HTML exports (no live kernel needed): each
         chosen example (default: the first six) attacked at ε, and the robustness curve on
         ``n_curve`` examples; unset arguments come from :attr:`settings`. Returns an
-        ``IPython.display.Image``."""
-        from IPython.display import Image
+        ``IPython.display.Image``; for data that is not images an ``IPython.display.HTML``
+        with each example's table of changed features and the curve."""
+        from IPython.display import HTML, Image
 
         s = self.settings.replace(attack=attack, epsilon=epsilon, norm=norm, steps=steps)
         chosen = list(range(min(6, len(self.x)))) if indices is None else list(indices)
@@ -446,6 +580,10 @@ class Explorer:
                              steps=s.steps) for i in chosen]
         result = self.curve(s.curve_examples if n_curve is None else n_curve,
                             attack=s.attack, norm=s.norm, steps=s.steps)
+        if not self.is_image:
+            uri = "data:image/png;base64," + base64.b64encode(curves_png(result)).decode()
+            parts = [f"<h4>example #{v.index}</h4>{self._features_html(v)}" for v in views]
+            return HTML("".join(parts) + f'<img alt="robustness curve" src="{uri}">')
         png = summary_png(views, result, self.class_names, self.bounds, epsilon=s.epsilon,
                           norm=s.norm)
         return Image(data=png, format="png")
@@ -490,10 +628,12 @@ class Explorer:
         self.w_adv = w.Label()
         self.w_norms = w.Label()
         self.w_status = w.HTML()
+        self.w_features = w.HTML()  # data that is not images: the changed features
         controls = w.VBox([w.HBox([self.w_index, self.w_next]), self.w_attack, self.w_norm,
                            self.w_eps, self.w_steps, self.w_run])
         readouts = w.VBox([self.w_clean, self.w_adv, self.w_norms, self.w_status])
-        explore = w.VBox([w.HBox([controls, readouts]), self.w_image])
+        explore = w.VBox([w.HBox([controls, readouts]),
+                          self.w_image if self.is_image else self.w_features])
 
         self.w_n = w.BoundedIntText(value=min(s.curve_examples, n), min=1, max=n,
                                     description="examples")
@@ -502,9 +642,11 @@ class Explorer:
         self.w_curve_status = w.HTML()
         self.w_curve = w.Image(format="png")
         self.w_first = w.Image(format="png")
+        self.w_shifts = w.HTML()  # data that is not images: how often each feature moved
+        first = ([w.HTML("<b>Images that break first</b>"), self.w_first] if self.is_image
+                 else [w.HTML("<b>Features the attack moved</b>"), self.w_shifts])
         curve = w.VBox([w.HBox([self.w_n, self.w_curve_run, self.w_progress]),
-                        self.w_curve_status, self.w_curve,
-                        w.HTML("<b>Images that break first</b>"), self.w_first])
+                        self.w_curve_status, self.w_curve, *first])
 
         tab = w.Tab(children=[explore, curve])
         tab.set_title(0, "explore")
@@ -543,7 +685,10 @@ class Explorer:
                                 f"({100 * view.adv_probs.max():.1f}%)"
                                 + (" — fooled" if view.fooled else ""))
             self.w_norms.value = f"L∞ {view.linf:.4f}, L2 {view.l2:.4f}"
-            self.w_image.value = view_png(view, names, self.bounds, top_k=self.top_k)
+            if self.is_image:
+                self.w_image.value = view_png(view, names, self.bounds, top_k=self.top_k)
+            else:
+                self.w_features.value = self._features_html(view)
             how = (f"from cache (took {1000 * view.seconds:.0f} ms)" if cached
                    else f"in {1000 * view.seconds:.0f} ms")
             self.w_status.value = html.escape(f"{view.attack}, ε {view.epsilon:g}: {how}")
@@ -587,7 +732,10 @@ class Explorer:
                                 steps=s["steps"], callback=callback)
             self.w_progress.value = self.w_progress.max
             self.w_curve.value = curves_png(result)
-            self.w_first.value = examples_png(result, self.class_names) or b""
+            if self.is_image:
+                self.w_first.value = examples_png(result, self.class_names) or b""
+            else:
+                self.w_shifts.value = shifts_html(result)
             self.w_curve_status.value = html.escape(
                 f"{result.curves[0].label} on {result.n_examples} examples in "
                 f"{time.perf_counter() - t0:.1f} s; clean {100 * result.clean_accuracy:.1f}%")

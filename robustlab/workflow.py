@@ -22,6 +22,7 @@ from robustlab._validate import (
     check_sha256,
     parse_enum,
     parse_epsilons,
+    split_list,
 )
 from robustlab.attacks import AttackSpec, parse_attacks
 from robustlab.checks import check_logits
@@ -130,6 +131,8 @@ class ReportConfig:
     cascade: bool = False
     checks: bool = True
     n_check: int = 200
+    immutable: str | list[Any] = ""
+    cv_folds: int = 0
     seed: int = 0
     output_dir: str = "out/report"
 
@@ -159,6 +162,10 @@ class ReportConfig:
         put("cascade", _check_flag("cascade", self.cascade))
         put("checks", _check_flag("checks", self.checks))
         put("n_check", check_int("n_check", self.n_check, low=1))
+        put("immutable", _check_names("immutable", self.immutable))
+        put("cv_folds", check_int("cv_folds", self.cv_folds, low=0))
+        if self.cv_folds == 1:
+            raise ValidationError("expected cv_folds 0 (off) or >= 2, got 1")
         put("seed", check_seed(self.seed))
         put("output_dir", _check_text("output_dir", self.output_dir))
         if not self.output_dir.strip():
@@ -194,8 +201,15 @@ class ReportConfig:
         return parse_epsilons(self.epsilons, name="epsilons")
 
     def load_data(self) -> Dataset:
-        return load(self.dataset, n_train=self.n_train, n_test=self.n_test, seed=self.seed,
+        """The dataset, with ``immutable`` features fixed when given."""
+        data = load(self.dataset, n_train=self.n_train, n_test=self.n_test, seed=self.seed,
                     split=self.split)
+        if self.immutable:
+            try:
+                data = data.constrain(immutable=list(self.immutable))
+            except ValidationError as exc:
+                raise ValidationError(f"parameter immutable={self.immutable!r}: {exc}") from None
+        return data
 
     def load_model(self, data: Dataset) -> Any:
         """The model file, or the default model trained here (saved as ``model.keras``)."""
@@ -217,6 +231,16 @@ class ReportConfig:
         result = self.evaluate(self.load_model(data), data)
         write_report(result, self.output_dir)
         return result
+
+
+def _check_names(name: str, value: Any) -> list[str]:
+    """Feature names as a list: ``"age, sex"`` or ``["age", "sex"]`` ("" or [] for none)."""
+    if isinstance(value, str) or value is None:
+        return split_list(value or "")
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return [v.strip() for v in value]
+    raise InputTypeError(f"expected {name} to be comma-separated feature names, got "
+                         f"{type(value).__name__} {value!r}")
 
 
 def _check_dataset(value: Any) -> str:

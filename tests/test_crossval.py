@@ -57,9 +57,9 @@ def test_folds_are_stratified(cv, small_digits):
 
 def test_fold_indices_depend_on_the_seed(small_digits):
     y = _pooled_labels(small_digits)
-    a, b = fold_indices(y, 3, seed=0), fold_indices(y, 3, seed=1)
-    assert all(np.array_equal(x[1], z[1]) for x, z in zip(a, fold_indices(y, 3, seed=0)))
-    assert not all(np.array_equal(x[1], z[1]) for x, z in zip(a, b))
+    a, again, b = (fold_indices(y, 3, seed=s) for s in (0, 0, 1))
+    assert all(np.array_equal(x[1], z[1]) for x, z in zip(a, again, strict=True))
+    assert not all(np.array_equal(x[1], z[1]) for x, z in zip(a, b, strict=True))
 
 
 def test_robust_at_most_clean_per_fold(cv):
@@ -67,7 +67,8 @@ def test_robust_at_most_clean_per_fold(cv):
         accuracies = [p.accuracy for p in fold.worst_case]
         assert accuracies[0] == pytest.approx(fold.clean_accuracy)  # ε = 0 is clean
         assert all(a <= fold.clean_accuracy + 1e-12 for a in accuracies)
-        assert all(later <= earlier + 1e-12 for earlier, later in zip(accuracies, accuracies[1:]))
+        assert all(later <= earlier + 1e-12
+                   for earlier, later in zip(accuracies, accuracies[1:], strict=False))
         assert fold.clean_ci[0] <= fold.clean_accuracy <= fold.clean_ci[1]
 
 
@@ -170,6 +171,8 @@ def test_bad_k_raises(small_digits, k, match):
     ({"attacks": "nope"}, ValidationError, "nope"),
     ({"reuse_all": True}, ValidationError, "evaluate_kwargs"),
     ({"n": 0}, ValidationError, "n"),
+    ({"train": "pgd", "epsilons": 0}, ValidationError, "epsilon > 0"),
+    ({"train": {"method": "trades", "steps": 0}}, ValidationError, "steps"),
 ])
 def test_bad_arguments_raise_before_training(small_digits, kwargs, error, match):
     args = {"build": None, "attacks": "fgsm", "epsilons": EPS, "epochs": 1, **kwargs}

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import nbformat
+import numpy as np
 import pytest
 from conftest import ROOT, without_seconds
 
@@ -24,6 +25,15 @@ def test_notebook_is_clean_and_parameterized():
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    # papermill must read every parameter line (a "=" in a comment hides the whole cell)
+    import dataclasses
+
+    from papermill.translators import PythonTranslator
+
+    from robustlab.workflow import ReportConfig
+
+    names = {p.name for p in PythonTranslator.inspect(tagged[0])}
+    assert names == {f.name for f in dataclasses.fields(ReportConfig)}
 
 
 def _numbers(report):
@@ -211,3 +221,57 @@ def test_dead_kernel_error_quotes_its_last_words(tmp_path, monkeypatch):
                              r".*fatal: out of cheese") as info:
         run_notebook(tf_notebook(tmp_path, cells=(last_words,)), tmp_path / "out")
     assert not noise_in(str(info.value))
+
+
+# ------------------------------------------------------------ tables: breast_cancer and csv: data
+
+
+def run_report(tmp_path, **params):
+    args = ["run", str(NOTEBOOK), "--out", str(tmp_path)]
+    for name, value in params.items():
+        args += ["-p", name, value if isinstance(value, str) else json.dumps(value)]
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((tmp_path / "report.json").read_text(encoding="utf-8")), \
+        (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
+TABLE_RUN = {"n_test": 60, "epochs": 30, "pgd_steps": 10, "pgd_restarts": 1,
+             "epsilons": "0, 0.25, 0.5, 1", "n_check": 40}
+
+
+@pytest.mark.slow
+def test_report_notebook_runs_on_breast_cancer_with_immutable_features(tmp_path):
+    report, html = run_report(tmp_path, dataset="breast_cancer",
+                              immutable="mean radius, worst area", **TABLE_RUN)
+    assert report["dataset"]["name"] == "breast_cancer"
+    assert report["clean_accuracy"] > 0.85
+    assert report["constraints"]["immutable"] == ["mean radius", "worst area"]
+    moved = {s["name"]: s["moved"] for s in report["feature_shifts"]}
+    assert len(moved) == 30 and moved["mean radius"] == moved["worst area"] == 0
+    assert max(moved.values()) > 0
+    assert "worst area" in html and "cannot be changed" in html
+
+
+@pytest.mark.slow
+def test_report_notebook_runs_on_a_csv_table(tmp_path):
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer(as_frame=True)
+    frame = bunch.frame.iloc[:, :8].copy()
+    rng = np.random.default_rng(0)
+    frame["visits"] = rng.integers(0, 6, len(frame))
+    frame["site"] = rng.choice(["north", "south", "west"], len(frame))
+    frame["diagnosis"] = np.where(bunch.target == 0, "malignant", "benign")
+    path = tmp_path / "patients.csv"
+    frame.to_csv(path, index=False)
+    out = tmp_path / "out"
+    report, html = run_report(
+        out, dataset=f"csv:{path}?target=diagnosis&integer=visits&categorical=site"
+                     f"&immutable=site", **TABLE_RUN)
+    record = report["constraints"]
+    assert record["integer"] == ["visits"]
+    assert record["categorical"] == [["site=north", "site=south", "site=west"]]
+    assert set(record["immutable"]) == {"site=north", "site=south", "site=west"}
+    assert report["dataset"]["class_names"] == ["benign", "malignant"]
+    assert "visits" in html

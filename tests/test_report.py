@@ -183,3 +183,153 @@ def test_write_report_refuses_a_non_path_out_dir(digits_result):
 
     with pytest.raises(InputTypeError, match="expected out_dir to be a directory path .*int 3"):
         write_report(digits_result, 3)
+
+
+# ------------------------------------------------------------------ tabular data
+
+FEATURES = ["age", "income", "debt", HOSTILE, "a$b$", "b"]
+
+
+@pytest.fixture(scope="module")
+def tabular_result():
+    """FGSM and PGD on a small seeded MLP over 6 synthetic features (the first immutable,
+    one name hostile): a non-image result with feature shifts."""
+    import keras
+    import numpy as np
+
+    from robustlab.evaluate import evaluate
+    from robustlab.types import Constraints
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6)).astype("float32")
+    y = (x[:, 1] + x[:, 2] > 0).astype("int64")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(2)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=10, verbose=0)
+    constraints = Constraints.build((6,), bounds=(-5, 5), scale=x.std(0), immutable=[0],
+                                    names=FEATURES)
+    return evaluate(model, (x[:100], y[:100]), "fgsm, pgd", "0, 0.5, 1",
+                    constraints=constraints, bounds=None, checks=False, seed=0)
+
+
+def test_tabular_report_shows_changed_features_not_images(tabular_result):
+    import numpy as np
+    from markupsafe import escape
+
+    r = tabular_result
+    assert not r.is_image and r.feature_shifts and r.examples
+    html = render_html(r)
+    assert "<script>window.__pwned" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in html
+    assert "clean, adversarial and perturbation images" not in html  # no image grid
+    assert "<h2>Threat model</h2>" in html
+    for sentence in r.constraints.describe(r.norm):
+        assert sentence.replace("'", "&#39;") in html
+    assert "1 feature cannot be changed by the attacker: age." in html
+    assert "feature-scale units" in html
+    assert html.count("data:image/png;base64,") == 2  # curves and the per-feature bars
+    assert "percentage of broken examples in which each feature was moved" in html
+    # the first broken example's table: each changed feature with its values
+    first = next(j for j, ex in enumerate(r.examples) if ex.adv_pred != ex.label)
+    clean = r.example_images["clean"][first]
+    adv = r.example_images["adversarial"][first]
+    section = html.split(f"<h3>Example #{r.examples[first].index}</h3>")[1].split("</table>")[0]
+    assert ">age<" not in section  # immutable: never changed, so not listed
+    for i in np.flatnonzero(clean != adv):
+        assert f'<td class="l">{escape(FEATURES[i])}</td>' in section
+        assert f"<td>{float(clean[i]):.4g}</td>" in section
+        assert f"<td>{float(adv[i]):.4g}</td>" in section
+        assert f"<td>{float(adv[i]) - float(clean[i]):+.4g}</td>" in section
+    # the per-feature table: moved percentages, the attack and ε it was measured at
+    shifts = html.split("Which features the attack moved")[1]
+    assert f"broke at ε = {r.shift_epsilon:.4g}" in " ".join(shifts.split())
+    assert "<td>100.0%</td>" in shifts and '<td class="l">age</td><td>0.0%</td>' in shifts
+    assert "PGD-40" in shifts
+
+
+def test_tabular_summary_html(tabular_result):
+    fragment = tabular_result._repr_html_()
+    assert "<table" in fragment and "PGD-40" in fragment and "<script" not in fragment
+    assert "threat model: Each feature may move at most ε" in fragment
+    assert "most often moved features" in fragment and "age" not in fragment.split(
+        "most often moved")[1]  # the immutable feature never moved
+
+
+def test_tabular_report_json_keeps_its_shape(tabular_result, tmp_path):
+    paths = write_report(tabular_result, tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert data == json.loads(json.dumps(tabular_result.to_dict()))
+    assert "Examples the attack broke" in paths["html"].read_text()
+
+
+# ------------------------------------------------------------------ cross-validation
+
+def _crossval(names=("FGSM", "PGD-40"), dataset="breast_cancer"):
+    """A 3-fold cross-validation made by hand: at ε 0.1 the folds spread far more than
+    their Wilson intervals (75, 60, 85%), at ε 0.3 they agree (30, 31, 29%)."""
+    from robustlab.results import CrossValidationResult, CurvePoint, FoldResult, Status
+    from robustlab.stats import wilson_interval
+    from robustlab.types import Norm
+
+    def point(eps, k, n):
+        low, high = wilson_interval(k, n)
+        return CurvePoint(eps, k / n, low, high, k)
+
+    n = 200
+    folds = tuple(
+        FoldResult(i, 400, n, c / n, wilson_interval(c, n),
+                   (point(0.0, c, n), point(0.1, r1, n), point(0.3, r3, n)), 2.5, Status.PASS)
+        for i, (c, r1, r3) in enumerate([(190, 150, 60), (188, 120, 62), (192, 170, 58)]))
+    return CrossValidationResult(3, 0, "pgd", Norm.LINF, (0.0, 0.1, 0.3), tuple(names),
+                                 {"name": dataset}, folds, 7.5, {"epochs": 5})
+
+
+def test_crossval_page_says_whether_the_split_matters(tmp_path):
+    from robustlab.report import crossval_sentences, render_crossval_html, write_crossval
+
+    cv = _crossval()
+    assert cv.spread_exceeds_sampling(0.1) and not cv.spread_exceeds_sampling(0.3)
+    lines = crossval_sentences(cv)
+    assert len(lines) == 3  # clean, ε 0.1, ε 0.3 (ε 0 is the clean accuracy)
+    assert lines[1] == (f"At ε = 0.1 the folds differ more than sampling alone explains (sd "
+                        f"{100 * cv.robust_sd(0.1):.1f} points > half-width "
+                        f"{100 * cv.sampling_halfwidth(0.1):.1f} points): the number depends "
+                        f"on the split.")
+    assert lines[2].startswith("At ε = 0.3 the spread across folds is within what sampling")
+    html = render_html(cv)
+    assert html == render_crossval_html(cv)
+    assert "Content-Security-Policy" in html and "<script" not in html
+    assert html.count("data:image/png;base64,") == 1
+    assert "the number depends on the split." in html
+    assert "75.0%" in html and "60.0%" in html and "85.0%" in html  # every fold at ε 0.1
+    assert f"{100 * cv.robust_mean(0.1):.1f}% ± {100 * cv.robust_sd(0.1):.1f}" in html
+    paths = write_crossval(cv, tmp_path)
+    assert json.loads(paths["json"].read_text())["summary"][1]["spread_exceeds_sampling"]
+    fragment = cv._repr_html_()
+    assert "mean ± sd over 3 folds" in fragment and "depends on the split" in fragment
+
+
+def test_crossval_names_are_escaped():
+    cv = _crossval(names=("FGSM", HOSTILE), dataset=HOSTILE)
+    for html in (render_html(cv), cv._repr_html_()):
+        assert "<script>window.__pwned" not in html and "<img src=x" not in html
+        assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in html
+
+
+def test_write_report_appends_the_crossval_section(digits_result, tmp_path):
+    cv = _crossval()
+    plain = write_report(digits_result, tmp_path / "plain")
+    paths = write_report(digits_result, tmp_path / "cv", crossval=cv)
+    assert paths["json"].read_bytes() == plain["json"].read_bytes()  # report.json unchanged
+    assert json.loads(paths["crossval"].read_text()) == json.loads(json.dumps(cv.to_dict()))
+    html = paths["html"].read_text()
+    assert html.index("<h2>Cross-validation</h2>") > html.index("<h2>Package versions</h2>")
+    assert "the number depends on the split." in html
+    assert "<h2>Cross-validation</h2>" not in plain["html"].read_text()
+    assert "crossval.json" in json.loads(paths["manifest"].read_text())["files"]
+    from robustlab.errors import InputTypeError
+
+    with pytest.raises(InputTypeError, match="expected crossval to be a CrossValidationResult"):
+        write_report(digits_result, tmp_path / "bad", crossval=digits_result)

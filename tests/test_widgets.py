@@ -161,3 +161,77 @@ def test_session_rejects_bad_data_and_seed(digits_model, digits):
         ExplorerSession(digits_model, digits, seed=-1)
     with pytest.raises(ValidationError, match="expected top_k >= 1, got 0"):
         Explorer(digits_model, digits, top_k=0)
+
+
+# ------------------------------------------------------------------ tabular data
+
+HOSTILE = "<script>alert(1)</script>"
+FEATURES = ("age", "income", "debt", HOSTILE, "a", "b")
+
+
+@pytest.fixture(scope="module")
+def tabular():
+    """A seeded MLP on 6 synthetic features and a Dataset whose constraints make "age"
+    immutable and name one feature with markup."""
+    import keras
+
+    from robustlab.data import Dataset
+    from robustlab.types import Constraints
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6)).astype("float32")
+    y = (x[:, 1] + x[:, 2] - x[:, 0] > 0).astype("int64")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(2)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=10, verbose=0)
+    constraints = Constraints.build((6,), bounds=(-5, 5), scale=x.std(0), immutable=["age"],
+                                    names=FEATURES)
+    data = Dataset("synthetic", x[:240], y[:240], x[240:], y[240:], ("no", "yes"),
+                   constraints=constraints)
+    return model, data
+
+
+def test_tabular_explorer_shows_a_feature_table(tabular):
+    model, data = tabular
+    ex = Explorer(model, data, attack="pgd", epsilon=1.0, steps=10, curve_examples=30)
+    assert not ex.is_image and ex.constraints is not None
+    ex.widget  # noqa: B018 - builds the widgets and runs the first attack
+    table = ex.w_features.value
+    assert "error" not in ex.w_status.value and ex.w_image.value == b""
+    assert "<table" in table and "clean prediction" in table and "adversarial prediction" in table
+    assert "<script>" not in table
+    view = ex.attack(0, attack="pgd", epsilon=1.0, steps=10)
+    changed = np.flatnonzero(view.x_adv != view.x)
+    assert len(changed) and 0 not in changed
+    for i in changed:  # each changed feature, by name (escaped), with its values
+        name = FEATURES[i].replace("<", "&lt;").replace(">", "&gt;")
+        assert f">{name}</td><td>{float(view.x[i]):.4g}</td><td>{float(view.x_adv[i]):.4g}" \
+               f"</td><td>{float(view.x_adv[i]) - float(view.x[i]):+.4g}</td>" in table
+    assert ">age<" not in table
+    ex.w_curve_run.click()
+    assert "error" not in ex.w_curve_status.value
+    assert "<table" in ex.w_shifts.value and ex.w_first.value == b""
+    result = ex.curve(30, attack="pgd", steps=10)
+    assert result.constraints == data.constraints and not result.is_image
+    summary = ex.static_summary(indices=[0, 1], n_curve=30)
+    assert "example #1" in summary.data and "data:image/png;base64," in summary.data
+
+
+def test_tabular_attacks_keep_immutable_features(tabular):
+    model, data = tabular
+    session = ExplorerSession(model, data)
+    assert session.feature_names == FEATURES and session.bounds == (-5.0, 5.0)
+    scale = data.constraints.scale
+    for attack in ("fgsm", "pgd"):
+        for i in range(5):
+            view = session.attack(i, attack=attack, epsilon=1.5, steps=10)
+            assert view.x_adv[0] == view.x[0]  # age is immutable: bit-identical
+            assert np.all(np.abs(view.x_adv - view.x) / scale <= 1.5 + 1e-4)
+            assert view.linf <= 1.5 + 1e-4  # measured in units of each feature's scale
+    assert session.max_epsilon("linf") > 1.0
+    # without the dataset's constraints the same attack moves age too
+    plain = ExplorerSession(model, (data.x_test, data.y_test),
+                            constraints=data.constraints.replace(immutable=None))
+    assert plain.attack(0, attack="fgsm", epsilon=1.5).x_adv[0] != data.x_test[0, 0]

@@ -10,6 +10,7 @@ support the cross-entropy loss only.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -67,18 +68,90 @@ def cleverhans_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatMo
     return np.asarray(out)
 
 
-def _art_classifier(model: Any, x: np.ndarray, threat: ThreatModel) -> Any:
+def _art_classifier(model: Any, x: np.ndarray, clip: tuple[Any, Any]) -> Any:
     import keras
     from art.estimators.classification import TensorFlowV2Classifier
 
     return TensorFlowV2Classifier(
         model=model, nb_classes=int(model.output_shape[-1]), input_shape=x.shape[1:],
         loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        clip_values=threat.limits if threat.constraints is not None else threat.bounds)
+        clip_values=clip)
 
 
 def _onehot(y: np.ndarray, k: int) -> np.ndarray:
     return np.eye(k, dtype=np.float32)[y]
+
+
+@dataclass(frozen=True, eq=False)
+class _ArtView:
+    """What ART sees of a batch: images ``(N, H, W, C)`` as they are; other inputs of ``D``
+    values as ``(N, s, s, 1)`` images, ``s = max(5, ceil(sqrt(D)))``, zero-padded with values the
+    model never reads (ART's Square attack, also inside its AutoAttack, takes images only
+    and squares smaller than the image: s >= 5); and with a per-feature scale, in scaled units
+    ``u = x / scale`` (so ART's ε-ball, steps and random starts are measured as robustlab's
+    are, in L∞ and L2). ``model`` maps the view back to the model's input; :meth:`back`
+    maps ART's output back."""
+
+    model: Any
+    x: np.ndarray
+    clip: tuple[Any, Any]
+    mask: np.ndarray | None
+    scale: np.ndarray | None
+    shape: tuple[int, ...]
+
+    @classmethod
+    def of(cls, model: Any, x: np.ndarray, threat: ThreatModel) -> _ArtView:
+        c = threat.constraints
+        shape = tuple(x.shape[1:])
+        if c is None and x.ndim == 4:
+            return cls(model, x, threat.bounds, None, None, shape)
+        scale = None if c is None or bool(np.all(c.scale == 1)) else c.scale
+        low, high = (np.broadcast_to(v, shape) for v in threat.limits)
+        if scale is not None:
+            x, low, high = x / scale, low / scale, high / scale
+        mask = np.ones(shape, np.float32) if c is None else c.mutable.astype(np.float32)
+        if x.ndim == 4:
+            view, flat = shape, None
+        else:
+            size = int(np.prod(shape))
+            side = max(5, int(np.ceil(np.sqrt(size))))
+            view, flat = (side, side, 1), side * side - size
+        def fit(a: np.ndarray, fill: float, lead: tuple[int, ...] = ()) -> np.ndarray:
+            if flat is None:
+                return np.asarray(a, np.float32)
+            rows = np.asarray(a, np.float32).reshape((*lead, -1))
+            pad = np.full((*lead, flat), fill, np.float32)
+            return np.concatenate([rows, pad], axis=-1).reshape((*lead, *view))
+        clip = (fit(low, 0.0), fit(high, 1.0)) if c is not None else threat.bounds
+        return cls(_view_model(model, shape, view, scale), fit(x, 0.0, (len(x),)), clip,
+                   fit(mask, 0.0) if c is not None else None, scale, shape)
+
+    def back(self, out: Any) -> np.ndarray:
+        size = int(np.prod(self.shape))
+        arr = np.asarray(out, np.float32).reshape(len(out), -1)[:, :size]
+        arr = arr.reshape((-1, *self.shape))
+        return arr if self.scale is None else (arr * self.scale).astype(np.float32)
+
+
+def _view_model(model: Any, shape: tuple[int, ...], view: tuple[int, ...],
+                scale: np.ndarray | None) -> Any:
+    """``model`` behind the map from ``view`` to ``shape`` (flatten, drop the padding,
+    reshape) and a multiplication by ``scale`` (a Keras model, so ART treats it as one)."""
+    import keras
+
+    if view == shape and scale is None:
+        return model
+    inputs = keras.Input(shape=view)
+    z = inputs
+    if view != shape:
+        size = int(np.prod(shape))
+        z = keras.layers.Reshape((int(np.prod(view)),))(z)
+        z = keras.layers.Lambda(lambda t: t[:, :size])(z)
+        z = keras.layers.Reshape(shape)(z)
+    if scale is not None:
+        factor = keras.ops.convert_to_tensor(scale, "float32")
+        z = keras.layers.Lambda(lambda t: t * factor)(z)
+    return keras.Model(inputs, model(z), name="art_view")
 
 
 def art_batch(make: Callable[..., Any], *, masks: bool = False) -> Callable[..., np.ndarray]:
@@ -87,46 +160,32 @@ def art_batch(make: Callable[..., Any], *, masks: bool = False) -> Callable[...,
     attack's own settings, e.g. ``steps``, ``loss``). ART draws from NumPy's global
     generator: seeded per batch and restart (:func:`batch_seed`) for the call only.
 
-    With feature constraints the classifier gets per-feature ``clip_values``, and, if
-    ``masks`` (the attack's ``generate`` takes ``mask``), the mutable features as its mask;
-    any other constraint is enforced on the output by the engine."""
+    Non-image inputs and feature constraints reach ART through :class:`_ArtView` (per-feature
+    clip values, scaled units) and, if ``masks`` (the attack's ``generate`` takes ``mask``),
+    the mutable features as its mask; integer and one-hot features, and immutable ones for
+    the attacks without a mask, are enforced on the output by the engine."""
 
     def run(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel, targeted: bool,
             seed: int, restart: int, ids: np.ndarray, **params: Any) -> np.ndarray:
         with seeded_globals(batch_seed(seed, restart, ids)):  # ART uses NumPy's global RNG
-            clf = _art_classifier(model, x, threat)
+            view = _ArtView.of(model, x, threat)
+            clf = _art_classifier(view.model, view.x, view.clip)
             attack = make(clf, threat, len(x), **params)
             if targeted:
                 attack.set_params(targeted=True)
             extra = {}
-            if threat.constraints is not None and masks:  # ART leaves mask-0 features alone
-                extra["mask"] = np.broadcast_to(threat.constraints.mutable.astype(np.float32),
-                                                x.shape).copy()
-            return np.asarray(attack.generate(x, _onehot(y, clf.nb_classes), **extra),
-                              np.float32)
-
+            if view.mask is not None and masks:  # ART leaves mask-0 features alone
+                extra["mask"] = np.broadcast_to(view.mask, view.x.shape).copy()
+            return view.back(attack.generate(view.x, _onehot(y, clf.nb_classes), **extra))
     return run
-
-
-def _art_eps(threat: ThreatModel, step: float | None = None) -> Any:
-    """ART's ``eps`` (or ``eps_step``): a number, or with a per-feature scale (L∞ only: ART
-    has no scaled L2 ball) the array ``ε · scale``."""
-    value = threat.epsilon if step is None else step
-    c = threat.constraints
-    if c is None or bool(np.all(c.scale == 1)):
-        return value
-    if threat.norm is not Norm.LINF:
-        raise ValidationError("expected norm='linf' with backend='art' and a per-feature "
-                              "scale (ART measures L2 in raw units); use backend='native'")
-    return (np.float32(value) * c.scale).astype(np.float32)
 
 
 def _art_fgsm(clf: Any, threat: ThreatModel, n: int, *, loss: Loss, **_: Any) -> Any:
     from art.attacks.evasion import FastGradientMethod
 
     _ce_only(loss, "art")
-    return FastGradientMethod(clf, norm=numpy_norm(threat.norm), eps=_art_eps(threat),
-                              eps_step=_art_eps(threat), batch_size=n)
+    return FastGradientMethod(clf, norm=numpy_norm(threat.norm), eps=threat.epsilon,
+                              batch_size=n)
 
 
 def _art_pgd(clf: Any, threat: ThreatModel, n: int, *, loss: Loss, random_start: bool,
@@ -135,8 +194,7 @@ def _art_pgd(clf: Any, threat: ThreatModel, n: int, *, loss: Loss, random_start:
 
     _ce_only(loss, "art")
     return ProjectedGradientDescent(
-        clf, norm=numpy_norm(threat.norm), eps=_art_eps(threat),
-        eps_step=_art_eps(threat, step_size),
+        clf, norm=numpy_norm(threat.norm), eps=threat.epsilon, eps_step=step_size,
         max_iter=steps, num_random_init=1 if random_start else 0, batch_size=n,
         verbose=False)
 

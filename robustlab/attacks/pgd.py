@@ -12,7 +12,7 @@ import numpy as np
 
 from robustlab._validate import check_int, parse_enum
 from robustlab.attacks import peers
-from robustlab.attacks._core import ascent_fn, threat_tensors
+from robustlab.attacks._core import ascent_fn, enforce_threat_model, score_fn, threat_tensors
 from robustlab.attacks._core import random_start as random_point
 from robustlab.attacks._runner import BatchAttack, boundary, run_attack
 from robustlab.types import Backend, Constraints, Loss, ThreatModel
@@ -48,6 +48,9 @@ def native_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
 
     start = random_point(x, threat, seed=seed, restart=restart, ids=ids) if random_start \
         else x
+    if threat.constraints is not None and threat.constraints.discrete:
+        return _feasible_pgd(model, x, y, start, threat=threat, targeted=targeted, loss=loss,
+                             jit=jit, step_size=step_size, steps=steps)
     eps, alpha = tf.constant(threat.epsilon, tf.float32), tf.constant(step_size, tf.float32)
     low, high, weight, weighted = threat_tensors(threat)
     n = len(x)
@@ -81,6 +84,42 @@ def native_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
     last = x_adv[:m] if not keep_best else \
         tf.where(tf.reshape(found[:m], [-1] + [1] * (x.ndim - 1)), best[:m], x_adv[:m])
     out[active] = last.numpy()
+    return out
+
+
+def _feasible_pgd(model: Any, x: np.ndarray, y: np.ndarray, start: np.ndarray, *,
+                  threat: ThreatModel, targeted: bool, loss: Loss, jit: bool,
+                  step_size: float, steps: int) -> np.ndarray:
+    """PGD under constraints with integer or one-hot features: the steps run on the
+    continuous relaxation, and after every chunk of ``CHUNK_STEPS`` the iterate is mapped to
+    the feasible set (:func:`~robustlab.attacks._core.enforce_threat_model`) and scored
+    there. Each example keeps its best *feasible* point (one that fools the model, else the
+    highest loss) and stops once one fools it: a relaxed iterate that crosses the decision
+    boundary may fall back across it when rounded, so success is judged where it counts."""
+    import tensorflow as tf
+
+    eps, alpha = tf.constant(threat.epsilon, tf.float32), tf.constant(step_size, tf.float32)
+    low, high, weight, weighted = threat_tensors(threat)
+    score = score_fn(model, loss, targeted, jit)
+    out = enforce_threat_model(start, x, threat)
+    success, objective, _ = (np.array(t) for t in score(out, y))
+    active = np.flatnonzero(~success)
+    x_adv = tf.constant(start[active])
+    done = 0
+    while done < steps and len(active):
+        k = min(CHUNK_STEPS, steps - done)
+        ascend = ascent_fn(model, threat.norm, loss, targeted, jit, k, weighted)
+        x_t, y_t = tf.constant(x[active]), tf.constant(y[active])
+        x_adv = ascend(x_adv, x_adv, tf.zeros(len(active), tf.bool), x_t, y_t, eps, alpha,
+                       low, high, weight)[0]
+        done += k
+        cand = enforce_threat_model(x_adv.numpy(), x[active], threat)
+        hit, obj, _ = (np.asarray(t) for t in score(cand, y[active]))
+        better = hit | (obj > objective[active])
+        out[active[better]] = cand[better]
+        objective[active] = np.where(better, obj, objective[active])
+        x_adv = tf.boolean_mask(x_adv, ~hit)
+        active = active[~hit]
     return out
 
 

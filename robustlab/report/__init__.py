@@ -257,8 +257,13 @@ def _points(value: float) -> str:
 
 
 def crossval_sentences(cv: CrossValidationResult) -> list[str]:
-    """One sentence for the clean accuracy and one per ε: is the spread across folds
-    (standard deviation) larger than the sampling interval (mean Wilson half-width)?"""
+    """One sentence for the clean accuracy and one per ε > 0: is the spread across folds
+    (standard deviation) larger than the sampling interval (mean Wilson half-width)?
+
+    Example:
+        "At ε = 0.1 the folds differ more than sampling alone explains (sd 4.1 points >
+        half-width 2.3 points): the number depends on the split."
+    """
     def sentence(where: str, sd: float, half: float) -> str:
         if sd > half:
             return (f"{where} the folds differ more than sampling alone explains (sd "
@@ -269,13 +274,13 @@ def crossval_sentences(cv: CrossValidationResult) -> list[str]:
 
     lines = [sentence("For clean accuracy", cv.clean_sd, cv.clean_halfwidth)]
     lines += [sentence(f"At ε = {row['epsilon']:.4g}", row["sd"], row["halfwidth"])
-              for row in cv.summary()]
+              for row in cv.summary() if row["epsilon"] > 0]  # at ε = 0: the clean line
     return lines
 
 
 def _crossval_context(cv: CrossValidationResult) -> dict[str, Any]:
     return {"cv": cv, "summary": cv.summary(), "sentences": crossval_sentences(cv),
-            "uri": _data_uri(crossval_png(cv))}
+            "uri": _data_uri(crossval_png(cv)), "attacks": ", ".join(map(str, cv.attacks))}
 
 
 def _render_crossval_page(cv: Any, crossval: None) -> str:
@@ -292,7 +297,8 @@ def render_crossval_html(cv: CrossValidationResult) -> str:
 def render_crossval_summary_html(cv: CrossValidationResult) -> str:
     """The cross-validation's mean ± sd table and sentences, for Jupyter's rich display."""
     return _environment().get_template("crossval_summary.html.j2").render(
-        cv=cv, summary=cv.summary(), sentences=crossval_sentences(cv))
+        cv=cv, summary=cv.summary(), sentences=crossval_sentences(cv),
+        attacks=", ".join(map(str, cv.attacks)))
 
 
 def write_crossval(cv: CrossValidationResult, out_dir: str | Path, *,
