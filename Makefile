@@ -43,6 +43,7 @@ browser:
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/tabular.py
 
 # Static security linting of our own code: ruff's flake8-bandit rules and bandit itself. Every
 # finding left in the code carries a `noqa`/`nosec` comment that says why it is safe.

@@ -26,13 +26,14 @@ from robustlab._validate import (
 )
 from robustlab.attacks import AttackSpec, parse_attacks
 from robustlab.checks import check_logits
+from robustlab.crossval import cross_validate
 from robustlab.data import Dataset, check_name, load
 from robustlab.errors import InputTypeError, ModelNotFoundError, ValidationError
 from robustlab.evaluate import evaluate
 from robustlab.inference import num_outputs
 from robustlab.models import build_model, load_model, save_model
 from robustlab.report import write_report
-from robustlab.results import EvaluationResult
+from robustlab.results import CrossValidationResult, EvaluationResult
 from robustlab.training import TrainingResult, train, train_adversarial
 from robustlab.types import Backend, parse_norm
 
@@ -224,12 +225,22 @@ class ReportConfig:
                         seed=self.seed, cascade=self.cascade, checks=self.checks,
                         n_check=self.n_check, parameters=self.parameters())
 
+    def cross_validate(self, data: Dataset) -> CrossValidationResult | None:
+        """With ``cv_folds`` >= 2, :func:`~robustlab.crossval.cross_validate` over the pooled
+        splits of ``data`` (a fresh default model per fold, trained as the report's model
+        is, evaluated with the same attacks and ε); None when ``cv_folds`` is 0."""
+        if not self.cv_folds:
+            return None
+        return cross_validate(None, data, self.cv_folds, attacks=self.specs(),
+                              epsilons=self.epsilon_values(), norm=self.norm,
+                              epochs=self.epochs, seed=self.seed)
+
     def run(self) -> EvaluationResult:
-        """Every step: data, model, evaluation, ``report.html`` / ``report.json`` in
-        ``output_dir``."""
+        """Every step: data, model, evaluation, cross-validation when asked,
+        ``report.html`` / ``report.json`` (and ``crossval.json``) in ``output_dir``."""
         data = self.load_data()
         result = self.evaluate(self.load_model(data), data)
-        write_report(result, self.output_dir)
+        write_report(result, self.output_dir, crossval=self.cross_validate(data))
         return result
 
 

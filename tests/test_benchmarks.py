@@ -38,3 +38,24 @@ def test_benchmark_quick_run_writes_the_tables(tmp_path):
     if res_has_mnist:
         assert set(res["training"]["seconds"]) == {"standard", "fgsm_rs", "pgd10", "art_pgd10"}
         assert 0 <= res["budget"]["robust"] <= res["budget"]["clean"] <= 1
+
+
+@pytest.mark.slow
+def test_tabular_benchmark_quick_run_writes_its_tables(tmp_path):
+    out = tmp_path / "TABULAR.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tabular.py"), "--quick",
+                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text(encoding="utf-8")
+    for heading in ("## Robust accuracy, with and without 5 immutable features",
+                    "-fold cross-validated robustness", "## Adversarially trained vs standard",
+                    "## What constraints cost an attack"):
+        assert heading in text
+    res = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    free, fixed = (res["robustness"][k]["curve"] for k in ("all features mutable",
+                                                            "5 features immutable"))
+    # fixing features can only take options away from the attacker
+    assert all(b["accuracy"] >= a["accuracy"] for a, b in zip(free, fixed, strict=True))
+    assert res["constraint_cost"]["output_feasible"] is True
+    assert len(res["cross_validation"]["summary"]) == len(res["epsilons"])

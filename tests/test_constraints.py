@@ -351,3 +351,25 @@ def test_pgd_judges_success_on_the_feasible_point(table_model, table):
         assert p.accuracy <= f.accuracy + 0.01 and p.accuracy <= s.accuracy + 0.02
     only_fgsm = ~result.attack_masks[fgsm_curve.label] & result.attack_masks[pgd_curve.label]
     assert only_fgsm.sum(axis=0).max() <= 0.03 * len(y)  # before the fix: a third of them
+
+
+# -- any rank: the classic Flatten(input_shape=(28, 28)) model fed (N, 28, 28) arrays ----------
+
+
+def test_a_flatten_model_on_rank_3_arrays_gets_a_full_report(digits, tmp_path):
+    x_train, x_test = digits.x_train[..., 0], digits.x_test[:120, ..., 0]  # (N, 8, 8)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8)), keras.layers.Flatten(),
+                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x_train, digits.y_train, epochs=5, verbose=0)
+    result = rl.evaluate(model, (x_test, digits.y_test[:120]), "fgsm, pgd, square",
+                         "0, 0.1, 0.2", n_check=60, progress=False)
+    assert result.is_image and result.input_shape == (8, 8)
+    assert result.example_images["adversarial"].shape[1:] == (8, 8)
+    assert len(result.checks) >= 9 and result.convergence is not None  # every check ran
+    paths = rl.write_report(result, tmp_path / "flat")
+    assert "<img" in paths["html"].read_text(encoding="utf-8")
+    x_adv = rl.pgd(model, x_test, digits.y_test[:120], epsilon=0.1, norm="l2", restarts=2)
+    assert x_adv.shape == x_test.shape
+    assert np.sqrt(((x_adv - x_test) ** 2).sum(axis=(1, 2))).max() <= 0.1 + 1e-5

@@ -275,3 +275,36 @@ def test_report_notebook_runs_on_a_csv_table(tmp_path):
     assert set(record["immutable"]) == {"site=north", "site=south", "site=west"}
     assert report["dataset"]["class_names"] == ["benign", "malignant"]
     assert "visits" in html
+
+
+@pytest.mark.slow
+def test_report_notebook_adds_cross_validation_when_asked(tmp_path):
+    report, html = run_report(tmp_path, dataset="breast_cancer", cv_folds=3,
+                              **{**TABLE_RUN, "epochs": 10, "epsilons": "0, 0.5"})
+    crossval = json.loads((tmp_path / "crossval.json").read_text(encoding="utf-8"))
+    assert crossval["k"] == 3 and len(crossval["folds"]) == 3
+    # every example of the loaded data (455 training rows + the n_test=60 subset) tested once
+    assert sum(f["n_test"] for f in crossval["folds"]) == 455 + 60
+    assert report["parameters"]["cv_folds"] == 3
+    assert "crossval" not in report  # the folds live in crossval.json
+    assert "3-fold" in html or "fold" in html.lower()
+
+
+@pytest.mark.slow
+def test_adversarial_training_notebook_runs_on_breast_cancer(tmp_path):
+    tiny = {"dataset": "breast_cancer", "n_test": 60, "epochs": 8, "train_steps": 3,
+            "ramp_epochs": 2, "train_epsilon": 0.5, "pgd_steps": 5, "pgd_restarts": 1,
+            "epsilons": "0, 0.25, 0.5"}
+    ckpt = tmp_path.parent / f"{tmp_path.name}-checkpoints"
+    args = ["run", str(AT_NOTEBOOK), "--out", str(tmp_path), "-p", "checkpoint_dir", str(ckpt)]
+    for name, value in tiny.items():
+        args += ["-p", name, json.dumps(value) if not isinstance(value, str) else value]
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "comparison.json").read_text(encoding="utf-8"))
+    assert summary["names"] == ["baseline", "pgd ε=0.5"]
+    for result in summary["results"].values():
+        assert result["dataset"]["name"] == "breast_cancer" and "constraints" in result
+    html = (tmp_path / "comparison.html").read_text(encoding="utf-8")
+    assert "in units of that feature" in html  # the threat model in words
+    assert "examples gained" in html or "No example the baseline" in html  # not an image grid

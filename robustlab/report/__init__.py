@@ -331,13 +331,21 @@ def render_comparison_html(comparison: Any, x: Any = None, y: Any = None) -> str
     the images of what hardening bought."""
     import numpy as np
 
-    gained = None
+    gained, rows = None, None
+    first = comparison.results[0]
     if x is not None and y is not None:
-        gained = gained_png(comparison, np.asarray(x), np.asarray(y),
-                            _class_names(comparison.results[0]))
+        y_arr = np.asarray(y)
+        if first.is_image:
+            gained = gained_png(comparison, np.asarray(x), y_arr, _class_names(first))
+        else:  # tables: which examples, with their labels (the values are in the data)
+            names = _class_names(first)
+            rows = [(name, [(int(i), names[int(y_arr[i])] if int(y_arr[i]) < len(names)
+                             else str(int(y_arr[i]))) for i in idx])
+                    for name, idx in comparison.gained.items() if idx]
     return _environment().get_template("compare.html.j2").render(
         c=comparison, curves_uri=_data_uri(comparison_png(comparison)),
-        gained_uri=_data_uri(gained), **_page())
+        gained_uri=_data_uri(gained), gained_rows=rows, units=epsilon_units(first),
+        **_page())
 
 
 def write_comparison(comparison: Any, out_dir: str | Path, x: Any = None, y: Any = None, *,
