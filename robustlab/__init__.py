@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -67,6 +68,24 @@ def __getattr__(name: str) -> Any:
                 globals()[export] = getattr(sys.modules[where], export)
         return globals()[name]
     raise AttributeError(f"module 'robustlab' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """The package's module type. Importing a submodule (``import robustlab.evaluate``, or
+    ``from robustlab.evaluate import compare``) sets the package attribute of its name; for
+    the exports named like their module (``evaluate``, ``gate``) the attribute stays the
+    function, so ``rl.evaluate(...)`` works whatever was imported first. (``import
+    robustlab.evaluate as m`` therefore binds the function too: reach the module through
+    ``sys.modules`` or ``from robustlab.evaluate import ...``.)"""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == value.__name__ \
+                and callable(getattr(value, name, None)):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def setup_logging(level: int | str = "INFO") -> None:

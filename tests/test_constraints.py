@@ -373,3 +373,25 @@ def test_a_flatten_model_on_rank_3_arrays_gets_a_full_report(digits, tmp_path):
     x_adv = rl.pgd(model, x_test, digits.y_test[:120], epsilon=0.1, norm="l2", restarts=2)
     assert x_adv.shape == x_test.shape
     assert np.sqrt(((x_adv - x_test) ** 2).sum(axis=(1, 2))).max() <= 0.1 + 1e-5
+
+
+@pytest.mark.parametrize("norm", [Norm.LINF, Norm.L2])
+def test_a_count_may_move_by_exactly_its_budget(norm):
+    c = Constraints.build((3,), bounds=(0.0, [9.0, 1.0, 1.0]), integer=[0],
+                          categorical=[[1, 2]])
+    x = np.array([[3, 1, 0]], np.float32)
+    out = enforce_threat_model(np.array([[4, 1, 0]], np.float32), x,
+                               ThreatModel(1.0, norm, c.bounds, c))
+    assert out.tolist() == [[4, 1, 0]]
+
+
+@pytest.mark.parametrize("norm", [Norm.LINF, Norm.L2])
+def test_float32_spacing_of_large_values_never_carries_a_feature_out_of_the_ball(norm):
+    # a timestamp near 1.7e9 is representable only in steps of 128 in float32: a budget of
+    # 100 cannot move it, and the projection must not round it 128 away
+    c = Constraints.build((2,), bounds=([1.6e9, 0.0], [1.8e9, 1.0]), scale=[1e4, 1.0],
+                          integer=[0])
+    x = np.array([[1.7e9, 0.5]], np.float32)
+    threat = ThreatModel(0.01, norm, c.bounds, c)
+    out = enforce_threat_model(x + np.array([[100.0, 0.01]], np.float32), x, threat)
+    assert threat.violation(out, x) is None and out[0, 0] == x[0, 0]

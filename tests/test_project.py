@@ -49,6 +49,12 @@ def test_lazy_exports_survive_submodule_imports():
             "assert callable(rl.evaluate), rl.evaluate; assert callable(rl.compare)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # the other order: the submodule first, then the export of the same name
+    code = ("import robustlab.evaluate, robustlab.gate; from robustlab.evaluate import compare; "
+            "import robustlab as rl; assert callable(rl.evaluate), rl.evaluate; "
+            "assert callable(rl.gate), rl.gate; assert rl.compare is compare")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def _lint_imports(*args, cwd=ROOT, env=None):

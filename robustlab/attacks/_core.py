@@ -162,7 +162,7 @@ def enforce_threat_model(x_adv: np.ndarray, x: np.ndarray, threat: ThreatModel) 
                 units.reshape(len(delta), -1).astype(np.float64) ** 2, axis=1)))
             factor = np.minimum(1.0, threat.epsilon / length).astype(np.float32)
             delta = units * factor.reshape((-1,) + (1,) * (delta.ndim - 1)) * weight
-        out = np.clip(x.astype(np.float32) + delta, c.low, c.high)
+        out = _not_beyond(np.clip(x.astype(np.float32) + delta, c.low, c.high), x, delta)
         out = np.where(c.mutable, out, x.astype(np.float32))
         return _feasible(out, x.astype(np.float32), threat) if c.discrete else out
     if threat.norm is Norm.LINF:
@@ -176,8 +176,22 @@ def enforce_threat_model(x_adv: np.ndarray, x: np.ndarray, threat: ThreatModel) 
     return np.clip(x.astype(np.float32) + delta, low, high)
 
 
-# Margin kept inside the ball when rounding integers (float32 round-off of x ± ε·scale).
+# Relative tolerance on ε·scale when rounding integers: float32 round-off of ε·scale must not
+# keep a count from moving by exactly its budget (ε = 1 with scale 1 allows ±1). The
+# evaluation's re-check allows 1e-5.
 _ROUND_SLACK = 1e-6
+
+
+def _not_beyond(out: np.ndarray, x: np.ndarray, delta: Any) -> np.ndarray:
+    """``out`` (float32) with every coordinate that float32 rounding carried further from
+    ``x`` than the intended change ``delta`` moved back one representable step towards
+    ``x``: between ``x`` and the rounded value, so no further than ``delta`` (large values,
+    e.g. a timestamp near 1.7e9, are 128 apart in float32)."""
+    x64 = np.asarray(x, np.float64)
+    grew = np.abs(out.astype(np.float64) - x64) > np.abs(np.asarray(delta, np.float64))
+    if not grew.any():
+        return out
+    return np.where(grew, np.nextafter(out, np.asarray(x, np.float32)), out).astype(np.float32)
 
 
 def _feasible(out: np.ndarray, x: np.ndarray, threat: ThreatModel) -> np.ndarray:
@@ -195,7 +209,7 @@ def _feasible(out: np.ndarray, x: np.ndarray, threat: ThreatModel) -> np.ndarray
     flat, clean = out.reshape(n, -1).astype(np.float64), x.reshape(n, -1).astype(np.float64)
     relaxed = flat.copy()
     eps = float(threat.epsilon)
-    reach = eps * c.weight.ravel().astype(np.float64) * (1 - _ROUND_SLACK)  # per coordinate
+    reach = eps * c.weight.ravel().astype(np.float64) * (1 + _ROUND_SLACK)  # per coordinate
     ints = c.integer.ravel() & c.mutable.ravel()
     if ints.any():
         lo = np.ceil(np.maximum(clean[:, ints] - reach[ints], c.low.ravel()[ints]))
@@ -210,19 +224,20 @@ def _feasible(out: np.ndarray, x: np.ndarray, threat: ThreatModel) -> np.ndarray
         pick[rows, np.argmax(flat[:, cols], axis=1)] = 1.0
         if threat.norm is Norm.LINF:  # a switch moves two columns by 1 each
             moved = pick != clean[:, cols]
-            fits = ~(moved & (eps * c.weight.ravel()[cols] < 1.0)).any(axis=1)
+            fits = ~(moved & (reach[cols] < 1.0)).any(axis=1)
             pick = np.where(fits[:, None], pick, clean[:, cols])
         flat[:, cols] = pick
     if threat.norm is Norm.L2:
         units = np.divide(flat - clean, c.weight.ravel(), out=np.zeros_like(flat),
                           where=c.weight.ravel() > 0)
-        over = np.sqrt((units ** 2).sum(axis=1)) > eps
+        over = np.sqrt((units ** 2).sum(axis=1)) > eps * (1 + _ROUND_SLACK)
         if over.any():
             for group in c.onehot:
                 flat[np.ix_(over, list(group))] = clean[np.ix_(over, list(group))]
             toward = clean[:, ints] + np.trunc(relaxed[:, ints] - clean[:, ints])
             flat[np.ix_(over, np.flatnonzero(ints))] = toward[over]
-    return flat.astype(np.float32).reshape(shape)
+    mapped = _not_beyond(flat.astype(np.float32), clean, flat - clean)
+    return mapped.reshape(shape)
 
 
 # Random starts are drawn in blocks of this many examples, one generator per block, so that an
