@@ -395,3 +395,23 @@ def test_float32_spacing_of_large_values_never_carries_a_feature_out_of_the_ball
     threat = ThreatModel(0.01, norm, c.bounds, c)
     out = enforce_threat_model(x + np.array([[100.0, 0.01]], np.float32), x, threat)
     assert threat.violation(out, x) is None and out[0, 0] == x[0, 0]
+
+
+def test_catalogue_attacks_take_constraints_and_stay_feasible(table_model, table):
+    from robustlab.attacks import apgd, auto_attack, deepfool, square
+
+    x, y = table[0][:40], table[1][:40]
+    c = full_constraints(immutable=["income"])
+    threat = ThreatModel.parse(1.0, "linf", None, c)
+    broke = {}
+    for attack, kwargs in ((apgd, {"steps": 10}), (square, {"steps": 20}),
+                           (deepfool, {"norm": "linf"})):
+        out = attack(table_model, x, y, epsilon=1.0, constraints=c, **kwargs)
+        assert threat.violation(out, x) is None, attack.__name__
+        assert np.array_equal(out[:, 1], x[:, 1])
+        broke[attack.__name__] = float(np.mean(np.asarray(table_model(out)).argmax(1) != y))
+    assert max(broke.values()) > 0.2, broke  # they attack, through the padded image view
+    with pytest.raises(ValidationError, match="at least 3 classes for auto_attack"):
+        auto_attack(table_model, x, y, epsilon=1.0, constraints=c)
+    with pytest.raises(ValidationError, match="at least 3 classes for attack 'autoattack'"):
+        rl.AttackSpec("autoattack").check_model(2)

@@ -24,7 +24,8 @@ from robustlab._validate import check_int
 from robustlab.attacks._runner import BatchAttack, boundary, run_attack
 from robustlab.attacks.peers import art_batch, numpy_norm
 from robustlab.errors import ValidationError
-from robustlab.types import ThreatModel
+from robustlab.inference import num_outputs
+from robustlab.types import Constraints, ThreatModel
 
 __all__ = ["apgd", "square", "carlini_wagner_l2", "deepfool", "auto_attack", "apgd_batch",
            "square_batch", "cw_batch", "deepfool_batch", "auto_attack_batch"]
@@ -35,11 +36,12 @@ Make = Callable[..., Any]
 
 
 def _run(impl: BatchAttack, model: Any, x: Any, y: Any, *, epsilon: Any, norm: Any,
-         bounds: tuple[float, float], restarts: int, seed: int, batch_size: int | None,
-         ids: Any) -> np.ndarray:
+         bounds: Any, restarts: int, seed: int, batch_size: int | None, ids: Any,
+         constraints: Constraints | None) -> np.ndarray:
     given = boundary(model, x, y, epsilon=epsilon, norm=norm, bounds=bounds, targeted=False,
                      loss="ce", restarts=restarts, random_start=True, seed=seed,
-                     batch_size=batch_size, jit_compile=False, ids=ids)
+                     batch_size=batch_size, jit_compile=False, ids=ids,
+                     constraints=constraints)
     return run_attack(impl, model, given, targeted=False, random_start=True)
 
 
@@ -58,7 +60,7 @@ def apgd_batch(steps: int, loss: str) -> BatchAttack:
             max_iter=steps, nb_random_init=1, batch_size=n, loss_type=loss_type,
             verbose=False)
 
-    return art_batch(make)
+    return art_batch(make, masks=True)  # APGD's generate takes a mask
 
 
 def square_batch(steps: int) -> BatchAttack:
@@ -111,20 +113,21 @@ def auto_attack_batch() -> BatchAttack:
         return AutoAttack(clf, norm=numpy_norm(threat.norm), eps=threat.epsilon,
                           eps_step=threat.epsilon / 4, batch_size=n)
 
-    return art_batch(make)
+    return art_batch(make, masks=True)  # passed on to its attacks
 
 
 def apgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
          loss: str = "ce", steps: int = 100, restarts: int = 1,
-         bounds: tuple[float, float] = (0.0, 1.0), batch_size: int | None = None,
-         seed: int = 0, ids: Any = None) -> np.ndarray:
+         bounds: Any = None, batch_size: int | None = None,
+         seed: int = 0, ids: Any = None,
+         constraints: Constraints | None = None) -> np.ndarray:
     """Auto-PGD (ART): PGD with an adaptive step size and momentum, no step to tune.
 
     Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of
     diverse parameter-free attacks", https://arxiv.org/abs/2003.01690.
 
     Args:
-        model, x, y, epsilon, norm, bounds, batch_size, seed, ids: as for
+        model, x, y, epsilon, norm, bounds, batch_size, seed, ids, constraints: as for
             :func:`~robustlab.attacks.pgd`.
         loss: ``"ce"`` (APGD-CE) or ``"dlr"`` (APGD-DLR, scale-invariant, >= 3 classes).
         steps: iterations per restart (ART's ``max_iter``).
@@ -134,12 +137,14 @@ def apgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
         Adversarial images, shape and dtype of ``x``, inside the ε-ball and bounds.
     """
     return _run(apgd_batch(steps, loss), model, x, y, epsilon=epsilon, norm=norm,
-                bounds=bounds, restarts=restarts, seed=seed, batch_size=batch_size, ids=ids)
+                bounds=bounds, restarts=restarts, seed=seed, batch_size=batch_size, ids=ids,
+                constraints=constraints)
 
 
 def square(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
-           steps: int = 1000, restarts: int = 1, bounds: tuple[float, float] = (0.0, 1.0),
-           batch_size: int | None = None, seed: int = 0, ids: Any = None) -> np.ndarray:
+           steps: int = 1000, restarts: int = 1, bounds: Any = None,
+           batch_size: int | None = None, seed: int = 0, ids: Any = None,
+           constraints: Constraints | None = None) -> np.ndarray:
     """Square attack (ART): black-box, random square-shaped updates, model outputs only.
 
     Andriushchenko et al. 2020, https://arxiv.org/abs/1912.00049. Needs no gradient, so
@@ -148,17 +153,19 @@ def square(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf
     Args:
         steps: queries per example (ART's ``max_iter``); an example stops once fooled.
         restarts: random restarts.
-        model, x, y, epsilon, norm, bounds, batch_size, seed, ids: as for
+        model, x, y, epsilon, norm, bounds, batch_size, seed, ids, constraints: as for
             :func:`~robustlab.attacks.pgd`.
     """
     return _run(square_batch(steps), model, x, y, epsilon=epsilon, norm=norm, bounds=bounds,
-                restarts=restarts, seed=seed, batch_size=batch_size, ids=ids)
+                restarts=restarts, seed=seed, batch_size=batch_size, ids=ids,
+                constraints=constraints)
 
 
 def carlini_wagner_l2(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "l2",
-                      steps: int = 10, bounds: tuple[float, float] = (0.0, 1.0),
+                      steps: int = 10, bounds: Any = None,
                       batch_size: int | None = None, seed: int = 0, ids: Any = None,
-                      binary_search_steps: int = 5) -> np.ndarray:
+                      binary_search_steps: int = 5,
+                      constraints: Constraints | None = None) -> np.ndarray:
     """Carlini-Wagner L2 (ART): minimum-norm attack on the logit margin, then projected onto
     the ε-ball of ``norm``.
 
@@ -167,16 +174,18 @@ def carlini_wagner_l2(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: 
     Args:
         steps: optimiser iterations per binary-search step (ART's ``max_iter``).
         binary_search_steps: searches over the trade-off constant.
-        model, x, y, epsilon, norm, bounds, batch_size, seed, ids: as for
+        model, x, y, epsilon, norm, bounds, batch_size, seed, ids, constraints: as for
             :func:`~robustlab.attacks.pgd`.
     """
     return _run(cw_batch(steps, binary_search_steps), model, x, y, epsilon=epsilon, norm=norm,
-                bounds=bounds, restarts=1, seed=seed, batch_size=batch_size, ids=ids)
+                bounds=bounds, restarts=1, seed=seed, batch_size=batch_size, ids=ids,
+                constraints=constraints)
 
 
 def deepfool(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "l2",
-             steps: int = 100, bounds: tuple[float, float] = (0.0, 1.0),
-             batch_size: int | None = None, seed: int = 0, ids: Any = None) -> np.ndarray:
+             steps: int = 100, bounds: Any = None,
+             batch_size: int | None = None, seed: int = 0, ids: Any = None,
+             constraints: Constraints | None = None) -> np.ndarray:
     """DeepFool (ART): minimum-norm L2 attack by linearising the decision boundaries, then
     projected onto the ε-ball of ``norm``. Untargeted only.
 
@@ -184,20 +193,28 @@ def deepfool(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "l2
 
     Args:
         steps: maximum iterations (ART's ``max_iter``).
-        model, x, y, epsilon, norm, bounds, batch_size, seed, ids: as for
+        model, x, y, epsilon, norm, bounds, batch_size, seed, ids, constraints: as for
             :func:`~robustlab.attacks.pgd`.
     """
     return _run(deepfool_batch(steps), model, x, y, epsilon=epsilon, norm=norm, bounds=bounds,
-                restarts=1, seed=seed, batch_size=batch_size, ids=ids)
+                restarts=1, seed=seed, batch_size=batch_size, ids=ids,
+                constraints=constraints)
 
 
 def auto_attack(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
-                bounds: tuple[float, float] = (0.0, 1.0), batch_size: int | None = None,
-                seed: int = 0, ids: Any = None) -> np.ndarray:
+                bounds: Any = None, batch_size: int | None = None,
+                seed: int = 0, ids: Any = None,
+                constraints: Constraints | None = None) -> np.ndarray:
     """ART's AutoAttack: its default ensemble (APGD-CE, APGD-DLR, DeepFool, Square), the
     strongest result per example. Slow: budget minutes per hundred images on a CPU.
 
-    Croce & Hein 2020, https://arxiv.org/abs/2003.01690.
+    Croce & Hein 2020, https://arxiv.org/abs/2003.01690. Arguments as for
+    :func:`~robustlab.attacks.pgd` (``constraints`` included). Needs a model with at least
+    3 classes (ART's ensemble includes APGD-DLR).
     """
+    if num_outputs(model) < 3:
+        raise ValidationError(f"expected a model with at least 3 classes for auto_attack (ART's "
+                              f"ensemble includes APGD-DLR), got {num_outputs(model)}")
     return _run(auto_attack_batch(), model, x, y, epsilon=epsilon, norm=norm, bounds=bounds,
-                restarts=1, seed=seed, batch_size=batch_size, ids=ids)
+                restarts=1, seed=seed, batch_size=batch_size, ids=ids,
+                constraints=constraints)

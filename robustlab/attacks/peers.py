@@ -175,7 +175,7 @@ def art_batch(make: Callable[..., Any], *, masks: bool = False) -> Callable[...,
                 attack.set_params(targeted=True)
             extra = {}
             if view.mask is not None and masks:  # ART leaves mask-0 features alone
-                extra["mask"] = np.broadcast_to(view.mask, view.x.shape).copy()
+                extra["mask"] = view.mask  # one example's shape: broadcast over the batch
             return view.back(attack.generate(view.x, _onehot(y, clf.nb_classes), **extra))
     return run
 

@@ -42,7 +42,8 @@ class AttackKind:
     ``iterative`` False for single-step ones (FGSM); ``label_steps`` puts the steps in the
     label (``PGD-40``), ``loss_in_title`` the loss in its title (``APGD-DLR``); ``ascent``
     marks attacks that climb a loss with gradient steps inside the ε-ball (FGSM, PGD, APGD),
-    so that one can be compared with another step for step.
+    so that one can be compared with another step for step. ``min_classes`` is the fewest
+    classes the attack runs on (ART's AutoAttack includes APGD-DLR, which needs 3).
     """
 
     title: str
@@ -57,6 +58,7 @@ class AttackKind:
     label_steps: bool = False
     loss_in_title: bool = False
     ascent: bool = False
+    min_classes: int = 2
 
 
 def _plan_fgsm(spec: AttackSpec, threat: ThreatModel, shape: tuple[int, ...]) -> Plan:
@@ -102,7 +104,7 @@ ATTACKS: dict[str, AttackKind] = {
         lambda s: catalogue.deepfool_batch(int(s.steps or 1))), frozenset({"steps"}),
         steps=100),
     "autoattack": AttackKind("AutoAttack", _plan_art(lambda s: catalogue.auto_attack_batch()),
-                             frozenset()),
+                             frozenset(), min_classes=3),
 }
 # names that fix a field as well: "pgd-margin" is PGD on the margin loss
 ALIASES: dict[str, dict[str, Any]] = {
@@ -242,6 +244,9 @@ class AttackSpec:
         """Refuse a model this attack cannot run on (e.g. a DLR loss needs >= 3 classes),
         before any attack starts; the engine's inner path does not check again."""
         check_loss_for(self.loss, num_classes)
+        if num_classes < self.kind.min_classes:
+            raise ValidationError(f"expected a model with at least {self.kind.min_classes} "
+                                  f"classes for attack {self.name!r}, got {num_classes}")
 
     def run(self, model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
             seed: int, batch_size: int, jit: bool, ids: np.ndarray) -> np.ndarray:
