@@ -142,7 +142,13 @@ def cross_validate(build: Builder | None, data: Dataset, k: int = 5, *,
             own training statistics, :meth:`Dataset.feature_stats
             <robustlab.data.Dataset.feature_stats>`).
         data: a :class:`~robustlab.data.Dataset`; its train and test splits are pooled (in
-            that order) and re-split. Bounds, constraints and class names carry over.
+            that order) and re-split. Bounds, constraints and class names carry over: the
+            threat model (ε's unit, the per-feature scale, which features are fixed) is the
+            dataset's and the same for every fold, so the folds' numbers are comparable;
+            only the model (and its standardisation) is fitted per fold. For breast_cancer
+            and ``csv:`` tables that scale was fitted on the original training split, whose
+            rows are test rows of some folds: it defines the attacker's unit, it does not
+            inform the model.
         k: number of folds, from 2 to the size of the smallest class.
         attacks, epsilons, norm: as for :func:`~robustlab.evaluate.evaluate` (each fold is
             evaluated with the same attacks at the same ε, in pixel / feature-scale units).

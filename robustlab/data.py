@@ -63,7 +63,7 @@ from robustlab._validate import (
     validate_arrays,
 )
 from robustlab.errors import DatasetUnavailableError, InputTypeError, ValidationError
-from robustlab.types import Constraints
+from robustlab.types import Constraints, is_image_shape
 
 __all__ = ["Dataset", "load", "DATASETS"]
 
@@ -114,10 +114,12 @@ class Dataset:
                 raise InputTypeError(f"expected constraints to be a robustlab Constraints or "
                                      f"None, got {type(constraints).__name__}")
             object.__setattr__(self, "bounds", constraints.bounds)
+        # with constraints, their per-feature check (which names the feature) does the bounds
+        box = self.bounds if constraints is None else (-np.inf, np.inf)
         xtr, ytr = validate_arrays(self.x_train, self.y_train, num_classes=k,
-                                   bounds=self.bounds, name="x_train", label_name="y_train")
+                                   bounds=box, name="x_train", label_name="y_train")
         xte, yte = validate_arrays(self.x_test, self.y_test, num_classes=k,
-                                   bounds=self.bounds, name="x_test", label_name="y_test")
+                                   bounds=box, name="x_test", label_name="y_test")
         if xtr.shape[1:] != xte.shape[1:]:
             raise ValidationError(f"expected x_train and x_test to share an example shape, got "
                                   f"{xtr.shape[1:]} and {xte.shape[1:]}")
@@ -151,9 +153,7 @@ class Dataset:
         greyscale ``(H, W)``; False for feature vectors ``(F,)``, named features and other
         shapes. Tabular models standardise their inputs (:meth:`feature_stats`); image
         models do not."""
-        shape = self.input_shape
-        unnamed = not self.feature_names
-        return unnamed and (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4)))
+        return is_image_shape(self.input_shape, self.feature_names)
 
     def constrain(self, **changes: Any) -> Dataset:
         """A copy with changed constraints: the keyword arguments of
@@ -479,9 +479,12 @@ def _load_csv(spec: str, *, target: str | None = None, immutable: Any = None,
     (text or integer labels) maps to ``0..K-1`` in sorted order, ``class_names`` the values as
     text. Split: ``test_size`` (default 0.2), stratified, ``random_state=0``.
 
-    Per-column constraints: bounds ``[2 min(x_min, 0), 2 max(x_max, 0)]`` over all rows, i.e.
-    0 is the bound of a non-negative (non-positive) column and the other side is twice the
-    largest magnitude seen (a column of zeros gets ``[0, 1]``); one-hot columns ``[0, 1]``.
+    Per-column constraints, fitted on the training split only: bounds
+    ``[2 min(x_min, 0), 2 max(x_max, 0)]``, i.e. 0 is the bound of a non-negative
+    (non-positive) column and the other side is twice the largest magnitude seen in training
+    (a column of zeros gets ``[0, 1]``); one-hot columns ``[0, 1]``. A test value outside
+    them is an error naming the column (pass the data as ``npz:`` with explicit ``low`` /
+    ``high`` arrays when the domain's bounds are known).
     Scale: the training split's standard deviation (1 for one-hot and constant columns).
     """
     import pandas as pd
@@ -575,17 +578,23 @@ def _load_csv(spec: str, *, target: str | None = None, immutable: Any = None,
                               f"{size:g}, {len(x)} rows, {len(levels)} classes): {exc}") from None
     in_group = {n for g in groups for n in g}
     numeric = np.array([n not in in_group for n in names])
-    low = np.where(numeric, 2.0 * np.minimum(x.min(axis=0), 0.0), 0.0)
-    high = np.where(numeric, 2.0 * np.maximum(x.max(axis=0), 0.0), 1.0)
+    low = np.where(numeric, 2.0 * np.minimum(xtr.min(axis=0), 0.0), 0.0)
+    high = np.where(numeric, 2.0 * np.maximum(xtr.max(axis=0), 0.0), 1.0)
     high = np.where(high > low, high, low + 1.0)  # a column of zeros
     std = xtr.std(axis=0)
     scale = np.where(numeric & (std > 0), std, 1.0)
     constraints = Constraints.build((len(names),), bounds=(low, high), scale=scale,
                                     immutable=fixed, integer=ints, categorical=groups,
                                     names=names)
-    return Dataset(f"csv:{path.name}", xtr.astype(np.float32), ytr, xte.astype(np.float32),
-                   yte, tuple(str(v) for v in levels), constraints=constraints,
-                   source=f"csv file {path} (target column {target!r})")
+    try:
+        return Dataset(f"csv:{path.name}", xtr.astype(np.float32), ytr,
+                       xte.astype(np.float32), yte, tuple(str(v) for v in levels),
+                       constraints=constraints,
+                       source=f"csv file {path} (target column {target!r})")
+    except ValidationError as exc:
+        raise ValidationError(f"{exc} (the bounds of {path.name}'s columns are fitted on its "
+                              f"training split: twice the largest magnitude seen there)"
+                              ) from None
 
 
 DATASETS: dict[str, Callable[..., Dataset]] = {

@@ -50,7 +50,14 @@ from robustlab.results import (
     Status,
 )
 from robustlab.stats import perturbation_norms, wilson_interval
-from robustlab.types import Constraints, Norm, ThreatModel, is_image_shape, parse_norm
+from robustlab.types import (
+    Constraints,
+    Norm,
+    ThreatModel,
+    feature_labels,
+    is_image_shape,
+    parse_norm,
+)
 
 __all__ = ["evaluate", "compare", "EvaluationResult", "Comparison"]
 
@@ -253,7 +260,8 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
                 idx = _pick_examples(clean_correct, alive, n_show, last=eps == eps_list[-1])
                 if idx is not None:
                     shown = (eps, idx, x_adv[idx].copy())
-                    broken = np.flatnonzero(clean_correct & ~alive)
+                    # broken by this attack (under cascade, not those an earlier one took)
+                    broken = np.flatnonzero(clean_correct & (pred != y))
                     shifts = _feature_shifts(x[broken], x_adv[broken], base, names)
             bar.update(1)
             done += 1
@@ -315,11 +323,9 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
 def _feature_names(shape: tuple[int, ...], threat: ThreatModel) -> tuple[str, ...] | None:
     """Feature names for the per-feature summary, or None for data shown as images."""
     c = threat.constraints
-    if c is not None and c.names:
-        return c.names
-    if is_image_shape(shape):
+    if is_image_shape(shape, () if c is None else c.names):
         return None
-    return tuple(f"feature {i}" for i in range(int(np.prod(shape))))
+    return feature_labels(shape, c)
 
 
 def _feature_shifts(x: np.ndarray, x_adv: np.ndarray, threat: ThreatModel,
@@ -395,13 +401,19 @@ def _examples(model: Any, x: np.ndarray, y: np.ndarray, clean_logits: np.ndarray
     return examples, {"clean": x[idx], "adversarial": x_adv}
 
 
+def _fingerprint(result: EvaluationResult) -> str:
+    """The constraints' fingerprint (short), or ``none``, for comparing threat models."""
+    return "none" if result.constraints is None else result.constraints.fingerprint()[:12]
+
+
 def compare(results: dict[str, EvaluationResult], *,
             training_seconds: dict[str, float | None] | None = None,
             n_show: int = 8) -> Comparison:
     """Put evaluations of several models side by side (the first is the baseline).
 
-    Raises :class:`ValidationError` unless all were made on the same examples, norm, ε list
-    and attacks (otherwise their numbers are not comparable).
+    Raises :class:`ValidationError` unless all were made on the same examples, norm, ε list,
+    attacks and threat model (bounds and feature constraints: ε in the same units, the same
+    features fixed), otherwise their numbers are not comparable.
     """
     if len(results) < 2:
         raise ValidationError(f"expected at least two results to compare, got {len(results)}")
@@ -412,7 +424,9 @@ def compare(results: dict[str, EvaluationResult], *,
                            ("n_examples", ref.n_examples, res.n_examples),
                            ("dataset", ref.dataset.get("name"), res.dataset.get("name")),
                            ("attacks", [c.label for c in ref.curves],
-                            [c.label for c in res.curves])):
+                            [c.label for c in res.curves]),
+                           ("bounds", ref.bounds, res.bounds),
+                           ("constraints", _fingerprint(ref), _fingerprint(res))):
             if a != b:
                 raise ValidationError(f"expected every result to share {what} with "
                                       f"{names[0]!r} ({a}), got {b} for {name!r}")

@@ -17,7 +17,7 @@ import numpy as np
 from robustlab._display import render_html
 from robustlab.attacks import AttackSpec
 from robustlab.errors import ValidationError
-from robustlab.types import Constraints, Norm, ThreatModel, is_image_shape
+from robustlab.types import Constraints, Norm, ThreatModel, feature_labels, is_image_shape
 
 __all__ = ["Status", "Check", "Convergence", "CurvePoint", "AttackCurve", "Example",
            "ClassAccuracy", "FeatureShift", "EvaluationResult", "Comparison",
@@ -223,16 +223,13 @@ class EvaluationResult:
     def is_image(self) -> bool:
         """True if the examples are shown as images (see
         :func:`~robustlab.types.is_image_shape`), False for feature tables."""
-        return is_image_shape(self.input_shape) and not (self.constraints is not None
-                                                         and self.constraints.names)
+        return is_image_shape(self.input_shape, () if self.constraints is None
+                              else self.constraints.names)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         """One name per feature: the constraints' names, else ``feature 0``, ``feature 1``…"""
-        if self.constraints is not None and self.constraints.names:
-            return self.constraints.names
-        size = int(np.prod(self.input_shape)) if self.input_shape else 0
-        return tuple(f"feature {i}" for i in range(size))
+        return feature_labels(self.input_shape, self.constraints)
 
     @property
     def specs(self) -> tuple[AttackSpec, ...]:

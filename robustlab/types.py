@@ -19,18 +19,28 @@ from robustlab._validate import check_float, parse_enum
 from robustlab.errors import InputTypeError, RobustlabWarning, ValidationError
 
 __all__ = ["Norm", "Loss", "Backend", "Constraints", "ThreatModel", "parse_norm",
-           "DEFAULT_REL_STEP", "is_image_shape"]
+           "DEFAULT_REL_STEP", "is_image_shape", "feature_labels"]
 
 # Madry et al.'s step size: 2.5 * epsilon / steps, so the walk can cross the whole ball.
 DEFAULT_REL_STEP = 2.5
 
 
-def is_image_shape(shape: tuple[int, ...]) -> bool:
-    """True if one example of this shape is shown as an image: ``(H, W)`` grayscale or
-    ``(H, W, C)`` with 1, 3 or 4 channels; anything else (feature vectors ``(F,)``, other
-    ranks) is shown feature by feature."""
+def is_image_shape(shape: tuple[int, ...], names: tuple[str, ...] = ()) -> bool:
+    """True if examples of this shape are shown (and modelled) as images: ``(H, W)``
+    grayscale or ``(H, W, C)`` with 1, 3 or 4 channels, without feature ``names``; anything
+    else (feature vectors ``(F,)``, named features, other ranks) is shown feature by
+    feature."""
     shape = tuple(shape)
-    return len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3, 4))
+    return not names and (len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3, 4)))
+
+
+def feature_labels(shape: tuple[int, ...], constraints: Constraints | None = None
+                   ) -> tuple[str, ...]:
+    """One display name per flat feature of examples of ``shape``: the constraints' names,
+    else ``feature 0``, ``feature 1``, ..."""
+    if constraints is not None and constraints.names:
+        return constraints.names
+    return tuple(f"feature {i}" for i in range(int(np.prod(shape)) if shape else 0))
 
 
 class Norm(str, Enum):
@@ -470,8 +480,9 @@ class ThreatModel:
               constraints: Constraints | None = None) -> ThreatModel:
         """Parse strings and check values. ``bounds`` is ``(low, high)`` of numbers, or of
         arrays broadcastable to one example's shape (per-feature bounds, which become
-        ``constraints``); None means the constraints' own bounds, else ``(0, 1)``. Scalar
-        bounds given with ``constraints`` narrow the constraints' bounds to them."""
+        ``constraints``); None means the constraints' own bounds, else ``(0, 1)``. Bounds
+        given with ``constraints`` (numbers or arrays) narrow the constraints' bounds to
+        them, never widen them."""
         eps = check_float("epsilon", epsilon, low=0.0)
         if constraints is not None and not isinstance(constraints, Constraints):
             raise InputTypeError(f"expected constraints to be a robustlab Constraints, got "
@@ -483,11 +494,14 @@ class ThreatModel:
             arrays = np.ndim(low_v) > 0 or np.ndim(high_v) > 0
         except (TypeError, ValueError):
             raise ValidationError(f"expected bounds to be (low, high), got {bounds!r}") from None
-        if arrays:
-            constraints = constraints.replace(bounds=(low_v, high_v)) if constraints is not \
-                None else Constraints.build(np.broadcast_shapes(np.shape(low_v),
-                                                                np.shape(high_v)) or (1,),
-                                            bounds=(low_v, high_v))
+        if arrays:  # per-feature bounds; with constraints, narrowed to the intersection
+            if constraints is None:
+                shape = np.broadcast_shapes(np.shape(low_v), np.shape(high_v)) or (1,)
+                constraints = Constraints.build(shape, bounds=(low_v, high_v))
+            else:
+                constraints = constraints.replace(bounds=(
+                    np.maximum(constraints.low, np.asarray(low_v, np.float32)),
+                    np.minimum(constraints.high, np.asarray(high_v, np.float32))))
             return cls(eps, parse_norm(norm), constraints.bounds, constraints)
         try:
             low, high = float(low_v), float(high_v)

@@ -61,7 +61,14 @@ from robustlab.report.plots import (
 )
 from robustlab.results import EvaluationResult
 from robustlab.stats import perturbation_norms
-from robustlab.types import Constraints, Norm, ThreatModel, is_image_shape, parse_norm
+from robustlab.types import (
+    Constraints,
+    Norm,
+    ThreatModel,
+    feature_labels,
+    is_image_shape,
+    parse_norm,
+)
 
 __all__ = ["Explorer", "ExplorerSession", "ExplorerSettings", "AttackView", "view_png",
            "summary_png", "features_html", "shifts_html", "EXPLORER_ATTACKS"]
@@ -206,15 +213,13 @@ class ExplorerSession:
     def is_image(self) -> bool:
         """True if examples are shown as images, False for feature tables (as in reports:
         an image shape without feature names, see :func:`~robustlab.types.is_image_shape`)."""
-        return is_image_shape(self.x.shape[1:]) and not (
-            self.constraints is not None and self.constraints.names)
+        return is_image_shape(self.x.shape[1:], () if self.constraints is None
+                              else self.constraints.names)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         """One name per flat feature: the constraints' names, else ``feature 0``, ..."""
-        if self.constraints is not None and self.constraints.names:
-            return self.constraints.names
-        return tuple(f"feature {i}" for i in range(int(np.prod(self.x.shape[1:]))))
+        return feature_labels(self.x.shape[1:], self.constraints)
 
     def spec(self, attack: str, steps: int | None) -> AttackSpec:
         """The attack with ``steps`` where it takes steps (FGSM's are ignored, so the steps

@@ -415,3 +415,23 @@ def test_catalogue_attacks_take_constraints_and_stay_feasible(table_model, table
         auto_attack(table_model, x, y, epsilon=1.0, constraints=c)
     with pytest.raises(ValidationError, match="at least 3 classes for attack 'autoattack'"):
         rl.AttackSpec("autoattack").check_model(2)
+
+
+def test_bounds_given_with_constraints_only_narrow_them():
+    c = full_constraints()
+    narrowed = ThreatModel.parse(0.1, "linf", (np.full(F, -5.0), np.full(F, 50.0)), c)
+    assert narrowed.constraints.low.tolist() == c.low.tolist()  # -5 would widen: ignored
+    assert narrowed.constraints.high[0] == 50 and narrowed.constraints.high[1] == 10
+    assert ThreatModel.parse(0.1, "linf", (0.0, 5.0), c).constraints.high.max() == 5
+
+
+def test_compare_refuses_results_made_under_different_threat_models(table_model, table):
+    x, y = table[0][400:440], table[1][400:440]
+    kwargs = dict(checks=False, progress=False)
+    free = rl.evaluate(table_model, (x, y), "fgsm", "0, 1", constraints=full_constraints(
+        immutable=None), **kwargs)
+    fixed = rl.evaluate(table_model, (x, y), "fgsm", "0, 1", constraints=full_constraints(),
+                        **kwargs)
+    with pytest.raises(ValidationError, match="share constraints"):
+        rl.compare({"free": free, "fixed": fixed})
+    assert rl.compare({"a": fixed, "b": fixed}).names == ("a", "b")

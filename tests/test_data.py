@@ -240,7 +240,8 @@ def test_csv_loader(tmp_path):
     np.testing.assert_array_equal(c.integer, [0, 0, 0, 0, 0, 1])
     np.testing.assert_array_equal(c.mutable, [0, 1, 0, 0, 0, 1])
     np.testing.assert_array_equal(c.low, 0.0)
-    np.testing.assert_allclose(c.high, [122, 8000, 1, 1, 1, 8])
+    top = 2 * data.x_train.max(axis=0)  # fitted on the training split only
+    np.testing.assert_allclose(c.high, [top[0], top[1], 1, 1, 1, top[5]])
     np.testing.assert_allclose(c.scale[[0, 1, 5]], data.x_train[:, [0, 1, 5]].std(axis=0),
                                rtol=1e-5)
     np.testing.assert_array_equal(c.scale[2:5], 1.0)
@@ -319,7 +320,7 @@ def test_npz_any_rank_with_constraints(tmp_path):
     outside = tmp_path / "out.npz"
     np.savez(outside, x_train=x_train, y_train=np.arange(20) % 2, x_test=x_test + 200,
              y_test=np.arange(6) % 2, low=low, high=high)
-    with pytest.raises(ValidationError, match="x_test values within bounds"):
+    with pytest.raises(ValidationError, match="x_test to satisfy the feature constraints"):
         load(f"npz:{outside}")
 
 
@@ -336,3 +337,14 @@ def test_dataset_checks_constraints():
     with pytest.raises(ValidationError, match=r"constraints built for one example's shape"):
         Dataset("t", x, y, x, y, ("a", "b"),
                 constraints=Constraints.build((3,), bounds=(0, 5), names=["a", "b", "c"]))
+
+
+def test_csv_bounds_come_from_the_training_split_and_test_outliers_are_named(tmp_path):
+    lines = [f"{i % 7},{'yes' if i % 2 else 'no'}" for i in range(40)]
+    outlier = _csv(tmp_path, "\n".join(["dose,outcome", *lines[:10], "500,yes", *lines[10:]]))
+    # the 500 lands in the test split (stratified, random_state=0)
+    with pytest.raises(ValidationError, match=r"'dose' = 500 outside .*fitted on its training"):
+        load(f"csv:{outlier}", target="outcome", test_size=0.25)
+    plain = _csv(tmp_path, "\n".join(["dose,outcome", *lines]), name="plain.csv")
+    data = load(f"csv:{plain}", target="outcome", test_size=0.25)
+    assert data.constraints.high[0] == 2 * data.x_train[:, 0].max() == 12

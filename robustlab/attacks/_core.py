@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from robustlab.inference import GraphSafeNames
-from robustlab.types import Loss, Norm, ThreatModel
+from robustlab.types import Constraints, Loss, Norm, ThreatModel
 
 # Numerical floor used in L2 normalisations (same value as CleverHans' avoid_zero_div).
 _TINY = 1e-12
@@ -162,7 +162,8 @@ def enforce_threat_model(x_adv: np.ndarray, x: np.ndarray, threat: ThreatModel) 
                 units.reshape(len(delta), -1).astype(np.float64) ** 2, axis=1)))
             factor = np.minimum(1.0, threat.epsilon / length).astype(np.float32)
             delta = units * factor.reshape((-1,) + (1,) * (delta.ndim - 1)) * weight
-        out = _not_beyond(np.clip(x.astype(np.float32) + delta, c.low, c.high), x, delta)
+        out = _not_beyond(np.clip(x.astype(np.float32) + delta, c.low, c.high), x, delta,
+                          _coarse(c, threat.epsilon * weight.ravel().astype(np.float64)))
         out = np.where(c.mutable, out, x.astype(np.float32))
         return _feasible(out, x.astype(np.float32), threat) if c.discrete else out
     if threat.norm is Norm.LINF:
@@ -182,16 +183,36 @@ def enforce_threat_model(x_adv: np.ndarray, x: np.ndarray, threat: ThreatModel) 
 _ROUND_SLACK = 1e-6
 
 
-def _not_beyond(out: np.ndarray, x: np.ndarray, delta: Any) -> np.ndarray:
+def _not_beyond(out: np.ndarray, x: np.ndarray, delta: Any, coarse: np.ndarray
+                ) -> np.ndarray:
     """``out`` (float32) with every coordinate that float32 rounding carried further from
     ``x`` than the intended change ``delta`` moved back one representable step towards
     ``x``: between ``x`` and the rounded value, so no further than ``delta`` (large values,
-    e.g. a timestamp near 1.7e9, are 128 apart in float32)."""
-    x64 = np.asarray(x, np.float64)
-    grew = np.abs(out.astype(np.float64) - x64) > np.abs(np.asarray(delta, np.float64))
+    e.g. a timestamp near 1.7e9, are 128 apart in float32). Only the flat features marked
+    ``coarse`` (:func:`_coarse`) can be carried out, so only those are checked (usually
+    none)."""
+    n = len(out)
+    flat_out, flat_x = out.reshape(n, -1), np.asarray(x, np.float32).reshape(n, -1)
+    cols = np.flatnonzero(coarse)
+    if not len(cols):
+        return out
+    d = np.broadcast_to(np.asarray(delta, np.float64).reshape(n, -1) if np.ndim(delta)
+                        else np.float64(delta), flat_out.shape)[:, cols]
+    sub_out, sub_x = flat_out[:, cols], flat_x[:, cols]
+    grew = np.abs(sub_out.astype(np.float64) - sub_x) > np.abs(d)
     if not grew.any():
         return out
-    return np.where(grew, np.nextafter(out, np.asarray(x, np.float32)), out).astype(np.float32)
+    fixed = flat_out.copy()
+    fixed[:, cols] = np.where(grew, np.nextafter(sub_out, sub_x), sub_out)
+    return fixed.reshape(out.shape)
+
+
+def _coarse(c: Constraints, reach: np.ndarray) -> np.ndarray:
+    """Per flat feature: True where the float32 spacing at the largest magnitude its bounds
+    allow exceeds 1e-5 of its ``reach`` (ε·scale). Elsewhere rounding moves a value at most
+    half a spacing, under half the evaluation re-check's relative tolerance (1e-5)."""
+    top = np.maximum(np.abs(c.low), np.abs(c.high)).ravel().astype(np.float32)
+    return np.spacing(top).astype(np.float64) > 1e-5 * np.maximum(reach, 0.0)
 
 
 def _feasible(out: np.ndarray, x: np.ndarray, threat: ThreatModel) -> np.ndarray:
@@ -201,26 +222,30 @@ def _feasible(out: np.ndarray, x: np.ndarray, threat: ThreatModel) -> np.ndarray
     budget (L∞: both changed columns allow a move of 1), else back to the clean category. In
     L2, if the rounded point leaves the ball, categories go back and integers round towards
     the clean value instead (which never lengthens a coordinate). The clean ``x`` satisfies
-    the constraints, so the result always does."""
+    the constraints, so the result always does. Only the integer and one-hot columns are
+    touched (and, in L2, the length of the whole change is measured)."""
     c = threat.constraints
     assert c is not None  # noqa: S101 - called only with constraints
     n = len(x)
-    shape = out.shape
-    flat, clean = out.reshape(n, -1).astype(np.float64), x.reshape(n, -1).astype(np.float64)
-    relaxed = flat.copy()
+    flat = out.reshape(n, -1).copy()
+    clean = np.asarray(x, np.float32).reshape(n, -1)
     eps = float(threat.epsilon)
     reach = eps * c.weight.ravel().astype(np.float64) * (1 + _ROUND_SLACK)  # per coordinate
-    ints = c.integer.ravel() & c.mutable.ravel()
-    if ints.any():
-        lo = np.ceil(np.maximum(clean[:, ints] - reach[ints], c.low.ravel()[ints]))
-        hi = np.floor(np.minimum(clean[:, ints] + reach[ints], c.high.ravel()[ints]))
-        flat[:, ints] = np.clip(np.round(flat[:, ints]), lo, hi)
+    ints = np.flatnonzero(c.integer.ravel() & c.mutable.ravel())
+    relaxed = flat[:, ints].astype(np.float64)
+    base = clean[:, ints].astype(np.float64)
+    target = relaxed  # the integer features' values, exactly (float64)
+    if len(ints):
+        lo = np.ceil(np.maximum(base - reach[ints], c.low.ravel()[ints]))
+        hi = np.floor(np.minimum(base + reach[ints], c.high.ravel()[ints]))
+        target = np.clip(np.round(relaxed), lo, hi)
+        flat[:, ints] = target
     rows = np.arange(n)
     for group in c.onehot:
         cols = list(group)
         if not c.mutable.ravel()[cols[0]]:
             continue
-        pick = np.zeros((n, len(cols)))
+        pick = np.zeros((n, len(cols)), np.float32)
         pick[rows, np.argmax(flat[:, cols], axis=1)] = 1.0
         if threat.norm is Norm.LINF:  # a switch moves two columns by 1 each
             moved = pick != clean[:, cols]
@@ -228,16 +253,19 @@ def _feasible(out: np.ndarray, x: np.ndarray, threat: ThreatModel) -> np.ndarray
             pick = np.where(fits[:, None], pick, clean[:, cols])
         flat[:, cols] = pick
     if threat.norm is Norm.L2:
-        units = np.divide(flat - clean, c.weight.ravel(), out=np.zeros_like(flat),
-                          where=c.weight.ravel() > 0)
+        weight = c.weight.ravel()
+        units = np.divide(flat.astype(np.float64) - clean, weight,
+                          out=np.zeros(flat.shape), where=weight > 0)
         over = np.sqrt((units ** 2).sum(axis=1)) > eps * (1 + _ROUND_SLACK)
         if over.any():
             for group in c.onehot:
                 flat[np.ix_(over, list(group))] = clean[np.ix_(over, list(group))]
-            toward = clean[:, ints] + np.trunc(relaxed[:, ints] - clean[:, ints])
-            flat[np.ix_(over, np.flatnonzero(ints))] = toward[over]
-    mapped = _not_beyond(flat.astype(np.float32), clean, flat - clean)
-    return mapped.reshape(shape)
+            target = np.where(over[:, None], base + np.trunc(relaxed - base), target)
+            flat[:, ints] = target
+    if len(ints):  # huge counts: float32 may round a whole number past the budget
+        flat[:, ints] = _not_beyond(flat[:, ints], clean[:, ints], target - base,
+                                    _coarse(c, reach)[ints])
+    return flat.reshape(out.shape)
 
 
 # Random starts are drawn in blocks of this many examples, one generator per block, so that an

@@ -50,7 +50,8 @@ def native_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
         else x
     if threat.constraints is not None and threat.constraints.discrete:
         return _feasible_pgd(model, x, y, start, threat=threat, targeted=targeted, loss=loss,
-                             jit=jit, step_size=step_size, steps=steps)
+                             jit=jit, step_size=step_size, steps=steps, keep_best=keep_best,
+                             early_stop=early_stop)
     eps, alpha = tf.constant(threat.epsilon, tf.float32), tf.constant(step_size, tf.float32)
     low, high, weight, weighted = threat_tensors(threat)
     n = len(x)
@@ -89,13 +90,17 @@ def native_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
 
 def _feasible_pgd(model: Any, x: np.ndarray, y: np.ndarray, start: np.ndarray, *,
                   threat: ThreatModel, targeted: bool, loss: Loss, jit: bool,
-                  step_size: float, steps: int) -> np.ndarray:
+                  step_size: float, steps: int, keep_best: bool = True,
+                  early_stop: bool = True) -> np.ndarray:
     """PGD under constraints with integer or one-hot features: the steps run on the
     continuous relaxation, and after every chunk of ``CHUNK_STEPS`` the iterate is mapped to
     the feasible set (:func:`~robustlab.attacks._core.enforce_threat_model`) and scored
     there. Each example keeps its best *feasible* point (one that fools the model, else the
     highest loss) and stops once one fools it: a relaxed iterate that crosses the decision
-    boundary may fall back across it when rounded, so success is judged where it counts."""
+    boundary may fall back across it when rounded, so success is judged where it counts.
+    Without ``keep_best`` each example returns its last iterate's feasible point; without
+    ``early_stop`` fooled examples keep stepping (same result with ``keep_best``, for
+    timing)."""
     import tensorflow as tf
 
     eps, alpha = tf.constant(threat.epsilon, tf.float32), tf.constant(step_size, tf.float32)
@@ -103,7 +108,7 @@ def _feasible_pgd(model: Any, x: np.ndarray, y: np.ndarray, start: np.ndarray, *
     score = score_fn(model, loss, targeted, jit)
     out = enforce_threat_model(start, x, threat)
     success, objective, _ = (np.array(t) for t in score(out, y))
-    active = np.flatnonzero(~success)
+    active = np.flatnonzero(~success) if keep_best else np.arange(len(x))
     x_adv = tf.constant(start[active])
     done = 0
     while done < steps and len(active):
@@ -114,12 +119,17 @@ def _feasible_pgd(model: Any, x: np.ndarray, y: np.ndarray, start: np.ndarray, *
                        low, high, weight)[0]
         done += k
         cand = enforce_threat_model(x_adv.numpy(), x[active], threat)
+        if not keep_best:
+            out[active] = cand
+            continue
         hit, obj, _ = (np.asarray(t) for t in score(cand, y[active]))
-        better = hit | (obj > objective[active])
+        better = (hit | (obj > objective[active])) & ~success[active]
         out[active[better]] = cand[better]
         objective[active] = np.where(better, obj, objective[active])
-        x_adv = tf.boolean_mask(x_adv, ~hit)
-        active = active[~hit]
+        success[active] |= hit
+        if early_stop:
+            x_adv = tf.boolean_mask(x_adv, ~hit)
+            active = active[~hit]
     return out
 
 
