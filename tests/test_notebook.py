@@ -20,6 +20,14 @@ def cli(*args, env=None):
                           text=True, cwd=ROOT, timeout=600, env=env)
 
 
+def cli_run(notebook, out, **params):
+    """``robustlab run notebook --out out -p name value ...`` (values not str as JSON)."""
+    args = ["run", str(notebook), "--out", str(out)]
+    for name, value in params.items():
+        args += ["-p", name, value if isinstance(value, str) else json.dumps(value)]
+    return cli(*args)
+
+
 def test_notebook_is_clean_and_parameterized():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -114,10 +122,7 @@ def test_cli_runs_the_adversarial_training_notebook(tmp_path):
     tiny = {"n_train": 300, "n_test": 40, "epochs": 2, "train_steps": 2, "ramp_epochs": 1,
             "pgd_steps": 3, "pgd_restarts": 1, "epsilons": "0, 0.1, 0.2"}
     ckpt = tmp_path.parent / f"{tmp_path.name}-checkpoints"
-    args = ["run", str(AT_NOTEBOOK), "--out", str(tmp_path), "-p", "checkpoint_dir", str(ckpt)]
-    for name, value in tiny.items():
-        args += ["-p", name, json.dumps(value) if not isinstance(value, str) else value]
-    proc = cli(*args)
+    proc = cli_run(AT_NOTEBOOK, tmp_path, checkpoint_dir=str(ckpt), **tiny)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("comparison.html", "comparison.json", "baseline.keras", "hardened.keras"):
         assert (tmp_path / name).is_file(), name
@@ -227,10 +232,7 @@ def test_dead_kernel_error_quotes_its_last_words(tmp_path, monkeypatch):
 
 
 def run_report(tmp_path, **params):
-    args = ["run", str(NOTEBOOK), "--out", str(tmp_path)]
-    for name, value in params.items():
-        args += ["-p", name, value if isinstance(value, str) else json.dumps(value)]
-    proc = cli(*args)
+    proc = cli_run(NOTEBOOK, tmp_path, **params)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((tmp_path / "report.json").read_text(encoding="utf-8")), \
         (tmp_path / "report.html").read_text(encoding="utf-8")
@@ -296,10 +298,7 @@ def test_adversarial_training_notebook_runs_on_breast_cancer(tmp_path):
             "ramp_epochs": 2, "train_epsilon": 0.5, "pgd_steps": 5, "pgd_restarts": 1,
             "epsilons": "0, 0.25, 0.5"}
     ckpt = tmp_path.parent / f"{tmp_path.name}-checkpoints"
-    args = ["run", str(AT_NOTEBOOK), "--out", str(tmp_path), "-p", "checkpoint_dir", str(ckpt)]
-    for name, value in tiny.items():
-        args += ["-p", name, json.dumps(value) if not isinstance(value, str) else value]
-    proc = cli(*args)
+    proc = cli_run(AT_NOTEBOOK, tmp_path, checkpoint_dir=str(ckpt), **tiny)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "comparison.json").read_text(encoding="utf-8"))
     assert summary["names"] == ["baseline", "pgd ε=0.5"]
