@@ -272,15 +272,16 @@ def test_native_fgsm_and_pgd_agree_with_art_under_a_mask(table_model, table, eps
     # to both, but the comparison is of the attacks themselves)
     c = Constraints.build((F,), bounds=(0.0, HIGH), scale=[20, 2, 2, 1, 2, 1, 1, 1],
                           immutable=["age", "children"], names=NAMES)
+    # the image agreement tests' tolerances, in units of each feature's scale
     native = fgsm(table_model, x, y, epsilon=eps, constraints=c)
     peer = fgsm(table_model, x, y, epsilon=eps, constraints=c, backend="art")
-    assert np.mean(np.abs(native - peer) <= 1e-4) >= 0.999
+    assert np.mean(np.abs(native - peer) / c.scale <= 1e-5) >= 0.999
     kwargs = dict(epsilon=eps, steps=20, step_size=eps / 8, random_start=False, constraints=c)
     native = pgd(table_model, x, y, keep_best=False, **kwargs)
     peer = pgd(table_model, x, y, backend="art", **kwargs)
-    assert np.mean(np.abs(native - peer) <= 1e-3) >= 0.995
+    assert np.mean(np.abs(native - peer) / c.scale <= 1e-4) >= 0.999
     agree = np.asarray(table_model(native)).argmax(1) == np.asarray(table_model(peer)).argmax(1)
-    assert agree.mean() >= 0.99
+    assert agree.mean() >= 0.995
 
 
 # -- the evaluation re-checks and records the constraints ---------------------------------------
