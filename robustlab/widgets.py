@@ -57,6 +57,7 @@ from robustlab.report.plots import (
     figure_text,
     new_figure,
     png_bytes,
+    ranked_shifts,
     show_image,
 )
 from robustlab.results import EvaluationResult
@@ -411,13 +412,13 @@ def features_html(view: AttackView, feature_names: Sequence[str], class_names: S
 def shifts_html(result: EvaluationResult, *, limit: int = _SHIFT_ROWS) -> str:
     """An HTML table of how often the attack moved each feature over the examples it broke
     (``result.feature_shifts``, most often moved first, at most ``limit`` rows); escaped."""
-    shifts = sorted(result.feature_shifts, key=lambda f: (-f.moved, -f.mean_scaled, f.index))
+    shifts = ranked_shifts(result, limit)
     if not shifts:
         return "<p>no example was broken, so no feature was moved</p>"
     esc = html.escape
     rows = "".join(f"<tr><td style=\"text-align:left\">{esc(f.name)}</td>"
                    f"<td>{100 * f.moved:.1f}%</td><td>{_cell(f.mean_change)}</td>"
-                   f"<td>{_cell(f.max_change)}</td></tr>" for f in shifts[:limit])
+                   f"<td>{_cell(f.max_change)}</td></tr>" for f in shifts)
     eps = 0.0 if result.shift_epsilon is None else result.shift_epsilon
     return (f"<p>{esc(result.curves[-1].label)} at ε {eps:g}: how often each feature was "
             f"changed in the examples it broke, and by how much (input units)</p>"
