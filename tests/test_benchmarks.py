@@ -1,5 +1,5 @@
-"""Smoke test of the benchmark script: it runs end to end at tiny sizes and writes its
-tables. (Timings are never asserted in the test suite; benchmarks/RESULTS.md holds them.)"""
+"""Smoke tests of the benchmark scripts: each runs end to end at tiny sizes and writes its
+tables. (Timings are never asserted in the test suite; benchmarks/*.md hold them.)"""
 
 import json
 import subprocess
@@ -9,14 +9,19 @@ import pytest
 from conftest import ROOT
 
 
+def quick_run(script, out):
+    """``benchmarks/<script> --quick --out <out>``; returns the markdown it wrote."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick",
+                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out.read_text(encoding="utf-8")
+
+
 @pytest.mark.slow
 def test_benchmark_quick_run_writes_the_tables(tmp_path):
     out = tmp_path / "RESULTS.md"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--quick",
-                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    text = out.read_text(encoding="utf-8")
+    text = quick_run("bench.py", out)
     for heading in ("## Machine", "## PGD step cost vs the forward+backward floor",
                     "## Robustness curve", "## FGSM throughput", "## Scaling"):
         assert heading in text
@@ -43,11 +48,7 @@ def test_benchmark_quick_run_writes_the_tables(tmp_path):
 @pytest.mark.slow
 def test_tabular_benchmark_quick_run_writes_its_tables(tmp_path):
     out = tmp_path / "TABULAR.md"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tabular.py"), "--quick",
-                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    text = out.read_text(encoding="utf-8")
+    text = quick_run("tabular.py", out)
     for heading in ("## Robust accuracy, with and without 5 immutable features",
                     "-fold cross-validated robustness", "## Adversarially trained vs standard",
                     "## What constraints cost an attack (MLP 64×32)"):
