@@ -28,7 +28,7 @@ from robustlab._validate import (
     parse_epsilons,
     validate_arrays,
 )
-from robustlab.attacks import AttackSpec, parse_attacks
+from robustlab.attacks import AttackSpec, fitting, parse_attacks
 from robustlab.checks import run_checks
 from robustlab.data import Dataset
 from robustlab.errors import RobustlabError, RobustlabWarning, ValidationError
@@ -97,7 +97,7 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
              bounds: tuple[float, float] | None = None, n_show: int = 8,
              jit_compile: bool | None = None, progress: bool | None = None,
              parameters: dict[str, Any] | None = None, reuse: bool = True,
-             cascade: bool = False, checks: bool = True, n_check: int = 200,
+             cascade: bool | None = None, checks: bool = True, n_check: int = 200,
              callback: Callable[[int, int], None] | None = None,
              constraints: Constraints | None = None) -> EvaluationResult:
     """Measure clean and robust accuracy of ``model`` on the test split of ``data``.
@@ -116,7 +116,11 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     With ``cascade`` the attacks also share work: each runs only on the examples that every
     attack before it left standing (as AutoAttack does), so put cheap attacks first and
     expensive ones (CW, Square, APGD) last. The worst case is the same as without it; each
-    curve then reads "robust to this attack and the ones before it".
+    curve then reads "robust to this attack and the ones before it". ``cascade=None`` (the
+    default) cascades when the attacks include a suite (``"autoattack"``).
+
+    Which attack broke each example is recorded (``result.breaks``: per attack, in order, how
+    many examples it was the first to break at each ε).
 
     With ``checks`` the sanity checks of :mod:`robustlab.checks` run afterwards (on at most
     ``n_check`` examples) and their verdicts go into the result and the report.
@@ -139,7 +143,8 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
         progress: show a tqdm progress bar (None: unless ``ROBUSTLAB_PROGRESS=0``).
         parameters: free-form run parameters recorded in the result.
         reuse: skip examples already fooled at a smaller ε (False: attack all at every ε).
-        cascade: attack only the examples the earlier attacks left standing.
+        cascade: attack only the examples the earlier attacks left standing (None: when a
+            suite such as AutoAttack is among the attacks).
         checks: run the sanity checks (gradient masking, convergence, ...).
         n_check: examples the attacking checks use at most.
         constraints: the per-feature threat model (:class:`~robustlab.types.Constraints`;
@@ -180,8 +185,12 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
         dataset_info = {"name": "arrays"}
         class_names = None
     num_classes = num_outputs(model)
-    for spec in specs:
-        spec.check_model(num_classes)
+    specs, left_out = fitting(specs, num_classes)
+    if left_out:
+        log.warning("a %d-class model: %s left out of the suite (too few classes)",
+                    num_classes, ", ".join(left_out))
+    if cascade is None:
+        cascade = any(spec.suite for spec in specs)
     x, y = validate_arrays(x, y, num_classes=num_classes, bounds=base.bounds, name="x",
                            label_name="y")
     base = base.fit(x.shape[1:])
@@ -283,10 +292,13 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     worst = AttackCurve("worst case over attacks", tuple(worst_points),
                         attacks=tuple(s.label for s in specs))
 
-    examples, images = _examples(model, x, y, clean_logits, shown, specs[-1].label,
-                                 batch_size)
     attack_masks = {spec.label: np.stack([robust[spec][e] for e in eps_list], axis=1)
                     for spec in specs}
+    first = _first_breaks(clean_correct, [attack_masks[s.label] for s in specs])
+    breaks = {s.label: tuple(int(c) for c in (first == i).sum(axis=0))
+              for i, s in enumerate(specs)}
+    examples, images = _examples(model, x, y, clean_logits, shown, specs[-1].label,
+                                 batch_size)
     result = EvaluationResult(
         dataset=dataset_info, model=_model_info(model), norm=norm_enum, bounds=base.bounds,
         epsilons=eps_list, n_examples=n_total, clean_accuracy=n_clean / n_total,
@@ -296,7 +308,8 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
         examples=examples, example_images=images, robust_mask=mask,
         attack_masks=attack_masks, cascade=bool(cascade), determinism=determinism_info(),
         per_class=_per_class(y, clean_correct, mask, class_names, num_classes),
-        constraints=base.constraints, feature_shifts=shifts,
+        constraints=base.constraints, feature_shifts=shifts, breaks=breaks,
+        first_break=first,
         shift_epsilon=shown[0] if shifts and shown is not None else None)
     if checks:
         verdicts, convergence = run_checks(model, x, y, result, n_check=n_check, seed=seed,
@@ -373,6 +386,16 @@ def _pick_examples(clean_correct: np.ndarray, robust: np.ndarray, n_show: int, *
         return None
     rest = np.flatnonzero(~(clean_correct & ~robust))
     return np.concatenate([broken, rest])[:n_show]
+
+
+def _first_breaks(clean_correct: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
+    """``(n_examples, n_eps)`` int: the index of the first attack (in order) that broke each
+    correctly classified example at each ε, -1 where none did (or the example was wrong
+    clean). ``masks`` are the attacks' robust masks, ``(n_examples, n_eps)`` each."""
+    first = np.full(masks[0].shape, -1, np.int64)
+    for i, robust in enumerate(masks):
+        first[(first < 0) & ~robust & clean_correct[:, None]] = i
+    return first
 
 
 def _examples(model: Any, x: np.ndarray, y: np.ndarray, clean_logits: np.ndarray,

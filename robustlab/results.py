@@ -175,7 +175,11 @@ class EvaluationResult:
 
     ``constraints`` is the per-feature threat model (None: every input value alike);
     ``feature_shifts`` summarise, for non-image data, how the last attack moved each feature
-    across the examples it broke at ``shift_epsilon``.
+    across the examples it broke at ``shift_epsilon``. ``breaks`` says which attack broke
+    what: per attack label (in the evaluation's order), how many correctly classified
+    examples it was the first to break at each ε; ``first_break`` (``(n_examples,
+    len(epsilons))`` int, out of ``to_dict()``) is that attack's index per example and ε,
+    -1 where none broke it.
 
     ``checks`` are the sanity checks (:mod:`robustlab.checks`) and ``convergence`` the
     accuracy-vs-steps data; ``cascade`` says whether each attack ran only on the examples
@@ -209,6 +213,8 @@ class EvaluationResult:
     constraints: Constraints | None = field(default=None, repr=False)
     feature_shifts: tuple[FeatureShift, ...] = ()
     shift_epsilon: float | None = None
+    breaks: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    first_break: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -253,7 +259,7 @@ class EvaluationResult:
         """JSON-ready dict (no arrays, no NaN). The bounds are the dataset's entry."""
         skip = {"example_images", "robust_mask", "attack_masks", "bounds", "curves",
                 "worst_case", "checks", "convergence", "norm", "constraints",
-                "feature_shifts", "shift_epsilon"}
+                "feature_shifts", "shift_epsilon", "breaks", "first_break"}
         out = {f.name: _plain(getattr(self, f.name))
                for f in dataclasses.fields(self) if f.name not in skip}
         out.update(norm=self.norm.value, clean_ci=list(self.clean_ci),
@@ -261,7 +267,8 @@ class EvaluationResult:
                    worst_case=self.worst_case.to_dict(),
                    checks=[c.to_dict() for c in self.checks],
                    convergence=None if self.convergence is None else self.convergence.to_dict(),
-                   trust=self.trust.value)
+                   trust=self.trust.value,
+                   breaks={label: list(counts) for label, counts in self.breaks.items()})
         if self.constraints is not None:  # absent for plain threat models (images)
             out["constraints"] = {**self.constraints.to_dict(),
                                   "description": self.constraints.describe(self.norm)}

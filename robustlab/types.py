@@ -73,6 +73,9 @@ class Loss(str, Enum):
     reference logits instead of labels (TRADES' inner maximisation, Zhang et al. 2019,
     https://arxiv.org/abs/1901.08573).
 
+    ``dlr-t`` is the targeted DLR loss of APGD-T, ``-(z_y - z_t) / (z1 - (z3 + z4) / 2)``:
+    its labels are pairs ``(true class, target class)`` and it needs >= 4 classes.
+
     Margin and DLR do not saturate: logits scaled by 1000 leave their gradient direction
     unchanged, where cross-entropy's vanishes (a common source of gradient masking)."""
 
@@ -80,6 +83,7 @@ class Loss(str, Enum):
     MARGIN = "margin"
     DLR = "dlr"
     KL = "kl"
+    DLR_T = "dlr-t"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from conftest import accuracy, predictions
 
 from robustlab import inference
 from robustlab.attacks import pgd, random_start
-from robustlab.attacks.pgd import _bucket, native_pgd
+from robustlab.attacks._runner import padded_size
+from robustlab.attacks.pgd import native_pgd
 from robustlab.errors import ValidationError
 from robustlab.types import Backend, ThreatModel
 
@@ -74,7 +75,7 @@ def test_xla_padding_path_matches(digits_model, digits):
 @pytest.mark.parametrize("m,n,expected", [(500, 500, 500), (250, 500, 256), (251, 500, 500),
                                           (100, 500, 128), (3, 500, 8), (1, 10, 8)])
 def test_bucket_sizes(m, n, expected):
-    assert _bucket(m, n) == expected
+    assert padded_size(m, n) == expected
 
 
 def test_out_of_memory_halves_the_batch(digits_model, digits, monkeypatch):

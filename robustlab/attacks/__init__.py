@@ -18,15 +18,25 @@ from robustlab.attacks._core import (
     random_start,
     threat_tensors,
 )
-from robustlab.attacks.catalogue import apgd, auto_attack, carlini_wagner_l2, deepfool, square
+from robustlab.attacks.apgd import apgd
+from robustlab.attacks.catalogue import auto_attack, carlini_wagner_l2, deepfool, square
 from robustlab.attacks.fgsm import fgsm
 from robustlab.attacks.pgd import pgd
-from robustlab.attacks.spec import ATTACKS, AttackKind, AttackSpec, kind_of, parse_attacks
+from robustlab.attacks.spec import (
+    ATTACKS,
+    SUITES,
+    AttackKind,
+    AttackSpec,
+    fitting,
+    kind_of,
+    parse_attacks,
+)
 
 # the attacks' options
 from robustlab.types import Backend, Constraints, Loss, Norm, ThreatModel, parse_norm
 
 __all__ = ["fgsm", "pgd", "apgd", "square", "carlini_wagner_l2", "deepfool", "auto_attack",
-           "AttackSpec", "AttackKind", "parse_attacks", "kind_of", "ATTACKS", "input_gradient",
-           "per_example_loss", "ascent_steps", "enforce_threat_model", "random_start",
-           "threat_tensors", "Constraints", "Norm", "Loss", "Backend", "ThreatModel", "parse_norm"]
+           "AttackSpec", "AttackKind", "parse_attacks", "kind_of", "ATTACKS", "SUITES",
+           "fitting", "input_gradient", "per_example_loss", "ascent_steps",
+           "enforce_threat_model", "random_start", "threat_tensors", "Constraints", "Norm",
+           "Loss", "Backend", "ThreatModel", "parse_norm"]

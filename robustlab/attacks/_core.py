@@ -35,11 +35,18 @@ def per_example_loss(logits: Any, y: Any, loss: Loss, targeted: bool) -> Any:
     Untargeted: cross-entropy of the true label (or the margin of the best other class).
     Targeted: minus the cross-entropy of the target (or the target's margin). For
     ``Loss.KL``, ``y`` holds reference logits ``(N, K)`` and the loss is the KL divergence of
-    the model's distribution from the reference one.
+    the model's distribution from the reference one; for ``Loss.DLR_T``, ``y`` holds ``(N, 2)``
+    pairs (true class, target class) and the loss (maximised) pulls towards the target.
     """
     import tensorflow as tf
 
     logits = tf.cast(logits, tf.float32)
+    if loss is Loss.DLR_T:  # y: (N, 2) pairs (true class, target class); Croce & Hein 2020
+        top = tf.math.top_k(logits, k=4).values
+        true = tf.gather(logits, y[:, 0], axis=1, batch_dims=1)
+        target = tf.gather(logits, y[:, 1], axis=1, batch_dims=1)
+        value = -(true - target) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+        return -value if targeted else value
     if loss is Loss.KL:
         ref = tf.cast(y, tf.float32)
         kl = tf.reduce_sum(tf.nn.softmax(ref) * (tf.nn.log_softmax(ref)

@@ -33,6 +33,16 @@ log = logging.getLogger(__name__)
 BatchAttack = Callable[..., np.ndarray]
 
 
+def padded_size(m: int, n: int) -> int:
+    """Padded batch size for ``m`` examples still attacked out of ``n`` under XLA: ``n / 2^k``
+    rounded up to a multiple of 8, so a batch that sheds its fooled examples takes only about
+    log2(n) shapes (each new shape is a new XLA compilation)."""
+    size = n
+    while size // 2 >= m and size > 8:
+        size //= 2
+    return max(m, -(-size // 8) * 8) if size < n else n
+
+
 def prepare(model: Any, x: Any, y: Any, *, threat: ThreatModel, targeted: bool
             ) -> tuple[np.ndarray, np.ndarray]:
     """Validate the batch against the model, the bounds and the feature constraints (which

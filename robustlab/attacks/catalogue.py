@@ -27,7 +27,7 @@ from robustlab.errors import ValidationError
 from robustlab.inference import num_outputs
 from robustlab.types import Constraints, ThreatModel
 
-__all__ = ["apgd", "square", "carlini_wagner_l2", "deepfool", "auto_attack", "apgd_batch",
+__all__ = ["square", "carlini_wagner_l2", "deepfool", "auto_attack", "apgd_batch",
            "square_batch", "cw_batch", "deepfool_batch", "auto_attack_batch"]
 
 # ``make(classifier, threat, n) -> ART attack``; wrapped by :func:`art_batch` into a batch
@@ -114,31 +114,6 @@ def auto_attack_batch() -> BatchAttack:
                           eps_step=threat.epsilon / 4, batch_size=n)
 
     return art_batch(make, masks=True)  # passed on to its attacks
-
-
-def apgd(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
-         loss: str = "ce", steps: int = 100, restarts: int = 1,
-         bounds: Any = None, batch_size: int | None = None,
-         seed: int = 0, ids: Any = None,
-         constraints: Constraints | None = None) -> np.ndarray:
-    """Auto-PGD (ART): PGD with an adaptive step size and momentum, no step to tune.
-
-    Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of
-    diverse parameter-free attacks", https://arxiv.org/abs/2003.01690.
-
-    Args:
-        model, x, y, epsilon, norm, bounds, batch_size, seed, ids, constraints: as for
-            :func:`~robustlab.attacks.pgd`.
-        loss: ``"ce"`` (APGD-CE) or ``"dlr"`` (APGD-DLR, scale-invariant, >= 3 classes).
-        steps: iterations per restart (ART's ``max_iter``).
-        restarts: random restarts, the strongest per example is kept.
-
-    Returns:
-        Adversarial images, shape and dtype of ``x``, inside the ε-ball and bounds.
-    """
-    return _run(apgd_batch(steps, loss), model, x, y, epsilon=epsilon, norm=norm,
-                bounds=bounds, restarts=restarts, seed=seed, batch_size=batch_size, ids=ids,
-                constraints=constraints)
 
 
 def square(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",

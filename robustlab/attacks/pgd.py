@@ -14,22 +14,12 @@ from robustlab._validate import check_int, parse_enum
 from robustlab.attacks import peers
 from robustlab.attacks._core import ascent_fn, enforce_threat_model, score_fn, threat_tensors
 from robustlab.attacks._core import random_start as random_point
-from robustlab.attacks._runner import BatchAttack, boundary, run_attack
+from robustlab.attacks._runner import BatchAttack, boundary, padded_size, run_attack
 from robustlab.types import Backend, Constraints, Loss, ThreatModel
 
 # Steps per compiled call. Between calls the engine reads which examples are fooled and drops
 # them; 8 keeps the per-call overhead under 1% of a small CNN's step on a CPU.
 CHUNK_STEPS = 8
-
-
-def _bucket(m: int, n: int) -> int:
-    """Padded size for ``m`` active examples out of ``n`` under XLA: ``n / 2^k`` rounded up
-    to a multiple of 8, so the compacting batch takes only about log2(n) shapes (each new
-    shape is a new XLA compilation)."""
-    size = n
-    while size // 2 >= m and size > 8:
-        size //= 2
-    return max(m, -(-size // 8) * 8) if size < n else n
 
 
 def native_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
@@ -77,7 +67,7 @@ def native_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
             return out
         active = active[keep]
         # under XLA pad with copies of the first row (ignored) to one of few shapes
-        rows = np.concatenate([keep, np.full(_bucket(len(keep), n) - len(keep), keep[0])]) \
+        rows = np.concatenate([keep, np.full(padded_size(len(keep), n) - len(keep), keep[0])]) \
             if jit else keep
         x_adv, best, found, x_t, y_t = (tf.gather(t, rows) for t in
                                         (x_adv, best, found, x_t, y_t))
