@@ -50,6 +50,7 @@ EXTRA_BREAK_PASS, EXTRA_BREAK_FAIL = 0.01, 0.05
 CONVERGENCE_TOL = 0.01
 NOISE_DRAWS = 32  # random points of the ball tried per example
 SQUARE_QUERIES = 300
+MARGIN_STEPS = 100  # APGD-DLR iterations of the margin check (the reference's budget)
 
 ATHALYE = "Athalye, Carlini & Wagner 2018, https://arxiv.org/abs/1802.00420"
 CARLINI = "Carlini et al. 2019, https://arxiv.org/abs/1902.06705"
@@ -424,15 +425,19 @@ def _check_black_box(ctx: _Context) -> Check:
 
 
 def _check_margin(ctx: _Context) -> Check:
-    base = ctx.iterative()
-    spec = dataclasses.replace(base, loss=Loss.MARGIN)
+    # native APGD on the DLR loss (>= 3 classes: it divides by z1 - z3), else PGD on the margin
+    if int(ctx.result.model["num_classes"]) >= 3:
+        spec = AttackSpec("apgd-dlr", steps=MARGIN_STEPS)
+    else:
+        spec = dataclasses.replace(ctx.iterative(), loss=Loss.MARGIN)
     return _focus_attack(
         ctx, "margin_loss", "A margin-loss attack does not beat cross-entropy", spec,
-        "The margin loss max_{j≠y} z_j − z_y (Carlini & Wagner 2017) does not saturate: "
-        "scaling the logits leaves its gradient direction unchanged, where cross-entropy's "
-        "vanishes. If it breaks examples that cross-entropy attacks did not, the logits are "
-        "saturated and the cross-entropy number is too high: add a margin attack "
-        "(pgd-margin or apgd-dlr) to the evaluation.",
+        "The margin loss max_{j≠y} z_j − z_y (Carlini & Wagner 2017) and its scale-free "
+        "ratio DLR (Croce & Hein 2020) do not saturate: scaling the logits leaves their "
+        "gradient direction unchanged, where cross-entropy's vanishes. If APGD-DLR (or PGD "
+        "on the margin, for two classes) breaks examples that cross-entropy attacks did not, "
+        "the logits are saturated and the cross-entropy number is too high: add a margin "
+        "attack (apgd-dlr, apgd-t or pgd-margin) to the evaluation.",
         CROCE, already=[s for s in ctx.specs if s.loss in (Loss.MARGIN, Loss.DLR)])
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import os
 from collections.abc import Callable
 from importlib import resources
@@ -41,11 +42,12 @@ from robustlab.report.plots import (
     ranked_shifts,
     visible_text,
 )
-from robustlab.results import Comparison, CrossValidationResult, EvaluationResult
+from robustlab.results import Comparison, CrossValidationResult, EvaluationResult, Status
 
 __all__ = ["render_html", "render_summary_html", "write_report", "render_comparison_html",
            "render_comparison_summary_html", "write_comparison", "render_crossval_html",
-           "render_crossval_summary_html", "write_crossval", "crossval_sentences", "CSS"]
+           "render_crossval_summary_html", "write_crossval", "crossval_sentences", "breaks_table",
+           "suite_sentences", "CSS"]
 
 CSS = (resources.files(__package__) / "templates" / "report.css").read_text("utf-8")
 
@@ -145,7 +147,95 @@ def _context(result: Any) -> dict[str, Any]:
             "versions": sorted(result.versions.items()),
             "units": epsilon_units(result), "standalone": False,
             "threat_lines": [] if constraints is None else constraints.describe(result.norm),
-            "top_moved": [s for s in ranked_shifts(result, 5) if s.moved > 0]}
+            "top_moved": [s for s in ranked_shifts(result, 5) if s.moved > 0],
+            "breaks": breaks_table(result), "suite_lines": suite_sentences(result)}
+
+
+# ------------------------------------------------------------------ which attack broke what
+
+# How a suite (AttackSpec.suite) is named on the page; others by their own name.
+_SUITE_TITLES = {"autoattack": "AutoAttack (Croce & Hein 2020)",
+                 "autoattack-fast": "AutoAttack, fast version (Croce & Hein 2020)"}
+
+
+def _and(items: list[str]) -> str:
+    """``["a", "b", "c"]`` as ``"a, b and c"``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _clean_correct(result: Any) -> int:
+    """How many examples ``result`` classified correctly without attack."""
+    return int(round(result.clean_accuracy * result.n_examples))
+
+
+def breaks_table(result: Any, epsilons: list[float] | None = None) -> dict[str, Any] | None:
+    """Which attack broke what (from ``result.breaks``): per attack label, in the
+    evaluation's order, how many correctly classified examples it was the first to break at
+    each ε > 0 (or at ``epsilons``), with their share of the clean-correct examples; and the
+    examples still robust to every attack (the worst case). None if the result has no
+    ``breaks`` (made before they were recorded).
+
+    Returns ``{"epsilons": [ε, ...], "n_clean": int, "rows": [{"label": str, "cells":
+    [(count, share), ...]}, ...], "robust": [(count, share), ...]}``; shares in 0..1.
+
+    Example:
+        >>> breaks_table(result)["rows"][0]["cells"][0]
+        (57, 0.53)
+    """
+    if not result.breaks:
+        return None
+    wanted = [e for e in result.epsilons if e > 0] if epsilons is None else list(epsilons)
+    cols = [next(j for j, e in enumerate(result.epsilons)
+                 if math.isclose(e, w, rel_tol=1e-9, abs_tol=1e-12)) for w in wanted]
+    n_clean = _clean_correct(result)
+
+    def cell(count: int) -> tuple[int, float]:
+        return int(count), (count / n_clean if n_clean else 0.0)
+
+    rows = [{"label": label, "cells": [cell(counts[j]) for j in cols]}
+            for label, counts in result.breaks.items()]
+    robust = [cell(result.worst_case.points[j].n_correct) for j in cols]
+    return {"epsilons": [result.epsilons[j] for j in cols], "n_clean": n_clean, "rows": rows,
+            "robust": robust}
+
+
+def suite_sentences(result: Any) -> list[str]:
+    """One sentence per attack suite among the result's attacks (by the curves'
+    ``spec.suite``): what ran and whether as a cascade.
+
+    Example:
+        "AutoAttack (Croce & Hein 2020): APGD-CE-100, APGD-T-100 and Square-5000 run as a
+        cascade; each attack only ran on the examples the ones before it left."
+    """
+    members: dict[str, list[str]] = {}
+    for curve in result.curves:
+        if curve.spec is not None and curve.spec.suite:
+            members.setdefault(curve.spec.suite, []).append(curve.label)
+    lines = []
+    for suite, labels in members.items():
+        title = _SUITE_TITLES.get(suite, suite)
+        if result.cascade:
+            lines.append(f"{title}: {_and(labels)} run as a cascade; each attack only ran on "
+                         f"the examples the ones before it left.")
+        else:
+            lines.append(f"{title}: {_and(labels)} each ran on every example (no cascade); "
+                         f"an example counts for the first of them that broke it.")
+    return lines
+
+
+def _verdict(result: Any) -> dict[str, Any]:
+    """A result's checks verdict for a comparison: its trust status, the failing and warning
+    checks (failing first) and a short line such as ``2 checks failed, 1 warned``."""
+    bad = [c for status in (Status.FAIL, Status.WARN) for c in result.checks
+           if c.status is status]
+    n_fail = sum(c.status is Status.FAIL for c in bad)
+    n_warn = len(bad) - n_fail
+    checks = lambda n: f"{n} check{'s' if n != 1 else ''}"  # noqa: E731
+    parts = [f"{checks(n_fail)} failed"] if n_fail else []
+    if n_warn:
+        parts.append(f"{n_warn} warned" if parts else f"{checks(n_warn)} warned")
+    return {"status": result.trust.value, "bad": bad, "line": ", ".join(parts),
+            "ran": bool(result.checks)}
 
 
 def _example_tables(result: Any) -> list[dict[str, Any]]:
@@ -321,14 +411,45 @@ def write_crossval(cv: CrossValidationResult, out_dir: str | Path, *,
     return paths
 
 
+def _comparison_context(comparison: Any) -> dict[str, Any]:
+    """What both comparison templates show besides the numbers: each model's checks verdict
+    (``verdicts``, in the models' order) and which attack broke how many examples at the
+    focus ε (``focus_breaks``: the attack labels and one row per model; None when no result
+    recorded ``breaks``)."""
+    verdicts = [_verdict(r) for r in comparison.results]
+    tables = [breaks_table(r, [comparison.focus_epsilon]) for r in comparison.results]
+    labels: list[str] = []
+    for table in tables:
+        for row in table["rows"] if table else ():
+            if row["label"] not in labels:
+                labels.append(row["label"])
+    focus = None
+    if labels:
+        rows = []
+        for name, table in zip(comparison.names, tables, strict=True):
+            cells = {} if table is None else {row["label"]: row["cells"][0]
+                                               for row in table["rows"]}
+            rows.append({"name": name, "n_clean": None if table is None else table["n_clean"],
+                         "cells": [cells.get(label) for label in labels],
+                         "robust": None if table is None else table["robust"][0]})
+        focus = {"labels": labels, "rows": rows}
+    unchecked = [n for n, v in zip(comparison.names, verdicts, strict=True) if not v["ran"]]
+    return {"c": comparison, "verdicts": verdicts, "focus_breaks": focus,
+            "unchecked": unchecked, "suite_lines": suite_sentences(comparison.results[0])}
+
+
 def render_comparison_summary_html(comparison: Any) -> str:
-    """The comparison's table, for Jupyter's rich display."""
-    return _environment().get_template("compare_summary.html.j2").render(c=comparison)
+    """The comparison's table with each model's checks verdict, for Jupyter's rich
+    display."""
+    return _environment().get_template("compare_summary.html.j2").render(
+        **_comparison_context(comparison))
 
 
 def render_comparison_html(comparison: Any, x: Any = None, y: Any = None) -> str:
-    """The self-contained comparison page; ``x``, ``y`` (the evaluated test examples) add
-    the images of what hardening bought."""
+    """The self-contained comparison page: per model its worst-case numbers, its checks
+    verdict (a failing check named next to its numbers: a hardened model is where gradient
+    masking hides) and which attack broke how many examples at the focus ε; ``x``, ``y``
+    (the evaluated test examples) add the images of what hardening bought."""
     import numpy as np
 
     gained, rows = None, None
@@ -343,7 +464,7 @@ def render_comparison_html(comparison: Any, x: Any = None, y: Any = None) -> str
                              else str(int(y_arr[i]))) for i in idx])
                     for name, idx in comparison.gained.items() if idx]
     return _environment().get_template("compare.html.j2").render(
-        c=comparison, curves_uri=_data_uri(comparison_png(comparison)),
+        **_comparison_context(comparison), curves_uri=_data_uri(comparison_png(comparison)),
         gained_uri=_data_uri(gained), gained_rows=rows, units=epsilon_units(first),
         **_page())
 
