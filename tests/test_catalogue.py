@@ -13,9 +13,13 @@ def test_aliases_labels_and_shared_defaults():
     specs = parse_attacks("fgsm, pgd-margin, apgd-dlr, square, cw, deepfool, autoattack",
                           steps=20, restarts=2, backend="native")
     assert [s.label for s in specs] == ["FGSM", "PGD-20×2 (margin)", "APGD-DLR-20×2",
-                                        "Square-1000", "CW-L2", "DeepFool", "AutoAttack"]
+                                        "Square-1000", "CW-L2", "DeepFool", "APGD-CE-100",
+                                        "APGD-T-100", "Square-5000"]
     assert specs[1].name == "pgd" and specs[1].loss is Loss.MARGIN
-    assert all(s.backend.value == "art" for s in specs[2:])
+    assert specs[2].backend.value == "native"  # APGD is native now; ART's is the cross-check
+    assert all(s.backend.value == "art" for s in specs[4:6])
+    assert [s.label for s in parse_attacks("apgd-dlr, autoattack", backend="art")] == \
+        ["APGD-DLR-100 [art]", "AutoAttack"]
     assert specs[3].to_dict() == {"name": "square", "steps": 1000, "restarts": 1,
                                   "label": "Square-1000", "backend": "art"}
     assert AttackSpec("pgd-dlr").label == "PGD-40 (dlr)"

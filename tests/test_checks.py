@@ -90,7 +90,7 @@ def test_margin_check_runs_its_own_attack_when_the_evaluation_has_none(digits_mo
     res = evaluate(_scaled(digits_model), digits, "fgsm, pgd", "0, 0.1", n=100, seed=0,
                    n_check=100)
     margin = next(c for c in res.checks if c.name == "margin_loss")
-    assert margin.status is Status.FAIL and margin.values["attack"] == "PGD-40 (margin)"
+    assert margin.status is Status.FAIL and margin.values["attack"] == "APGD-DLR-100"
     assert margin.values["broken"] > 10
 
 

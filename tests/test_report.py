@@ -333,3 +333,130 @@ def test_write_report_appends_the_crossval_section(digits_result, tmp_path):
 
     with pytest.raises(InputTypeError, match="expected crossval to be a CrossValidationResult"):
         write_report(digits_result, tmp_path / "bad", crossval=digits_result)
+
+
+# ------------------------------------------------------------------ which attack broke what
+
+def _section(html, heading):
+    """The page from ``<h2>heading</h2>`` to the next ``<h2>``."""
+    return html.split(f"<h2>{heading}</h2>")[1].split("<h2>")[0]
+
+
+def _cells(row_html):
+    """The numbers of one table row: ``(count, "percent")`` per ``count (pct%)`` cell."""
+    return [(int(c), p) for c, p in
+            re.findall(r"<t[dh]>(\d+) <span class=\"ci\">\(([\d.]+)%\)</span></t[dh]>", row_html)]
+
+
+def test_breaks_table_shows_which_attack_broke_what(digits_result):
+    from robustlab.report import breaks_table
+
+    r = digits_result
+    n_clean = round(r.clean_accuracy * r.n_examples)
+    table = breaks_table(r)
+    assert table["epsilons"] == [0.1, 0.3] and table["n_clean"] == n_clean
+    assert [row["label"] for row in table["rows"]] == ["FGSM", "PGD-40"] == list(r.breaks)
+    for j in (1, 2):  # every clean-correct example is counted once
+        assert sum(c[j] for c in r.breaks.values()) + r.worst_case.points[j].n_correct == n_clean
+    section = _section(render_html(r), "Which attack broke what")
+    assert "<th>ε 0.1</th><th>ε 0.3</th>" in section.replace("\n", "") and "ε 0<" not in section
+    rows = section.split("</tr>")
+    for label, counts in r.breaks.items():
+        row = next(x for x in rows if f'<td class="l">{label}</td>' in x)
+        assert _cells(row) == [(counts[j], f"{100 * counts[j] / n_clean:.1f}") for j in (1, 2)]
+    robust = next(x for x in rows if "still robust" in x)
+    assert _cells(robust) == [(p.n_correct, f"{100 * p.n_correct / n_clean:.1f}")
+                              for p in r.worst_case.points[1:]]
+    assert "AutoAttack" not in section  # no suite among FGSM, PGD
+    last = r.epsilons[-1]
+    assert (f"first to break at ε = {last:.4g}: FGSM {r.breaks['FGSM'][-1]}, PGD-40 "
+            f"{r.breaks['PGD-40'][-1]}, still robust {r.worst_case.points[-1].n_correct}"
+            ) in r._repr_html_()
+    # a result without breaks (made before they were recorded) has no section
+    assert "Which attack broke what" not in render_html(replace(r, breaks={}))
+
+
+def test_autoattack_suite_is_named_as_a_cascade(digits_model, digits):
+    from robustlab.evaluate import evaluate
+    from robustlab.report import suite_sentences
+
+    r = evaluate(digits_model, digits, "autoattack-fast", "0, 0.1", n=16, checks=False)
+    assert r.cascade and list(r.breaks) == [c.label for c in r.curves]
+    labels = [c.label for c in r.curves]
+    expected = (f"AutoAttack, fast version (Croce &amp; Hein 2020): {labels[0]} and {labels[1]} "
+                f"run as a cascade; each attack only ran on the examples the ones before it left.")
+    html = render_html(r)
+    assert expected in _section(html, "Which attack broke what")
+    assert expected.replace("&amp;", "&") == suite_sentences(r)[0]
+    full = replace(r, curves=tuple(replace(c, spec=replace(c.spec, suite="autoattack"))
+                                   for c in r.curves))
+    assert suite_sentences(full)[0].startswith("AutoAttack (Croce & Hein 2020): ")
+    independent = suite_sentences(replace(full, cascade=False))[0]
+    assert "each ran on every example (no cascade)" in independent
+    for row in _section(html, "Which attack broke what").split("</tr>")[1:-1]:
+        if "still robust" not in row:
+            label = re.search(r'<td class="l">(.*?)</td>', row).group(1)
+            count = r.breaks[label][1]
+            n_clean = round(r.clean_accuracy * r.n_examples)
+            assert _cells(row) == [(count, f"{100 * count / n_clean:.1f}")]
+
+
+def _failing(result, title=HOSTILE, evidence=HOSTILE):
+    from robustlab.results import Check, Status
+
+    return replace(result, checks=(
+        Check("gradient_masking", title, Status.FAIL, evidence, "why", "paper"),
+        Check("convergence", "Attack converged", Status.WARN, "still falling", "why", "paper"),
+        Check("noise", "Noise is weaker", Status.PASS, "ok", "why", "paper")))
+
+
+def test_comparison_shows_each_models_trust_and_failing_checks(digits_result, tmp_path):
+    from robustlab.evaluate import compare
+    from robustlab.report import render_comparison_summary_html, write_comparison
+
+    hardened = _failing(digits_result, title="Gradients <b>masked</b>",
+                        evidence="FGSM breaks 12 more than PGD")
+    unchecked = replace(digits_result, checks=())
+    comp = compare({"baseline": digits_result, "hardened": hardened, "plain": unchecked})
+    html = write_comparison(comp, tmp_path)["html"].read_text(encoding="utf-8")
+    top = _section(html, "Worst-case robust accuracy per ε")
+    rows = top.split("<tbody>")[1].split("</tbody>")[0].split("</tr>")
+    for name, status in (("baseline", digits_result.trust.value), ("hardened", "fail"),
+                         ("plain", "skip")):
+        row = next(x for x in rows if f'<td class="l">{name}</td>' in x)
+        assert f'<span class="badge {status}">{status}</span>' in row
+    warning = top.split('<div class="verdict fail"><b>hardened</b>')[1].split("</div>")[0]
+    assert ": 1 check failed, 1 warned" in warning
+    assert "Gradients &lt;b&gt;masked&lt;/b&gt;: FGSM breaks 12 more than PGD" in warning
+    assert "Attack converged: still falling" in warning and "Noise is weaker" not in warning
+    assert warning.index("Gradients") < warning.index("Attack converged")  # failing first
+    assert "No sanity checks ran for plain" in top
+    assert "<script" not in html and "<b>masked" not in html
+    # which attack broke how many at the focus ε, per model
+    j = digits_result.epsilons.index(comp.focus_epsilon)
+    focus = _section(html, f"Which attack broke what at ε = {comp.focus_epsilon:.4g}")
+    row = next(x for x in focus.split("</tr>") if '<td class="l">hardened</td>' in x)
+    n_clean = round(digits_result.clean_accuracy * digits_result.n_examples)
+    counts = [digits_result.breaks[k][j] for k in ("FGSM", "PGD-40")]
+    counts.append(digits_result.worst_case.points[j].n_correct)
+    assert [c for c, _ in _cells(row)] == counts and f"<td>{n_clean}</td>" in row
+    fragment = render_comparison_summary_html(comp)  # Jupyter: badges and the warning too
+    assert '<span class="badge fail">fail</span>' in fragment and "Gradients &lt;b&gt;" in fragment
+
+
+def test_check_text_is_escaped_in_every_page(digits_result):
+    from markupsafe import escape
+
+    from robustlab.evaluate import compare
+    from robustlab.report import render_comparison_html
+
+    evil = _failing(digits_result)
+    comp = compare({HOSTILE: evil, "b": digits_result})
+    safe = str(escape(HOSTILE))
+    html = render_html(evil)
+    assert "<script>window.__pwned" not in html and "<img src=x" not in html
+    assert f'<td class="l">{safe}</td><td class="l">{safe}</td>' in html  # title, evidence
+    for html in (render_comparison_html(comp), comp._repr_html_()):
+        assert "<script>window.__pwned" not in html and "<img src=x" not in html
+        assert f"{safe}: {safe}</li>" in html  # the failing check's title and evidence
+    assert "<script" not in evil._repr_html_()  # the Jupyter summary names the checks only

@@ -103,7 +103,7 @@ ATTACKS: dict[str, AttackKind] = {
                       losses=_ALL_LOSSES, backends=tuple(Backend), label_steps=True,
                       ascent=True),
     "apgd": AttackKind("APGD", _plan_apgd, _GRADIENT | {"loss", "backend", "targets"},
-                       shared=_GRADIENT, steps=100, losses=(Loss.CE, Loss.DLR),
+                       shared=_GRADIENT | {"backend"}, steps=100, losses=(Loss.CE, Loss.DLR),
                        backends=(Backend.NATIVE, Backend.ART), label_steps=True,
                        loss_in_title=True, ascent=True, peer_losses=(Loss.CE, Loss.DLR)),
     "square": AttackKind("Square", _plan_art(lambda s: catalogue.square_batch(int(s.steps or 1))),

@@ -318,7 +318,11 @@ def _propose_l2(x: Any, xb: Any, keys: Any, i: Any, side: Any, eps: Any, low: An
     table = tf.constant(_sq_sums(max(h, w) + 1), tf.float32)
     new = (_pattern(view, h1, w1, side, flip, table) * sign + in1 / (1e-10 + norm1)) * free
     new = tf.where(win1, new, 0.0)
-    budget = tf.sqrt(tf.maximum(eps ** 2 - length2, 0.0) / c + union2)
+    # the budget the current change leaves unused (rounding noise below 1e-5 of ε² is none:
+    # its square root would amplify float round-off into visible changes)
+    spare = eps ** 2 - length2
+    spare = tf.where(spare > 1e-5 * eps ** 2, spare, 0.0)
+    budget = tf.sqrt(spare / c + union2)
     new = new / tf.sqrt(tf.maximum(_TINY, tf.reduce_sum(new ** 2, axis=[1, 2],
                                                           keepdims=True))) * budget
     delta = tf.where(win1, new, tf.where(win2, 0.0, delta))
