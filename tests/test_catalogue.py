@@ -21,7 +21,7 @@ def test_aliases_labels_and_shared_defaults():
     assert [s.label for s in parse_attacks("apgd-dlr, autoattack", backend="art")] == \
         ["APGD-DLR-100 [art]", "AutoAttack"]
     assert specs[3].to_dict() == {"name": "square", "steps": 1000, "restarts": 1,
-                                  "label": "Square-1000", "backend": "art"}
+                                  "label": "Square-1000", "backend": "native"}
     assert AttackSpec("pgd-dlr").label == "PGD-40 (dlr)"
 
 

@@ -24,7 +24,8 @@ from robustlab.types import Constraints, Loss, Norm, ThreatModel
 def _attack(impl, model, x, y, eps, norm, *, steps, seed=0, ids=None, batch_size=256,
             jit=False, stats=None, constraints=None, targeted=False):
     """The engine's inner path, as the registry runs an attack."""
-    threat = ThreatModel.parse(eps, norm, constraints=constraints)
+    threat = ThreatModel.parse(eps, norm, None if constraints is not None else (0.0, 1.0),
+                               constraints=constraints)
     if constraints is not None:
         threat = threat.fit(x.shape[1:])
     extra = {} if stats is None else {"stats": stats}
@@ -143,29 +144,34 @@ def test_linf_at_least_as_strong_as_art(digits_model, digits):
 @pytest.fixture(scope="module")
 def upsampled(digits_model):
     """The digits model behind a 2×2 average pooling: it reads 16×16 images. ART's L2
-    Square returns NaN on 8×8 images (its initial tiles are 8 // 5 = 1 pixel wide, whose
-    upper half is empty and normalised by 0), so the L2 comparison runs at 16×16."""
+    Square returns NaN for every 8×8 image (its initial tiles are 8 // 5 = 1 pixel wide,
+    whose upper half is empty and normalised by 0), and still for about a quarter of these."""
     inputs = keras.Input((16, 16, 1))
     return keras.Model(inputs, digits_model(keras.layers.AveragePooling2D(2)(inputs)))
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_l2_at_least_as_strong_as_art(upsampled, digits):
     x = np.repeat(np.repeat(digits.x_test[:200], 2, axis=1), 2, axis=2)
     y = digits.y_test[:200]
-    native = accuracy(upsampled, _attack(native_square, upsampled, x, y, 2.0, "l2",
-                                         steps=300), y)
-    adv = _attack(square_batch(300), upsampled, x, y, 2.0, "l2", steps=300)
-    assert not np.isnan(adv).any()
-    art = accuracy(upsampled, adv, y)
-    # measured (seeds 0-3): native NATIVE_L2, ART ART_L2; spread SPREAD_L2
-    assert native <= art + 0.03, (native, art)
+    mine = _attack(native_square, upsampled, x, y, 2.0, "l2", steps=300)
+    with np.errstate(invalid="ignore"):
+        art = _attack(square_batch(300), upsampled, x, y, 2.0, "l2", steps=300)
+    valid = ~np.isnan(art).reshape(len(x), -1).any(1)  # ART's NaN rows: attack failed
+    art = np.where(valid[:, None, None, None], art, x)
+    # measured (seed 0; native seeds 0-3): native 0.285-0.33 (spread 0.045); ART 0.605 with
+    # its 55 NaN rows counted as unbroken, 0.455 on its 145 valid rows
+    assert accuracy(upsampled, mine, y) <= accuracy(upsampled, art, y) + 0.045
+    assert accuracy(upsampled, mine[valid], y[valid]) <= \
+        accuracy(upsampled, art[valid], y[valid]) + 0.045
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_art_l2_square_breaks_on_8x8_images(digits_model, digits):
     """Documents why the L2 comparison above runs at 16×16 (ART 1.20)."""
     x, y = digits.x_test[:8], digits.y_test[:8]
-    with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning):
+    with np.errstate(invalid="ignore"):
         out = square_batch(5)(digits_model, x, y, threat=ThreatModel.parse(1.0, "l2"),
                               targeted=False, seed=0, restart=0, ids=np.arange(8),
                               loss=Loss.MARGIN, random_start=True, jit=False)
@@ -209,7 +215,7 @@ def test_tables_keep_immutable_features_and_stay_feasible(table_model, norm, eps
     extra = dict(integer=[4], categorical=[[5, 6, 7]]) if discrete else {}
     c = Constraints.build((F,), bounds=(0.0, HIGH), scale=[20, 2, 2, 1, 2, 1, 1, 1],
                           immutable=[0], **extra)
-    threat = ThreatModel.parse(eps, norm, constraints=c).fit((F,))
+    threat = ThreatModel.parse(eps, norm, None, constraints=c).fit((F,))
     stats = {}
     out = _attack(native_square, table_model, x, y, eps, norm, steps=40, constraints=c,
                   stats=stats)
@@ -218,7 +224,8 @@ def test_tables_keep_immutable_features_and_stay_feasible(table_model, norm, eps
     raw = native_square(table_model, x, y, threat=threat, targeted=False, loss=Loss.MARGIN,
                         seed=0, restart=0, ids=np.arange(len(x)), random_start=True,
                         jit=False, steps=40)
-    np.testing.assert_array_equal(raw, out)  # already feasible before the engine's mapping
+    # already inside and feasible before the engine's mapping (which may move a last bit)
+    np.testing.assert_allclose(raw, out, rtol=1e-6, atol=1e-6)
     fooled = np.argmax(np.asarray(table_model(out)), 1) != y
     assert fooled.mean() > 0.1
     assert square_queries(stats, np.arange(len(x))).max() <= 41

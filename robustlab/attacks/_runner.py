@@ -176,6 +176,18 @@ def _attack_split_on_oom(impl: BatchAttack, model: Any, x: np.ndarray, y: np.nda
     return np.concatenate(parts)
 
 
+def _finite(cand: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``cand`` with every example that holds a NaN or infinite value (ART's L2 Square
+    returns NaN images on small inputs) put back to its clean ``x``, with a warning: no
+    attack can report a point the projection cannot judge."""
+    bad = ~np.isfinite(cand).reshape(len(cand), -1).all(axis=1)
+    if not bad.any():
+        return cand
+    log.warning("the attack returned %d of %d examples with NaN or infinite values; they "
+                "are counted as not attacked (their clean input)", int(bad.sum()), len(cand))
+    return np.where(bad.reshape((-1,) + (1,) * (cand.ndim - 1)), x, cand)
+
+
 def attack_arrays(impl: BatchAttack, model: Any, x: np.ndarray, y: np.ndarray, *,
                   threat: ThreatModel, targeted: bool, loss: Loss, restarts: int,
                   random_start: bool, seed: int, batch_size: int, jit: bool, ids: np.ndarray,
@@ -209,7 +221,8 @@ def attack_arrays(impl: BatchAttack, model: Any, x: np.ndarray, y: np.ndarray, *
                 impl, model, xb, y[rows], ids[rows], state, threat=threat,
                 targeted=targeted, loss=loss, seed=seed, restart=restart,
                 random_start=random_start, jit=jit, **params)
-            cand = enforce_threat_model(np.asarray(cand, dtype=np.float32), xb, threat)
+            cand = enforce_threat_model(_finite(np.asarray(cand, dtype=np.float32), xb),
+                                        xb, threat)
             if restarts == 1:
                 out[rows] = cand
                 continue

@@ -61,15 +61,16 @@ def checkpoints(steps: int) -> list[int]:
     return out
 
 
-def _apgd_fn(model: Any, norm: Any, loss: Loss, jit: bool, weighted: bool
+def _apgd_fn(model: Any, norm: Any, loss: Loss, jit: bool, weighted: bool, k: int
              ) -> Callable[..., Any]:
-    """The compiled interval: ``k`` APGD iterations (a ``tf.while_loop``, one trace for every
-    ``k``) and the checkpoint at its end, on the state of a batch."""
+    """The compiled interval: ``k`` APGD iterations unrolled in one graph (no host round
+    trip, no loop overhead between them; one trace per interval length, about 9 for a run)
+    and the checkpoint at its end, on the state of a batch."""
     import tensorflow as tf
 
     def build() -> Callable[..., Any]:
         @tf.function(jit_compile=jit, reduce_retracing=True)
-        def interval(state: dict[str, Any], x: Any, labels: Any, y_true: Any, k: Any,
+        def interval(state: dict[str, Any], x: Any, labels: Any, y_true: Any,
                      first: Any, epsilon: Any, low: Any, high: Any, weight: Any
                      ) -> dict[str, Any]:
             w = weight if weighted else None
@@ -101,9 +102,11 @@ def _apgd_fn(model: Any, norm: Any, loss: Loss, jit: bool, weighted: bool
                     "best_loss": tf.where(better, value, s["best_loss"])}
 
             with GraphSafeNames(model):  # runs while tracing only
-                _, s = tf.while_loop(lambda i, _: i < k, step, (tf.constant(0), state))
+                i, s = tf.constant(0), state
+                for _ in range(k):
+                    i, s = step(i, s)
             # the checkpoint (Algorithm 1, lines 10-13)
-            few_rises = s["rises"] <= RHO * tf.cast(k, tf.float32)
+            few_rises = s["rises"] <= RHO * k
             stalled = ~s["halved"] & (s["check_loss"] >= s["best_loss"])
             halve = few_rises | stalled
             back = tf.reshape(halve, shape)
@@ -114,7 +117,7 @@ def _apgd_fn(model: Any, norm: Any, loss: Loss, jit: bool, weighted: bool
                     "rises": tf.zeros_like(s["rises"])}
         return interval
 
-    return compiled(model, ("apgd", norm, loss, jit, weighted), build)
+    return compiled(model, ("apgd", norm, loss, jit, weighted, k), build)
 
 
 def _labels(model: Any, x: np.ndarray, y: np.ndarray, loss: Loss, target_rank: int
@@ -131,11 +134,12 @@ def _labels(model: Any, x: np.ndarray, y: np.ndarray, loss: Loss, target_rank: i
 def native_apgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel,
                 targeted: bool, loss: Loss, seed: int, restart: int, ids: np.ndarray,
                 random_start: bool, jit: bool, steps: int, targets: int = 0,
-                **_: Any) -> np.ndarray:
+                early_stop: bool = True, **_: Any) -> np.ndarray:
     """One batch, one restart of native APGD (see :func:`apgd`) on ``loss``; with
     ``targets`` > 0, APGD-T: the targeted DLR loss, one run per target class (the 2nd to the
     ``targets + 1``-th class the model ranks highest on the clean input), each on the
-    examples the earlier ones left (the engine's ``loss`` then only ranks restarts)."""
+    examples the earlier ones left (the engine's ``loss`` then only ranks restarts).
+    ``early_stop=False`` keeps fooled examples stepping (same result, for timing)."""
     if targeted:
         raise ValidationError("expected an untargeted attack for APGD (APGD-T picks its own "
                               "targets), got targeted=True")
@@ -149,7 +153,8 @@ def native_apgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel
         labels = _labels(model, x[todo], y[todo], loss, target + 2)
         found, x_adv = _apgd_batch(model, x[todo], y[todo], labels, threat=threat, loss=loss,
                                    seed=seed, restart=restart * 64 + target, ids=ids[todo],
-                                   random_start=random_start, jit=jit, steps=steps)
+                                   random_start=random_start, jit=jit, steps=steps,
+                                   early_stop=early_stop)
         out[todo] = x_adv
         todo = todo[~found]
     return out
@@ -157,7 +162,8 @@ def native_apgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel
 
 def _apgd_batch(model: Any, x: np.ndarray, y: np.ndarray, labels: np.ndarray, *,
                 threat: ThreatModel, loss: Loss, seed: int, restart: int, ids: np.ndarray,
-                random_start: bool, jit: bool, steps: int) -> tuple[np.ndarray, np.ndarray]:
+                random_start: bool, jit: bool, steps: int, early_stop: bool = True
+                ) -> tuple[np.ndarray, np.ndarray]:
     """APGD on one batch: ``(fooled (N,) bool, output (N, ...))``."""
     import tensorflow as tf
 
@@ -166,7 +172,6 @@ def _apgd_batch(model: Any, x: np.ndarray, y: np.ndarray, labels: np.ndarray, *,
     low, high, weight, weighted = threat_tensors(threat)
     eps = tf.constant(threat.epsilon, tf.float32)
     discrete = threat.constraints is not None and threat.constraints.discrete
-    interval = _apgd_fn(model, threat.norm, loss, jit, weighted)
     n = len(x)
     x_t, labels_t, y_t = tf.constant(x), tf.constant(labels), tf.constant(y)
     start_t = tf.constant(start)
@@ -182,9 +187,10 @@ def _apgd_batch(model: Any, x: np.ndarray, y: np.ndarray, labels: np.ndarray, *,
     active = np.arange(n)  # rows of x still attacked
     score = score_fn(model, Loss.CE, False, jit)  # used only for discrete features
     for number, k in enumerate(checkpoints(steps)):
-        state = interval(state, x_t, labels_t, y_t, tf.constant(k), tf.constant(number == 0),
+        interval = _apgd_fn(model, threat.norm, loss, jit, weighted, k)
+        state = interval(state, x_t, labels_t, y_t, tf.constant(number == 0),
                          eps, low, high, weight)
-        hit = state["found"].numpy()[:len(active)]
+        hit = state["found"].numpy()[:len(active)] & ~done[active]
         if discrete and hit.any():  # success counts where it is feasible
             rows = np.flatnonzero(hit)
             mapped = enforce_threat_model(state["x_found"].numpy()[rows], x[active[rows]],
@@ -197,6 +203,8 @@ def _apgd_batch(model: Any, x: np.ndarray, y: np.ndarray, labels: np.ndarray, *,
         elif hit.any():
             out[active[hit]] = state["x_found"].numpy()[:len(active)][hit]
         done[active[hit]] = True
+        if not early_stop:
+            continue
         keep = np.flatnonzero(~hit)
         if not len(keep):
             return done, out
@@ -206,7 +214,8 @@ def _apgd_batch(model: Any, x: np.ndarray, y: np.ndarray, labels: np.ndarray, *,
             rows_t = tf.constant(np.r_[keep, np.full(pad, keep[0])].astype(np.int64))
             state = {key: tf.gather(value, rows_t) for key, value in state.items()}
             x_t, labels_t, y_t = (tf.gather(t, rows_t) for t in (x_t, labels_t, y_t))
-    out[active] = state["x_best"].numpy()[:len(active)]
+    rest = ~done[active]
+    out[active[rest]] = state["x_best"].numpy()[:len(active)][rest]
     return done, out
 
 

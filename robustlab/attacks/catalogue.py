@@ -27,7 +27,7 @@ from robustlab.errors import ValidationError
 from robustlab.inference import num_outputs
 from robustlab.types import Constraints, ThreatModel
 
-__all__ = ["square", "carlini_wagner_l2", "deepfool", "auto_attack", "apgd_batch",
+__all__ = ["carlini_wagner_l2", "deepfool", "auto_attack", "apgd_batch",
            "square_batch", "cw_batch", "deepfool_batch", "auto_attack_batch"]
 
 # ``make(classifier, threat, n) -> ART attack``; wrapped by :func:`art_batch` into a batch
@@ -114,26 +114,6 @@ def auto_attack_batch() -> BatchAttack:
                           eps_step=threat.epsilon / 4, batch_size=n)
 
     return art_batch(make, masks=True)  # passed on to its attacks
-
-
-def square(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "linf",
-           steps: int = 1000, restarts: int = 1, bounds: Any = None,
-           batch_size: int | None = None, seed: int = 0, ids: Any = None,
-           constraints: Constraints | None = None) -> np.ndarray:
-    """Square attack (ART): black-box, random square-shaped updates, model outputs only.
-
-    Andriushchenko et al. 2020, https://arxiv.org/abs/1912.00049. Needs no gradient, so
-    gradient masking cannot hide examples from it.
-
-    Args:
-        steps: queries per example (ART's ``max_iter``); an example stops once fooled.
-        restarts: random restarts.
-        model, x, y, epsilon, norm, bounds, batch_size, seed, ids, constraints: as for
-            :func:`~robustlab.attacks.pgd`.
-    """
-    return _run(square_batch(steps), model, x, y, epsilon=epsilon, norm=norm, bounds=bounds,
-                restarts=restarts, seed=seed, batch_size=batch_size, ids=ids,
-                constraints=constraints)
 
 
 def carlini_wagner_l2(model: Any, x: Any, y: Any = None, *, epsilon: Any, norm: Any = "l2",

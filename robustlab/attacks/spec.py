@@ -16,6 +16,7 @@ from robustlab.attacks._runner import BatchAttack, attack_arrays, check_loss_for
 from robustlab.attacks.apgd import check_targets, native_apgd
 from robustlab.attacks.fgsm import FGSM_BACKENDS
 from robustlab.attacks.pgd import PGD_BACKENDS
+from robustlab.attacks.square import SQUARE_BACKENDS
 from robustlab.errors import InputTypeError, ValidationError
 from robustlab.types import Backend, Loss, ThreatModel
 
@@ -84,6 +85,12 @@ def _plan_apgd(spec: AttackSpec, threat: ThreatModel, shape: tuple[int, ...]) ->
                 random_start=True, loss=spec.loss)
 
 
+def _plan_square(spec: AttackSpec, threat: ThreatModel, shape: tuple[int, ...]) -> Plan:
+    native = spec.backend is Backend.NATIVE
+    return Plan(SQUARE_BACKENDS[spec.backend], {"steps": int(spec.steps or 1)},
+                random_start=True, loss=Loss.MARGIN, jit_ok=native)
+
+
 def _plan_art(batch: Callable[[AttackSpec], BatchAttack]
               ) -> Callable[[AttackSpec, ThreatModel, tuple[int, ...]], Plan]:
     def plan(spec: AttackSpec, threat: ThreatModel, shape: tuple[int, ...]) -> Plan:
@@ -106,8 +113,9 @@ ATTACKS: dict[str, AttackKind] = {
                        shared=_GRADIENT | {"backend"}, steps=100, losses=(Loss.CE, Loss.DLR),
                        backends=(Backend.NATIVE, Backend.ART), label_steps=True,
                        loss_in_title=True, ascent=True, peer_losses=(Loss.CE, Loss.DLR)),
-    "square": AttackKind("Square", _plan_art(lambda s: catalogue.square_batch(int(s.steps or 1))),
-                         _GRADIENT, steps=1000, gradient_based=False, label_steps=True),
+    "square": AttackKind("Square", _plan_square, _GRADIENT | {"backend"}, steps=1000,
+                         backends=(Backend.NATIVE, Backend.ART), gradient_based=False,
+                         label_steps=True),
     "cw": AttackKind("CW-L2", _plan_art(lambda s: catalogue.cw_batch(int(s.steps or 1))),
                      frozenset({"steps"}), steps=10),
     "deepfool": AttackKind("DeepFool", _plan_art(
