@@ -222,7 +222,7 @@ class ReportConfig:
 
     def evaluate(self, model: Any, data: Dataset) -> EvaluationResult:
         return evaluate(model, data, self.specs(), self.epsilon_values(), norm=self.norm,
-                        seed=self.seed, cascade=self.cascade, checks=self.checks,
+                        seed=self.seed, cascade=self.cascade or None, checks=self.checks,
                         n_check=self.n_check, parameters=self.parameters())
 
     def cross_validate(self, data: Dataset) -> CrossValidationResult | None:

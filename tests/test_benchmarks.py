@@ -60,3 +60,17 @@ def test_tabular_benchmark_quick_run_writes_its_tables(tmp_path):
     assert all(b["accuracy"] >= a["accuracy"] for a, b in zip(free, fixed, strict=True))
     assert all(c["output_feasible"] is True for c in res["constraint_cost"])
     assert len(res["cross_validation"]["summary"]) == len(res["epsilons"])
+
+
+@pytest.mark.slow
+def test_autoattack_benchmark_quick_run_writes_its_tables(tmp_path):
+    out = tmp_path / "AUTOATTACK.md"
+    text = quick_run("autoattack.py", out)
+    assert "## APGD on the digits CNN" in text and "## Square on the digits CNN" in text
+    res = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    apgd_rows = res["digits"]["apgd"]
+    assert {"floor", "native APGD-CE, every step"} <= set(apgd_rows)
+    suite = res["digits"]["suite"]
+    # the native suite is at least as strong as the short PGD run on the same images
+    assert suite["native AutoAttack"]["robust"] <= suite["PGD-10×2"]["robust"] + 0.025
+    assert all(row["seconds"] > 0 for row in apgd_rows.values())
