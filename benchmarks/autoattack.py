@@ -213,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--art-n", type=int, default=200,
+                        help="images for ART's AutoAttack (minutes per hundred)")
+    parser.add_argument("--no-mnist", action="store_true", help="digits only")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "AUTOATTACK.md")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -228,16 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     res["digits"] = {"n": n, "epsilon": 0.1,
                      "apgd": apgd_rows(model, x, y, 0.1, steps, repeats),
                      "square": square_rows(model, x, y, 0.1, queries, repeats)}
-    res["digits"]["suite"] = suite_rows(model, x, y, 0.1, art_n=0 if quick else 200,
+    res["digits"]["suite"] = suite_rows(model, x, y, 0.1, art_n=0 if quick else args.art_n,
                                         pgd=(10, 2) if quick else (100, 10))
-    hardened = hardened_mnist(quick)
-    if hardened is None:
+    hardened = None if args.no_mnist else hardened_mnist(quick)
+    if args.no_mnist:
+        res["mnist_missing"] = "not run (--no-mnist)"
+    elif hardened is None:
         res["mnist_missing"] = f"MNIST test split not found at {MNIST_DIR}"
     else:
         mnist_model, data = hardened
         k = 40 if quick else 1000
         res["mnist"] = {"epsilon": 0.3, "suite": suite_rows(
-            mnist_model, data.x_test[:k], data.y_test[:k], 0.3, art_n=0 if quick else 200,
+            mnist_model, data.x_test[:k], data.y_test[:k], 0.3, art_n=0 if quick else args.art_n,
             pgd=(10, 2) if quick else (100, 10))}
     res["seconds"] = time.perf_counter() - started
     args.out.write_text(markdown(res), encoding="utf-8")

@@ -182,11 +182,13 @@ def test_single_step_only_is_diagnosed_as_a_weak_attack_set(digits_model, digits
         assert "attack set is weak (single-step only)" in margin.evidence
 
 
-def test_plain_model_with_one_restart_is_trusted(digits_model, digits):
-    """The new user's setting: fgsm + PGD-40 with one restart on the whole digits test set."""
+def test_plain_model_with_the_notebooks_attacks_is_trusted(digits_model, digits):
+    """The new user's setting (the report notebook's defaults): fgsm + PGD-40 with 3 restarts
+    on the whole digits test set. (With one restart the native Square-300 of the black-box
+    check breaks 4 of the 360 examples PGD left: a warning, as it should be.)"""
     from robustlab.attacks import parse_attacks
 
-    res = evaluate(digits_model, digits, parse_attacks("fgsm, pgd", steps=40, restarts=1), EPS,
+    res = evaluate(digits_model, digits, parse_attacks("fgsm, pgd", steps=40, restarts=3), EPS,
                    seed=0)
     assert res.trust is Status.PASS, [(c.name, c.status.value, c.evidence) for c in res.checks
                                        if c.status is not Status.PASS]
