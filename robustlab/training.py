@@ -10,6 +10,10 @@ and distribution strategies work as for any Keras model.
   https://arxiv.org/abs/2001.03994 (one FGSM step of 1.25·ε from a uniform random start).
 - TRADES: Zhang et al. 2019, https://arxiv.org/abs/1901.08573 (clean cross-entropy plus
   β·KL(f(x) ‖ f(x')), x' maximising that KL).
+- DP-SGD (any method, ``standard`` included): Abadi et al. 2016,
+  https://arxiv.org/abs/1607.00133; with ``dp=`` each update clips every example's gradient
+  (of its adversarial loss) and adds Gaussian noise, on Poisson-sampled batches, and ε is
+  accounted after every epoch (:mod:`robustlab.privacy`).
 
 Inputs may have any rank (images ``(N, H, W, C)``, tables ``(N, F)``, ``(N, H, W)``, ...).
 With per-feature :class:`~robustlab.types.Constraints` (tabular data) the inner maximisation uses
@@ -61,11 +65,13 @@ from robustlab.errors import (
 )
 from robustlab.inference import GraphSafeNames, predict_labels
 from robustlab.models import save_model
+from robustlab.privacy import DPConfig, DPPlan, plan_dp, poisson_batches, private_gradients
 from robustlab.types import Constraints, Loss, Norm, ThreatModel, parse_norm
 
 __all__ = ["Method", "TrainingConfig", "AdversarialModel", "OverfitGuard", "EpochLogger",
-           "EpochProgress", "Checkpoint", "TimeBudget", "TrainingResult",
-           "train_adversarial", "training_dataset", "epoch_order", "train", "default_epochs"]
+           "EpochProgress", "Checkpoint", "TimeBudget", "TrainingResult", "PrivacyLog",
+           "train_adversarial", "training_dataset", "private_dataset", "epoch_order", "train",
+           "default_epochs"]
 
 log = logging.getLogger(__name__)
 
@@ -274,20 +280,35 @@ class AdversarialModel(keras.Model):
     logits); ``fit`` trains ``model``'s weights in place. Training metrics: ``loss``,
     ``clean_accuracy`` and ``adv_accuracy`` (on each batch, before the update).
 
+    With a :class:`~robustlab.privacy.DPPlan` (``dp=``) each update is DP-SGD's: every
+    example's gradient of its own (adversarial) loss is clipped to ``l2_clip``, the clipped
+    sum gets Gaussian noise of std ``noise_multiplier * l2_clip`` and is divided by the
+    expected batch size. Feed it Poisson-sampled batches with per-example weights (0 marks a
+    padding row): :func:`private_dataset`, as :func:`train_adversarial` does; the accounting
+    assumes them. The noise comes from Keras' seeded generator (Philox): reproducible, not a
+    cryptographic source.
+
     Example:
         >>> trainer = AdversarialModel(model, TrainingConfig("pgd", epsilon=0.3, steps=10))
         >>> trainer.compile(optimizer="adam")
         >>> trainer.fit(data.x_train, data.y_train, epochs=10, batch_size=64)
     """
 
-    def __init__(self, model: Any, config: TrainingConfig | None = None, **kwargs: Any
-                 ) -> None:
+    def __init__(self, model: Any, config: TrainingConfig | None = None, *,
+                 dp: DPPlan | None = None, **kwargs: Any) -> None:
         super().__init__(name=f"adversarial_{model.name}", **kwargs)
         self.model = model
         self.config = config or TrainingConfig()
+        if dp is not None and not isinstance(dp, DPPlan):
+            raise InputTypeError(f"expected dp to be a robustlab DPPlan (robustlab.privacy."
+                                 f"plan_dp) or None, got {type(dp).__name__}")
+        self.dp = dp
         self.epsilon_var = keras.Variable(self.config.epsilon_at(0), trainable=False,
                                           dtype="float32", name="epsilon")
         self.seed_generator = keras.random.SeedGenerator(self.config.seed)
+        # DP-SGD's noise: its own stream (the random starts' stay as without DP)
+        self.noise_generator = keras.random.SeedGenerator(self.config.seed + 0x5EED) \
+            if dp is not None else None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.clean_accuracy = keras.metrics.SparseCategoricalAccuracy(name="clean_accuracy")
         self.adv_accuracy = keras.metrics.SparseCategoricalAccuracy(name="adv_accuracy")
@@ -427,6 +448,9 @@ class AdversarialModel(keras.Model):
             keep = tf.cast(tf.round(cfg.clean_fraction * tf.cast(tf.shape(x)[0], tf.float32)),
                            tf.int32)
             x_adv = tf.concat([x[:keep], x_adv[keep:]], axis=0)
+        if self.dp is not None:
+            weights = data[2] if len(data) > 2 and data[2] is not None else None
+            return self._private_update(x, x_adv, y, weights, clean_logits)
         with tf.GradientTape() as tape:
             adv_logits = self.model(x_adv, training=True)
             if cfg.method is Method.TRADES:
@@ -445,6 +469,45 @@ class AdversarialModel(keras.Model):
         if standard:
             return {m.name: m.result() for m in self.metrics[:2]}
         self.adv_accuracy.update_state(y, adv_logits)
+        return {m.name: m.result() for m in self.metrics}
+
+    def _private_update(self, x: Any, x_adv: Any, y: Any, weights: Any, clean_logits: Any
+                        ) -> dict[str, Any]:
+        """DP-SGD's update (see the class doc) on the crafted batch; ``weights`` (B,) mark the
+        real rows (1) and the padding (0)."""
+        import tensorflow as tf
+
+        cfg, plan = self.config, self.dp
+        assert plan is not None and self.noise_generator is not None
+
+        def losses(forward: Any, x: Any, x_adv: Any, y: Any) -> tuple[Any, Any]:
+            adv_logits = forward(x_adv)
+            if cfg.method is Method.TRADES:
+                clean = forward(x)
+                return (per_example_loss(clean, y, Loss.CE, False)
+                        + cfg.beta * per_example_loss(adv_logits, clean, Loss.KL, False),
+                        adv_logits)
+            return per_example_loss(adv_logits, y, Loss.CE, False), adv_logits
+
+        sums, _, loss, adv_logits = private_gradients(
+            self.model, losses, (x, x_adv, y), l2_clip=plan.l2_clip, weights=weights,
+            method=plan.clipping)
+        std = plan.noise_multiplier * plan.l2_clip
+        variables = self.model.trainable_variables
+        grads = []
+        for total, variable in zip(sums, variables, strict=True):
+            if std > 0:
+                total = total + std * keras.random.normal(variable.shape,
+                                                          seed=self.noise_generator)
+            grads.append(tf.cast(total / plan.expected_batch_size, variable.dtype))
+        self.optimizer.apply(grads, variables)
+        self.loss_tracker.update_state(loss, sample_weight=weights)
+        standard = cfg.method is Method.STANDARD
+        self.clean_accuracy.update_state(y, adv_logits if standard else clean_logits,
+                                         sample_weight=weights)
+        if standard:
+            return {m.name: m.result() for m in self.metrics[:2]}
+        self.adv_accuracy.update_state(y, adv_logits, sample_weight=weights)
         return {m.name: m.result() for m in self.metrics}
 
     def _adversarial_test_step(self, data: Any) -> dict[str, Any]:
@@ -469,6 +532,24 @@ class _EpsilonSchedule(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.trainer.epsilon_var.assign(self.trainer.config.epsilon_at(epoch))
+
+
+class PrivacyLog(keras.callbacks.Callback):
+    """Adds ``epsilon`` (ε spent at the plan's δ after the epoch) to each epoch's logs, so it
+    shows in the log line, the progress bar and the History (added before
+    :class:`EpochLogger` and :class:`EpochProgress`, which show the logs they are given)."""
+
+    def __init__(self, plan: DPPlan) -> None:
+        super().__init__()
+        self.plan = plan
+        self.epsilon: float | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.plan.noise_multiplier == 0:  # no privacy: ε is infinite, nothing to log
+            return
+        self.epsilon = self.plan.epsilon_after(epoch + 1)
+        if logs is not None:
+            logs["epsilon"] = self.epsilon
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -610,7 +691,9 @@ class OverfitGuard(keras.callbacks.Callback):
 class TrainingResult:
     """What :func:`train_adversarial` did: the config, per-epoch history (Keras logs),
     seconds of training in this call, the first epoch it ran (> 0 after a resume), where the
-    model was saved, and the guard's verdict."""
+    model was saved, the guard's verdict, and with DP-SGD the privacy record (the
+    :class:`~robustlab.privacy.DPPlan` settings, ``epochs_trained`` and the ``epsilon``
+    spent by them at ``delta``)."""
 
     config: dict[str, Any]
     history: dict[str, list[float]]
@@ -619,6 +702,7 @@ class TrainingResult:
     epochs: int
     model_path: str | None
     collapsed_epoch: int | None = None
+    privacy: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -632,6 +716,7 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
                       seed: int = 0, checkpoint_dir: str | os.PathLike[str] | None = None,
                       save_to: str | os.PathLike[str] | None = None, guard: bool | None = None,
                       guard_size: int = 256, max_seconds: float | None = None,
+                      dp: DPConfig | None = None,
                       callbacks: list[Any] | None = None) -> tuple[Any, TrainingResult]:
     """Adversarially train ``model`` on ``data.x_train`` (in place) and return it.
 
@@ -660,6 +745,13 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
         guard_size: examples in the guard batch.
         max_seconds: stop after the first epoch that ends past this training time (counted
             per call: a rerun resumes with a new budget).
+        dp: train with DP-SGD (:class:`~robustlab.privacy.DPConfig`): Poisson-sampled batches
+            of expected size ``batch_size`` (:func:`private_dataset`), per-example clipping
+            and noise, ε after every epoch in the History (``epsilon``) and the log line;
+            ``target_epsilon`` alone calibrates σ for ``epochs`` epochs. Works with every
+            ``method`` (DP + PGD-AT clips each example's adversarial gradient), checkpoints
+            (the sampler depends only on the seed and the epoch, the noise generator's state
+            is saved) and ``max_seconds``. The result's ``privacy`` records what was spent.
         callbacks: more Keras callbacks.
 
     Returns:
@@ -690,7 +782,26 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
                                 constraints=cfg.constraints)
         x, y = x[:-guard_size], y[:-guard_size]
         extra.append(guard_cb)
-    trainer = AdversarialModel(model, cfg)
+    plan, fit_epochs = None, epochs
+    if dp is not None:
+        plan = plan_dp(dp, n=len(x), batch_size=min(batch_size, len(x)), epochs=epochs)
+        if dp.noise_multiplier is not None and dp.target_epsilon is not None:
+            # a fixed σ and a budget: train the epochs that stay within it (a rerun too)
+            within = [e for e in range(1, epochs + 1)
+                      if plan.epsilon_after(e) <= dp.target_epsilon]
+            if not within:
+                raise ValidationError(
+                    f"expected a noise_multiplier that lets one epoch stay within "
+                    f"target_epsilon={dp.target_epsilon:g}, but one epoch at noise_multiplier="
+                    f"{plan.noise_multiplier:g} spends ε = {plan.epsilon_after(1):.3g}; raise "
+                    f"noise_multiplier or leave it out to calibrate it")
+            if within[-1] < epochs:
+                log.info("DP-SGD: training %d of %d epochs: epoch %d would spend ε = %.3g > "
+                         "target_epsilon = %g", within[-1], epochs, within[-1] + 1,
+                         plan.epsilon_after(within[-1] + 1), dp.target_epsilon)
+            fit_epochs = within[-1]
+        extra.append(PrivacyLog(plan))
+    trainer = AdversarialModel(model, cfg, dp=plan)
     trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
     start_epoch, checkpoint = 0, None
     if checkpoint_dir is not None:
@@ -699,6 +810,9 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
                     "n_train": len(x), "guard_size": guard_size if use_guard else 0,
                     "model": _model_fingerprint(model),
                     **_data_fingerprint(data.x_train, data.y_train)}
+        if plan is not None:  # not the epochs: a rerun may extend a run of fixed σ
+            settings["dp"] = {k: v for k, v in plan.to_dict().items()
+                              if k not in ("epochs", "steps", "epsilon")}
         start_epoch = Checkpoint.restore(checkpoint_dir, trainer, settings, epochs=epochs)
         if start_epoch:
             log.info("resuming from %s after epoch %d of %d", checkpoint_dir, start_epoch,
@@ -715,18 +829,28 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
     extra += callbacks or []
     start = time.perf_counter()
     history: dict[str, list[Any]] = {}
-    if start_epoch < epochs:
+    if start_epoch < fit_epochs:
         # Keras and third-party callbacks may draw from the global generators: seeded for
         # this call only (the batches' order and the random starts draw from their own)
         with seeded_globals(cfg.seed, tensorflow=True):
+            if plan is None:
+                batches = training_dataset(x, y, batch_size, seed=cfg.seed, epochs=epochs,
+                                           initial_epoch=start_epoch)
+            else:
+                batches = private_dataset(x, y, plan, seed=cfg.seed, epochs=fit_epochs,
+                                          initial_epoch=start_epoch)
             history = trainer.fit(
-                training_dataset(x, y, batch_size, seed=cfg.seed, epochs=epochs,
-                                 initial_epoch=start_epoch),
-                epochs=epochs, initial_epoch=start_epoch, verbose=0, shuffle=False,
+                batches, epochs=fit_epochs, initial_epoch=start_epoch, verbose=0, shuffle=False,
                 steps_per_epoch=math.ceil(len(x) / batch_size), callbacks=extra).history
     seconds = time.perf_counter() - start
     path = str(save_model(model, save_to)) if save_to else None
     stopped_early = budget is not None and budget.stopped_epoch is not None
+    privacy = None
+    if plan is not None:
+        trained = start_epoch + len(next(iter(history.values()), []))
+        spent = plan.epsilon_after(trained) if plan.noise_multiplier > 0 else math.inf
+        privacy = {**plan.to_dict(), "epochs_trained": trained,
+                   "epsilon": None if math.isinf(spent) else spent}
     if checkpoint_dir is not None:
         if path is not None and not stopped_early:  # in save_to: nothing left to resume
             _remove_checkpoint(Path(checkpoint_dir))
@@ -741,7 +865,7 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
         config=cfg.to_dict(),
         history={k: [float(v) for v in vals] for k, vals in history.items()},
         seconds=seconds, initial_epoch=start_epoch, epochs=epochs, model_path=path,
-        collapsed_epoch=guard_cb.collapsed_epoch if guard_cb else None)
+        collapsed_epoch=guard_cb.collapsed_epoch if guard_cb else None, privacy=privacy)
     return model, result
 
 
@@ -768,8 +892,6 @@ def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int
     (13.7 s vs 20.5 s for 8,000 MNIST images, alternating between runs). On a GPU it
     prefetches, so input and compute overlap.
     """
-    import tensorflow as tf
-
     batch_size = check_int("batch_size", batch_size, low=1)
     epochs = check_int("epochs", epochs, low=1)
     initial_epoch = check_int("initial_epoch", initial_epoch, low=0, high=epochs)
@@ -777,19 +899,63 @@ def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int
     if n == 0 or len(y) != n:
         raise ValidationError(f"expected x and y to hold the same number (> 0) of examples, "
                               f"got {n} and {len(y)}")
-    index = np.int32 if n < 2**31 else np.int64
-    runs = epochs - initial_epoch
-    order = np.concatenate([np.empty(0, index), *(
-        epoch_order(n, seed, e).astype(index) for e in range(initial_epoch, epochs))])
-    offsets = np.arange(0, n, batch_size, dtype=np.int64)
-    starts = (np.arange(runs, dtype=np.int64)[:, None] * n + offsets).reshape(-1)
-    sizes = np.tile(np.minimum(batch_size, n - offsets), runs)
+    offsets = np.arange(0, n, batch_size)
+    batches = [order[begin:begin + batch_size] for e in range(initial_epoch, epochs)
+               for order in [epoch_order(n, seed, e)] for begin in offsets]
+    return _index_dataset(x, y, batches)
+
+
+def private_dataset(x: np.ndarray, y: np.ndarray, plan: DPPlan, *, seed: int = 0,
+                    epochs: int = 1, initial_epoch: int = 0) -> Any:
+    """A ``tf.data`` pipeline of DP-SGD's Poisson-sampled batches ``(x, y, weights)`` for
+    epochs ``initial_epoch`` to ``epochs - 1``: ``plan.steps_per_epoch`` batches an epoch,
+    each holding every example independently with probability ``plan.sample_rate``
+    (:func:`~robustlab.privacy.poisson_batches`, depending only on the seed and the epoch, so
+    a resumed run trains on an uninterrupted run's batches). Batch sizes vary; under XLA
+    (``ROBUSTLAB_JIT``, the GPU default) each is padded with rows of weight 0 to a multiple of
+    32 so that few shapes compile; an empty draw is one padding row (a noise-only step, as
+    the accountant assumes)."""
+    if not isinstance(plan, DPPlan):
+        raise InputTypeError(f"expected plan to be a robustlab DPPlan, got "
+                             f"{type(plan).__name__}")
+    epochs = check_int("epochs", epochs, low=1)
+    initial_epoch = check_int("initial_epoch", initial_epoch, low=0, high=epochs)
+    n = len(x)
+    if n != plan.n or len(y) != n:
+        raise ValidationError(f"expected x and y to hold the plan's {plan.n} examples, got "
+                              f"{n} and {len(y)}")
+    multiple = 32 if default_jit_compile() else 1
+    batches, weights = [], []
+    for epoch in range(initial_epoch, epochs):
+        for rows in poisson_batches(n, plan.sample_rate, plan.steps_per_epoch, seed=seed,
+                                    epoch=epoch):
+            padded = max(1, -(-len(rows) // multiple) * multiple)
+            batches.append(np.concatenate([rows, np.zeros(padded - len(rows), rows.dtype)]))
+            weights.append(np.arange(padded) < len(rows))
+    return _index_dataset(x, y, batches, weights)
+
+
+def _index_dataset(x: np.ndarray, y: np.ndarray, batches: list[np.ndarray],
+                   weights: list[np.ndarray] | None = None) -> Any:
+    """``tf.data`` batches ``(x[rows], y[rows])`` (and ``weights``, float32) for each index
+    array of ``batches``, gathered from the arrays by index on the host (see
+    :func:`training_dataset` for the CPU / GPU options)."""
+    import tensorflow as tf
+
+    index = np.int32 if len(x) < 2**31 else np.int64
+    sizes = np.array([len(b) for b in batches], np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    order = np.concatenate([np.empty(0, index), *(b.astype(index) for b in batches)])
     with tf.device("/cpu:0"):  # tf.data runs on the host: keep the arrays there
         xs, ys, rows = tf.constant(x), tf.constant(y), tf.constant(order)
+        ws = None if weights is None else tf.constant(
+            np.concatenate([np.empty(0, np.float32), *weights]).astype(np.float32))
 
-    def gather(begin: Any, size: Any) -> tuple[Any, Any]:
+    def gather(begin: Any, size: Any) -> tuple[Any, ...]:
         take = rows[begin:begin + size]
-        return tf.gather(xs, take), tf.gather(ys, take)
+        if ws is None:
+            return tf.gather(xs, take), tf.gather(ys, take)
+        return tf.gather(xs, take), tf.gather(ys, take), ws[begin:begin + size]
 
     ds = tf.data.Dataset.from_tensor_slices((starts, sizes)).map(gather)
     if device_info()["type"] == "GPU":
