@@ -529,15 +529,24 @@ def _hooked(model: Any, uses: _Uses) -> Callable[[Any], Any]:
 
 
 def _patches(layer: Any, a: Any) -> Any:
-    """Conv2D input ``(B, H, W, C)`` → patches ``(B, T, kh·kw·C)`` in the kernel's order."""
+    """Conv2D input ``(B, H, W, C)`` → patches ``(B, H', W', kh·kw·C)`` in the kernel's
+    order (one row per output position)."""
     import tensorflow as tf
 
     kh, kw = layer.kernel_size
     sh, sw = layer.strides
     dh, dw = layer.dilation_rate
-    patches = tf.image.extract_patches(a, sizes=[1, kh, kw, 1], strides=[1, sh, sw, 1],
-                                       rates=[1, dh, dw, 1], padding=layer.padding.upper())
-    return tf.reshape(patches, [tf.shape(a)[0], -1, kh * kw * int(a.shape[-1])])
+    return tf.image.extract_patches(a, sizes=[1, kh, kw, 1], strides=[1, sh, sw, 1],
+                                    rates=[1, dh, dw, 1], padding=layer.padding.upper())
+
+
+def _positions(t: Any) -> int:
+    """Positions per example of ``t`` ``(B, ..., C)``: the product of the middle dimensions
+    when they are static (-1, for reshape to infer, when not)."""
+    middle = t.shape[1:-1]
+    if any(d is None for d in middle):
+        return -1
+    return math.prod(int(d) for d in middle)
 
 
 def _ghost(model: Any, loss_fn: LossFn, tensors: list[Any]
@@ -563,8 +572,10 @@ def _ghost(model: Any, loss_fn: LossFn, tensors: list[Any]
             a = tf.cast(a, tf.float32)
             if _ghost_kind(layer) == "conv2d":
                 a = _patches(layer, a)
-            a_list.append(tf.reshape(a, [batch, -1, a.shape[-1]]))
-            g_list.append(tf.reshape(tf.cast(g, tf.float32), [batch, -1, g.shape[-1]]))
+            # the positions T of one example, static where the shapes are (the batch is not)
+            a_list.append(tf.reshape(a, [batch, _positions(a), a.shape[-1]]))
+            g_list.append(tf.reshape(tf.cast(g, tf.float32), [batch, _positions(g),
+                                                               g.shape[-1]]))
         a_all, g_all = tf.concat(a_list, axis=1), tf.concat(g_list, axis=1)  # (B, T, p/o)
         p, o = int(a_all.shape[-1]), int(g_all.shape[-1])
         t = a_all.shape[1]

@@ -15,13 +15,16 @@ from typing import Any
 import numpy as np
 
 from robustlab._display import render_html
+from robustlab._validate import check_float
 from robustlab.attacks import AttackSpec
 from robustlab.errors import ValidationError
+from robustlab.stats import dp_tpr_bound
 from robustlab.types import Constraints, Norm, ThreatModel, feature_labels, is_image_shape
 
 __all__ = ["Status", "Check", "Convergence", "CurvePoint", "AttackCurve", "Example",
            "ClassAccuracy", "FeatureShift", "EvaluationResult", "Comparison",
-           "FoldResult", "CrossValidationResult", "summary_text"]
+           "FoldResult", "CrossValidationResult", "summary_text", "OperatingPoint",
+           "MembershipAttack", "MembershipAudit"]
 
 
 def _plain(value: Any) -> Any:
@@ -499,3 +502,160 @@ def summary_text(result: EvaluationResult) -> str:
     lines.append(f"  trust: {result.trust.value}" + (f" ({', '.join(bad)})" if bad else "")
                  + ("" if result.checks else " (no sanity checks ran)"))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# membership inference (robustlab.membership)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """One low-FPR operating point of a membership attack: the threshold is set on the
+    non-members' scores so that the empirical FPR (``fpr``) is at most ``target_fpr``;
+    ``tpr`` is the fraction of members flagged, with its 95% Wilson interval over the
+    members (the threshold taken as fixed), and ``fpr_interval`` the 95% Wilson interval of
+    the FPR over the non-members (an empirical FPR of 0 on 200 non-members is consistent with
+    a true FPR up to 1.9%). ``below_resolution``: ``target_fpr`` is below
+    ``1 / n_nonmembers``, so the point was measured at FPR 0 (the smallest measurable)."""
+
+    target_fpr: float
+    fpr: float
+    tpr: float
+    tpr_interval: tuple[float, float]
+    threshold: float
+    below_resolution: bool
+    fpr_interval: tuple[float, float] = (0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class MembershipAttack:
+    """How well one membership-inference attack tells members from non-members.
+
+    ``auc`` with its 95% Hanley–McNeil interval; ``points`` the TPR at 1% and 0.1% FPR
+    (:class:`OperatingPoint`); ``advantage`` = max(TPR − FPR) (Yeom et al. 2018);
+    ``roc_fpr``/``roc_tpr`` the ROC curve downsampled to at most 200 points, dense at the
+    low-FPR end (for a log-log plot); ``n_members``/``n_nonmembers`` the examples scored
+    (for ART's attack, the held-out halves); ``notes`` what is special about the numbers."""
+
+    name: str
+    auc: float
+    auc_interval: tuple[float, float]
+    points: tuple[OperatingPoint, ...]
+    advantage: float
+    roc_fpr: tuple[float, ...]
+    roc_tpr: tuple[float, ...]
+    n_members: int
+    n_nonmembers: int
+    notes: str = ""
+
+    @property
+    def fpr_resolution(self) -> float:
+        """The smallest non-zero FPR measurable on these non-members: ``1 / n_nonmembers``."""
+        return 1.0 / self.n_nonmembers
+
+    def at(self, fpr: float) -> OperatingPoint:
+        """The operating point measured at target FPR ``fpr`` (0.01 or 0.001)."""
+        for point in self.points:
+            if math.isclose(point.target_fpr, fpr, rel_tol=1e-9, abs_tol=1e-12):
+                return point
+        raise ValidationError(f"expected fpr to be one of "
+                              f"{[p.target_fpr for p in self.points]}, got {fpr}")
+
+    @property
+    def tpr_at_1pct(self) -> float:
+        return self.at(0.01).tpr
+
+    @property
+    def tpr_at_01pct(self) -> float:
+        return self.at(0.001).tpr
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.update(auc_interval=list(self.auc_interval), roc_fpr=list(self.roc_fpr),
+                   roc_tpr=list(self.roc_tpr))
+        out["fpr_resolution"] = self.fpr_resolution
+        # -inf / +inf thresholds are not JSON: written as None
+        for point in out["points"]:
+            point["tpr_interval"] = list(point["tpr_interval"])
+            point["fpr_interval"] = list(point["fpr_interval"])
+            if not math.isfinite(point["threshold"]):
+                point["threshold"] = None
+        return out
+
+
+def _dp_bound(epsilon: Any, delta: Any, fpr: Any) -> float:
+    return dp_tpr_bound(check_float("epsilon", epsilon, low=0.0),
+                        check_float("delta", delta, low=0.0, high=1.0),
+                        check_float("fpr", fpr, low=0.0, high=1.0))
+
+
+@dataclass(frozen=True, eq=False)
+class MembershipAudit:
+    """A membership-inference audit of one model (:func:`~robustlab.membership.
+    membership_audit`): members are its training examples, non-members held-out ones.
+
+    ``attacks`` holds one :class:`MembershipAttack` per attack (``loss``, ``lira``,
+    ``art-blackbox``); ``shadows`` the number of LiRA shadow models, ``seed`` the seed;
+    ``fpr_resolution`` = 1 / number of non-members (FPRs below it cannot be measured);
+    ``model``/``dataset`` the names; ``seconds`` the wall time (shadow training included);
+    ``notes`` audit-wide remarks (resolution limits, subsampling)."""
+
+    attacks: tuple[MembershipAttack, ...]
+    shadows: int
+    seed: int
+    fpr_resolution: float
+    seconds: float
+    model: str
+    dataset: str
+    n_members: int
+    n_nonmembers: int
+    notes: tuple[str, ...] = ()
+
+    def attack(self, name: str) -> MembershipAttack:
+        """The attack called ``name`` (``loss``, ``lira`` or ``art-blackbox``)."""
+        for attack in self.attacks:
+            if attack.name == name:
+                return attack
+        raise ValidationError(f"expected name to be one of "
+                              f"{[a.name for a in self.attacks]}, got {name!r}")
+
+    def dp_bound(self, epsilon: float, delta: float, fpr: float = 0.001) -> float:
+        """The largest TPR any attack may reach at ``fpr`` against an (ε, δ)-DP training
+        algorithm: ``min(e^ε·FPR + δ, 1 − e^{−ε}(1 − δ − FPR))`` clipped to [0, 1] (Kairouz
+        et al. 2015, https://arxiv.org/abs/1311.0776; see
+        :func:`robustlab.stats.dp_tpr_bound`).
+
+        Example:
+            >>> audit.dp_bound(1.0, 1e-5, fpr=0.01)  # e * 0.01 + 1e-5
+            0.027192...
+        """
+        return _dp_bound(epsilon, delta, fpr)
+
+    def consistent_with(self, epsilon: float, delta: float) -> bool:
+        """True if no attack's measured TPR contradicts (ε, δ)-DP: at each operating point
+        the lower end of the TPR's Wilson interval is at most the DP bound at the upper end
+        of the FPR's Wilson interval (both ends 95%, so a False holds at about 90% per
+        point, before correcting for the several points tested). Taking the FPR's upper end
+        matters at low FPR: a threshold with no false positive on a few hundred non-members
+        does not show a true FPR of 0, where the bound would be δ alone (Jagielski et al.
+        2020, https://arxiv.org/abs/2006.07709, bound both rates the same way)."""
+        return all(point.tpr_interval[0]
+                   <= self.dp_bound(epsilon, delta, point.fpr_interval[1])
+                   for attack in self.attacks for point in attack.points)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (no arrays, no NaN or infinity)."""
+        return {"model": self.model, "dataset": self.dataset, "shadows": self.shadows,
+                "seed": self.seed, "fpr_resolution": self.fpr_resolution,
+                "seconds": self.seconds, "n_members": self.n_members,
+                "n_nonmembers": self.n_nonmembers, "notes": list(self.notes),
+                "attacks": [a.to_dict() for a in self.attacks]}
+
+    def __repr__(self) -> str:
+        lines = [f"MembershipAudit({self.model} on {self.dataset}, {self.n_members} members, "
+                 f"{self.n_nonmembers} non-members, {self.shadows} shadows)"]
+        for a in self.attacks:
+            lines.append(f"  {a.name:<13} AUC {a.auc:.3f} [{a.auc_interval[0]:.3f}, "
+                         f"{a.auc_interval[1]:.3f}]  TPR@1% {100 * a.tpr_at_1pct:.1f}%  "
+                         f"TPR@0.1% {100 * a.tpr_at_01pct:.1f}%  advantage {a.advantage:.3f}")
+        return "\n".join(lines)

@@ -68,14 +68,21 @@ def cleverhans_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatMo
     return np.asarray(out)
 
 
-def _art_classifier(model: Any, x: np.ndarray, clip: tuple[Any, Any]) -> Any:
+def art_classifier(model: Any, input_shape: tuple[int, ...], clip: tuple[Any, Any]) -> Any:
+    """``model`` (inputs ``(N, *input_shape)`` -> logits ``(N, K)``) as ART's
+    ``TensorFlowV2Classifier`` with cross-entropy on logits and clip values ``clip`` (the
+    inputs' ``(low, high)``): how every ART attack and check in robustlab sees a model."""
     import keras
     from art.estimators.classification import TensorFlowV2Classifier
 
     return TensorFlowV2Classifier(
-        model=model, nb_classes=int(model.output_shape[-1]), input_shape=x.shape[1:],
+        model=model, nb_classes=int(model.output_shape[-1]), input_shape=tuple(input_shape),
         loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         clip_values=clip)
+
+
+def _art_classifier(model: Any, x: np.ndarray, clip: tuple[Any, Any]) -> Any:
+    return art_classifier(model, x.shape[1:], clip)
 
 
 def _onehot(y: np.ndarray, k: int) -> np.ndarray:
