@@ -39,6 +39,10 @@ _EXPORTS = {
     "train": "robustlab.training", "train_adversarial": "robustlab.training",
     "AdversarialModel": "robustlab.training", "TrainingConfig": "robustlab.training",
     "OverfitGuard": "robustlab.training",
+    "DPConfig": "robustlab.privacy", "epsilon_spent": "robustlab.privacy",
+    "noise_multiplier_for": "robustlab.privacy",
+    "membership_audit": "robustlab.membership", "MembershipAudit": "robustlab.results",
+    "PrivacyResult": "robustlab.results",
     "write_report": "robustlab.report", "render_html": "robustlab.report",
     "write_comparison": "robustlab.report",
     "load_or_train": "robustlab.workflow", "ReportConfig": "robustlab.workflow",
@@ -50,7 +54,7 @@ _EXPORTS = {
 
 # modules whose functions return results that Jupyter renders through robustlab.report
 _RESULT_MAKERS = {"robustlab.evaluate", "robustlab.results", "robustlab.checks",
-                  "robustlab.workflow", "robustlab.crossval"}
+                  "robustlab.workflow", "robustlab.crossval", "robustlab.membership"}
 
 __all__ = [*_EXPORTS, "setup_logging", "__version__"]
 

@@ -31,7 +31,7 @@ from robustlab._validate import (
 from robustlab.attacks import AttackSpec, fitting, parse_attacks
 from robustlab.checks import run_checks
 from robustlab.data import Dataset
-from robustlab.errors import RobustlabError, RobustlabWarning, ValidationError
+from robustlab.errors import InputTypeError, RobustlabError, RobustlabWarning, ValidationError
 from robustlab.inference import (
     batched_logits,
     check_input_shape,
@@ -47,6 +47,7 @@ from robustlab.results import (
     EvaluationResult,
     Example,
     FeatureShift,
+    PrivacyResult,
     Status,
 )
 from robustlab.stats import perturbation_norms, wilson_interval
@@ -423,8 +424,13 @@ def _fingerprint(result: EvaluationResult) -> str:
 
 def compare(results: dict[str, EvaluationResult], *,
             training_seconds: dict[str, float | None] | None = None,
-            n_show: int = 8) -> Comparison:
+            n_show: int = 8, privacy: dict[str, PrivacyResult | None] | None = None
+            ) -> Comparison:
     """Put evaluations of several models side by side (the first is the baseline).
+
+    ``privacy`` maps model names to their :class:`~robustlab.results.PrivacyResult` (DP
+    training record and membership audit): the comparison then shows each model's ε, audit
+    AUC and TPR at 0.1% FPR next to its accuracy and robustness.
 
     Raises :class:`ValidationError` unless all were made on the same examples, norm, ε list,
     attacks and threat model (bounds and feature constraints: ε in the same units, the same
@@ -456,5 +462,17 @@ def compare(results: dict[str, EvaluationResult], *,
                 idx = np.flatnonzero(~ref.robust_mask[:, focus] & res.robust_mask[:, focus])
                 gained[name] = tuple(int(i) for i in idx[:n_show])
     seconds = tuple((training_seconds or {}).get(n) for n in names)
+    private: tuple[PrivacyResult | None, ...] = ()
+    if privacy:
+        unknown = sorted(set(privacy) - set(names))
+        if unknown:
+            raise ValidationError(f"expected privacy to name compared models {list(names)}, "
+                                  f"got {unknown}")
+        for name, value in privacy.items():
+            if value is not None and not isinstance(value, PrivacyResult):
+                raise InputTypeError(f"expected privacy[{name!r}] to be a PrivacyResult or "
+                                     f"None, got {type(value).__name__}")
+        private = tuple(privacy.get(n) for n in names)
     return Comparison(names=names, results=items, training_seconds=seconds,
-                      focus_epsilon=float(ref.epsilons[focus]), gained=gained)
+                      focus_epsilon=float(ref.epsilons[focus]), gained=gained,
+                      privacy=private)

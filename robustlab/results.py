@@ -24,7 +24,7 @@ from robustlab.types import Constraints, Norm, ThreatModel, feature_labels, is_i
 __all__ = ["Status", "Check", "Convergence", "CurvePoint", "AttackCurve", "Example",
            "ClassAccuracy", "FeatureShift", "EvaluationResult", "Comparison",
            "FoldResult", "CrossValidationResult", "summary_text", "OperatingPoint",
-           "MembershipAttack", "MembershipAudit"]
+           "MembershipAttack", "MembershipAudit", "PrivacyResult"]
 
 
 def _plain(value: Any) -> Any:
@@ -295,6 +295,8 @@ class Comparison:
     ``focus_epsilon`` is the ε > 0 where the best model gains most worst-case accuracy over
     the baseline; ``gained[name]`` lists examples (indices into the evaluated test examples)
     that the baseline gets wrong under attack at that ε and model ``name`` gets right.
+    ``privacy`` (empty, or one entry per model, None where unknown) adds each model's DP
+    guarantee and membership-audit numbers to the comparison.
     """
 
     names: tuple[str, ...]
@@ -302,13 +304,18 @@ class Comparison:
     training_seconds: tuple[float | None, ...]
     focus_epsilon: float
     gained: dict[str, tuple[int, ...]]
+    privacy: tuple[PrivacyResult | None, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"names": list(self.names), "focus_epsilon": self.focus_epsilon,
-                "training_seconds": list(self.training_seconds),
-                "gained": {k: list(v) for k, v in self.gained.items()},
-                "results": {n: r.to_dict() for n, r in zip(self.names, self.results,
-                                                           strict=True)}}
+        out = {"names": list(self.names), "focus_epsilon": self.focus_epsilon,
+               "training_seconds": list(self.training_seconds),
+               "gained": {k: list(v) for k, v in self.gained.items()},
+               "results": {n: r.to_dict() for n, r in zip(self.names, self.results,
+                                                          strict=True)}}
+        if any(p is not None for p in self.privacy):  # absent otherwise: records unchanged
+            out["privacy"] = {n: None if p is None else p.to_dict()
+                              for n, p in zip(self.names, self.privacy, strict=True)}
+        return out
 
     def __repr__(self) -> str:
         return "\n".join(f"{name}: {summary_text(r).splitlines()[0]}"
@@ -659,3 +666,70 @@ class MembershipAudit:
                          f"{a.auc_interval[1]:.3f}]  TPR@1% {100 * a.tpr_at_1pct:.1f}%  "
                          f"TPR@0.1% {100 * a.tpr_at_01pct:.1f}%  advantage {a.advantage:.3f}")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True, eq=False)
+class PrivacyResult:
+    """What a model gives away about its training data: how it was trained (``training``:
+    the DP-SGD record of :class:`~robustlab.training.TrainingResult` ``.privacy`` — ε, δ,
+    σ, C, q, steps, accountant, sampling — or None for a model trained without DP) and what
+    an audit measured (``audit``, a :class:`MembershipAudit`, or None). The report's
+    "Privacy" section and the comparison's privacy columns are rendered from it."""
+
+    training: dict[str, Any] | None = None
+    audit: MembershipAudit | None = None
+
+    def __post_init__(self) -> None:
+        if self.training is not None and not isinstance(self.training, dict):
+            raise ValidationError(f"expected training to be a TrainingResult.privacy dict or "
+                                  f"None, got {type(self.training).__name__}")
+        if self.audit is not None and not isinstance(self.audit, MembershipAudit):
+            raise ValidationError(f"expected audit to be a MembershipAudit or None, got "
+                                  f"{type(self.audit).__name__}")
+        if self.training is None and self.audit is None:
+            raise ValidationError("expected training, audit or both, got neither")
+
+    @property
+    def epsilon(self) -> float | None:
+        """ε spent (at :attr:`delta`), None without DP training (no guarantee)."""
+        value = (self.training or {}).get("epsilon")
+        return None if value is None else float(value)
+
+    @property
+    def delta(self) -> float | None:
+        value = (self.training or {}).get("delta")
+        return None if value is None else float(value)
+
+    def strongest(self) -> MembershipAttack | None:
+        """The audit's attack with the highest TPR at 0.1% FPR (ties: the higher AUC)."""
+        if self.audit is None or not self.audit.attacks:
+            return None
+        return max(self.audit.attacks, key=lambda a: (a.tpr_at_01pct, a.auc))
+
+    def bound(self, fpr: float = 0.001) -> float | None:
+        """The DP bound on any attack's TPR at ``fpr`` (None without DP training)."""
+        if self.epsilon is None or self.delta is None:
+            return None
+        return _dp_bound(self.epsilon, self.delta, fpr)
+
+    def consistent(self) -> bool | None:
+        """Whether the audit's measurements are consistent with the training's (ε, δ)
+        (:meth:`MembershipAudit.consistent_with`); None when either is missing."""
+        if self.audit is None or self.epsilon is None or self.delta is None:
+            return None
+        return self.audit.consistent_with(self.epsilon, self.delta)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"training": None if self.training is None else _plain(dict(self.training)),
+                "audit": None if self.audit is None else self.audit.to_dict(),
+                "epsilon": self.epsilon, "delta": self.delta, "bound_tpr_at_0.1pct_fpr":
+                self.bound(), "consistent": self.consistent()}
+
+    def __repr__(self) -> str:
+        head = ("trained without DP" if self.epsilon is None else
+                f"DP-SGD: ε = {self.epsilon:.3g} at δ = {self.delta:g}")
+        return head + ("" if self.audit is None else "\n" + repr(self.audit))
+
+    def _repr_html_(self) -> str | None:
+        return render_html(self)

@@ -5,7 +5,9 @@ Images are shown as images; other inputs (feature tables, any rank) as the featu
 attack changed in the broken examples and how often each feature was moved, under the
 threat model's own sentences (:meth:`~robustlab.types.Constraints.describe`). A
 :class:`~robustlab.results.CrossValidationResult` has its own page (:func:`write_crossval`)
-or a section appended to a report (``write_report(..., crossval=cv)``).
+or a section appended to a report (``write_report(..., crossval=cv)``); so does a
+:class:`~robustlab.results.PrivacyResult` (``write_report(..., privacy=p)``: the DP training
+record, the membership audit's numbers and ROC curve, and a verdict in plain words).
 
 The HTML has no JavaScript and no external URL: plots are PNG data URIs, the style sheet is
 inline and allowed by its hash in a Content-Security-Policy that forbids everything else.
@@ -40,14 +42,21 @@ from robustlab.report.plots import (
     feature_shifts_png,
     gained_png,
     ranked_shifts,
+    roc_png,
     visible_text,
 )
-from robustlab.results import Comparison, CrossValidationResult, EvaluationResult, Status
+from robustlab.results import (
+    Comparison,
+    CrossValidationResult,
+    EvaluationResult,
+    PrivacyResult,
+    Status,
+)
 
 __all__ = ["render_html", "render_summary_html", "write_report", "render_comparison_html",
            "render_comparison_summary_html", "write_comparison", "render_crossval_html",
            "render_crossval_summary_html", "write_crossval", "crossval_sentences", "breaks_table",
-           "suite_sentences", "CSS"]
+           "suite_sentences", "privacy_sentences", "render_privacy_summary_html", "CSS"]
 
 CSS = (resources.files(__package__) / "templates" / "report.css").read_text("utf-8")
 
@@ -284,24 +293,41 @@ def _result_context(result: Any) -> dict[str, Any]:
     return ctx
 
 
-def render_html(result: Any, *, crossval: CrossValidationResult | None = None) -> str:
+def render_html(result: Any, *, crossval: CrossValidationResult | None = None,
+                privacy: PrivacyResult | None = None) -> str:
     """The full, self-contained report page of ``result`` as a string: an
     :class:`~robustlab.results.EvaluationResult` (with ``crossval``, its cross-validation
-    section appended), a :class:`~robustlab.results.CrossValidationResult` or a
-    :class:`~robustlab.results.Comparison` (without its example images)."""
+    section appended; with ``privacy``, its Privacy section), a
+    :class:`~robustlab.results.CrossValidationResult`, a
+    :class:`~robustlab.results.Comparison` (without its example images) or a
+    :class:`~robustlab.results.PrivacyResult` (its section alone, for Jupyter)."""
+    _check_sections(crossval, privacy)
     for kind in type(result).__mro__:
         if kind in _PAGES:
-            if crossval is not None and kind is not EvaluationResult:
-                raise ValidationError(f"expected crossval only with an EvaluationResult, got "
-                                      f"{type(result).__name__}")
-            return _PAGES[kind](result, crossval)
-    raise InputTypeError(f"expected result to be an EvaluationResult, CrossValidationResult "
-                         f"or Comparison, got {type(result).__name__}")
+            if (crossval is not None or privacy is not None) and kind is not EvaluationResult:
+                raise ValidationError(f"expected crossval and privacy only with an "
+                                      f"EvaluationResult, got {type(result).__name__}")
+            if kind is EvaluationResult:
+                return _render_result_page(result, crossval, privacy)
+            return _PAGES[kind](result, None)
+    raise InputTypeError(f"expected result to be an EvaluationResult, CrossValidationResult, "
+                         f"Comparison or PrivacyResult, got {type(result).__name__}")
 
 
-def _render_result_page(result: Any, crossval: CrossValidationResult | None) -> str:
+def _check_sections(crossval: Any, privacy: Any) -> None:
+    if crossval is not None and not isinstance(crossval, CrossValidationResult):
+        raise InputTypeError(f"expected crossval to be a CrossValidationResult or None, got "
+                             f"{type(crossval).__name__}")
+    if privacy is not None and not isinstance(privacy, PrivacyResult):
+        raise InputTypeError(f"expected privacy to be a PrivacyResult or None, got "
+                             f"{type(privacy).__name__}")
+
+
+def _render_result_page(result: Any, crossval: CrossValidationResult | None,
+                        privacy: PrivacyResult | None = None) -> str:
     ctx = _result_context(result)
     ctx["crossval"] = None if crossval is None else _crossval_context(crossval)
+    ctx["privacy"] = None if privacy is None else _privacy_context(privacy)
     return _environment().get_template("report.html.j2").render(**ctx)
 
 
@@ -312,7 +338,8 @@ def render_summary_html(result: Any) -> str:
 
 
 def write_report(result: Any, out_dir: str | Path, *, key: crypto.Key | None = None,
-                 crossval: CrossValidationResult | None = None) -> dict[str, Path]:
+                 crossval: CrossValidationResult | None = None,
+                 privacy: PrivacyResult | None = None) -> dict[str, Path]:
     """Write ``report.json`` and ``report.html`` into the directory ``out_dir`` (created if
     missing; atomically) and update its ``manifest.json`` (see :mod:`robustlab.manifest`).
     A file, or a file name such as ``"out/report.html"``, is refused with a
@@ -321,23 +348,105 @@ def write_report(result: Any, out_dir: str | Path, *, key: crypto.Key | None = N
 
     With ``crossval`` (a :class:`~robustlab.results.CrossValidationResult`), its section is
     appended to ``report.html`` and its record written to ``crossval.json``; ``report.json``
-    is the same as without.
+    is the same as without. With ``privacy`` (a :class:`~robustlab.results.PrivacyResult`),
+    the Privacy section is appended and its record written to ``privacy.json``.
 
-    Returns ``{"json": path, "html": path, "manifest": path}`` (and ``"crossval"``).
+    Returns ``{"json": path, "html": path, "manifest": path}`` (and ``"crossval"``,
+    ``"privacy"``).
     """
-    if crossval is not None and not isinstance(crossval, CrossValidationResult):
-        raise InputTypeError(f"expected crossval to be a CrossValidationResult or None, got "
-                             f"{type(crossval).__name__}")
+    _check_sections(crossval, privacy)
     out = _output_dir(out_dir, ("report.html", "report.json"))
     provider = crypto.resolve_key(key)
     paths = {"json": crypto.write_json(out / "report.json", result.to_dict(), provider),
              "html": crypto.write_text(out / "report.html",
-                                       render_html(result, crossval=crossval), provider)}
+                                       render_html(result, crossval=crossval, privacy=privacy),
+                                       provider)}
     if crossval is not None:
         paths["crossval"] = crypto.write_json(out / "crossval.json", crossval.to_dict(),
                                               provider)
+    if privacy is not None:
+        paths["privacy"] = crypto.write_json(out / "privacy.json", privacy.to_dict(),
+                                             provider)
     paths["manifest"] = update_manifest(out, parameters=result.parameters, seed=result.seed)
     return paths
+
+
+# ------------------------------------------------------------------ privacy
+
+def _rate(value: float) -> str:
+    """A rate in percent with the precision small rates need (0.1%, 0.05%, 12.5%)."""
+    return f"{100 * value:.2g}" if value < 0.01 else f"{100 * value:.1f}"
+
+
+def privacy_sentences(privacy: PrivacyResult) -> list[str]:
+    """The Privacy section's verdict in plain words: the guarantee (or its absence), what the
+    strongest audit attack found at 0.1% false positives, whether that is evidence of
+    leakage, and whether it is consistent with the guarantee."""
+    lines = []
+    t, eps, delta = privacy.training, privacy.epsilon, privacy.delta
+    bound = privacy.bound()
+    if t is None:
+        lines.append("Trained without differential privacy: no guarantee bounds what the "
+                     "model reveals about its training examples; the audit below is the "
+                     "only evidence.")
+    elif eps is None:
+        lines.append("Trained with DP-SGD's clipping but without noise (noise multiplier "
+                     "0): no privacy guarantee.")
+    else:
+        assert delta is not None and bound is not None
+        lines.append(
+            f"Trained with DP-SGD: ({eps:.3g}, {delta:g})-differentially private "
+            f"({str(t.get('accountant', '')).upper()} accountant, {t.get('sampling')} "
+            f"sampling). Whatever the attacker does, a membership test that wrongly flags "
+            f"0.1% of non-members can find at most {_rate(bound)}% of the training examples "
+            f"(chance: 0.1%).")
+    attack = privacy.strongest()
+    if attack is None or privacy.audit is None:
+        return lines
+    point = attack.at(0.001)
+    lo, hi = point.tpr_interval
+    where = (f"with no false positive among {privacy.audit.n_nonmembers} non-members "
+             f"(an FPR below {_rate(privacy.audit.fpr_resolution)}% cannot be measured "
+             f"with so few)" if point.below_resolution else
+             f"at {_rate(point.fpr)}% false positives")
+    lines.append(f"The strongest audit attack ({attack.name}) finds {_rate(point.tpr)}% "
+                 f"[{_rate(lo)}, {_rate(hi)}] of the training examples {where}; its AUC is "
+                 f"{attack.auc:.3f} [{attack.auc_interval[0]:.3f}, "
+                 f"{attack.auc_interval[1]:.3f}] (0.5 = guessing).")
+    leaks = attack.auc_interval[0] > 0.5 or lo > point.fpr_interval[1]
+    if leaks:
+        lines.append("Verdict: the model leaks membership — an attacker can tell, better than "
+                     "chance, whether a record was in its training set.")
+    else:
+        lines.append("Verdict: no evidence of leakage at this audit's size (which cannot "
+                     "exclude a leak smaller than its intervals).")
+    consistent = privacy.consistent()
+    if consistent is True:
+        lines.append(f"The measurements are consistent with ε = {eps:.3g}: no attack exceeds "
+                     f"the bound.")
+    elif consistent is False:
+        lines.append(f"An attack exceeds what ε = {eps:.3g} allows: the guarantee does not "
+                     f"hold as stated (check that the audit's members are the training set "
+                     f"and that nothing else was trained on them).")
+    return lines
+
+
+def _privacy_context(privacy: PrivacyResult) -> dict[str, Any]:
+    audit = privacy.audit
+    uri = None if audit is None else _data_uri(roc_png(audit, epsilon=privacy.epsilon,
+                                                       delta=privacy.delta))
+    return {"p": privacy, "sentences": privacy_sentences(privacy), "uri": uri,
+            "bound": privacy.bound()}
+
+
+def render_privacy_summary_html(privacy: PrivacyResult) -> str:
+    """The Privacy section alone (Jupyter's rich display of a PrivacyResult)."""
+    return _environment().get_template("privacy_summary.html.j2").render(
+        privacy=_privacy_context(privacy))
+
+
+def _render_privacy_page(privacy: Any, crossval: None) -> str:
+    return render_privacy_summary_html(privacy)
 
 
 # ------------------------------------------------------------------ cross-validation
@@ -499,9 +608,11 @@ _PAGES: dict[type, Callable[[Any, Any], str]] = {
     EvaluationResult: _render_result_page,
     CrossValidationResult: _render_crossval_page,
     Comparison: _render_comparison_page,
+    PrivacyResult: _render_privacy_page,
 }
 
 # Jupyter shows results through these (robustlab.results asks robustlab._display).
 register_html(EvaluationResult, render_summary_html)
 register_html(Comparison, render_comparison_summary_html)
 register_html(CrossValidationResult, render_crossval_summary_html)
+register_html(PrivacyResult, render_privacy_summary_html)

@@ -343,3 +343,36 @@ def convergence_png(result: Any) -> bytes | None:
     ax.legend(loc="best", fontsize=8)
     ax.set_title(f"Convergence at ε = {conv.epsilon:.4g} on {conv.n} examples")
     return png_bytes(fig)
+
+
+def roc_png(audit: Any, *, epsilon: float | None = None, delta: float | None = None) -> bytes:
+    """The membership audit's ROC curves on log-log axes (as in Carlini et al. 2022,
+    https://arxiv.org/abs/2112.03570: what matters is the true-positive rate at low
+    false-positive rates), with the chance diagonal and, given (ε, δ), the DP bound on any
+    attack's TPR (dashed). FPRs below the audit's resolution (1 / non-members) are cut."""
+    from robustlab.stats import dp_tpr_bound
+
+    floor = max(min(audit.fpr_resolution, 1e-3), 1e-5)
+    fig = new_figure(5.2, 4.2)
+    ax = fig.subplots()
+    grid = np.logspace(np.log10(floor), 0, 200)
+    ax.plot(grid, grid, color="grey", linestyle=":", linewidth=1, label="chance")
+    if epsilon is not None and delta is not None:
+        bound = [dp_tpr_bound(epsilon, delta, f) for f in grid]
+        ax.plot(grid, bound, color="black", linestyle="--", linewidth=1.2,
+                label=_fit(f"DP bound (ε = {epsilon:.3g})", 8, _LEGEND_INCHES))
+    for attack in audit.attacks:
+        fpr, tpr = np.asarray(attack.roc_fpr), np.asarray(attack.roc_tpr)
+        keep = fpr >= floor
+        ax.plot(np.maximum(fpr[keep], floor), np.maximum(tpr[keep], floor), linewidth=1.6,
+                label=_fit(f"{attack.name} (AUC {attack.auc:.3f})", 8, _LEGEND_INCHES))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(floor, 1)
+    ax.set_ylim(floor, 1.05)
+    ax.set_xlabel("false-positive rate (non-members flagged)")
+    ax.set_ylabel("true-positive rate (members found)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(_fit(f"Membership inference on {audit.model}", 12, _TITLE_INCHES))
+    return png_bytes(fig)
