@@ -47,6 +47,7 @@ _EXPORTS = {
     "write_comparison": "robustlab.report",
     "load_or_train": "robustlab.workflow", "ReportConfig": "robustlab.workflow",
     "gate": "robustlab.gate", "Policy": "robustlab.gate",
+    "privacy_study": "robustlab.workflow",
     "run_notebook": "robustlab.runner", "verify": "robustlab.manifest",
     "enable_determinism": "robustlab._env",
     "RobustlabError": "robustlab.errors", "ValidationError": "robustlab.errors",

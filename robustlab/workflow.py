@@ -3,7 +3,9 @@
 :func:`load_or_train` loads a model file or trains one (plainly, or adversarially with a
 ``method``); :class:`ReportConfig` carries the report notebook's parameters, parsed once,
 through loading, training, evaluation and the report, so a parameter cannot drift out of
-the recorded run.
+the recorded run. :func:`privacy_study` trains standard, adversarially trained, DP-SGD and
+DP + adversarially trained models side by side, audits each for membership leakage and
+compares privacy, robustness and accuracy (``notebooks/privacy_audit.ipynb``).
 """
 
 from __future__ import annotations
@@ -29,15 +31,17 @@ from robustlab.checks import check_logits
 from robustlab.crossval import cross_validate
 from robustlab.data import Dataset, check_name, load
 from robustlab.errors import InputTypeError, ModelNotFoundError, ValidationError
-from robustlab.evaluate import evaluate
+from robustlab.evaluate import compare, evaluate
 from robustlab.inference import num_outputs
+from robustlab.membership import membership_audit
 from robustlab.models import build_model, load_model, save_model
-from robustlab.report import write_report
-from robustlab.results import CrossValidationResult, EvaluationResult
+from robustlab.privacy import DPConfig
+from robustlab.report import write_comparison, write_report
+from robustlab.results import Comparison, CrossValidationResult, EvaluationResult, PrivacyResult
 from robustlab.training import TrainingResult, train, train_adversarial
 from robustlab.types import Backend, parse_norm
 
-__all__ = ["load_or_train", "ReportConfig"]
+__all__ = ["load_or_train", "ReportConfig", "privacy_study", "STUDY_MODELS"]
 
 
 def load_or_train(model_path: str | os.PathLike[str] | None, data: Dataset, *,
@@ -279,3 +283,93 @@ def _check_flag(name: str, value: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in _FLAGS:
         return _FLAGS[value.strip().lower()]
     raise ValidationError(f"expected {name} to be True or False, got {value!r}")
+
+
+# privacy_study's models: name -> (training method, with DP-SGD)
+STUDY_MODELS: dict[str, tuple[str, bool]] = {
+    "standard": ("standard", False), "dp": ("standard", True),
+    "pgd": ("pgd", False), "dp+pgd": ("pgd", True),
+}
+
+
+def privacy_study(data: Dataset, *, models: str | list[str] = "standard, dp",
+                  dp: DPConfig, epochs: int = 30, batch_size: int = 64,
+                  learning_rate: float = 2e-3, train_epsilon: Any = 0.2, train_steps: int = 5,
+                  shadows: int = 8, audit_examples: int | None = None,
+                  attacks: Any = "fgsm, pgd", epsilons: Any = "0, 0.1, 0.2",
+                  seed: int = 0, output_dir: str | os.PathLike[str] | None = None
+                  ) -> Comparison:
+    """Train each of ``models`` on ``data``, audit it for membership leakage, evaluate its
+    robustness, and put them side by side (the first is the baseline).
+
+    Models (:data:`STUDY_MODELS`): ``standard`` (Adam on clean examples), ``dp`` (DP-SGD with
+    ``dp``), ``pgd`` (PGD adversarial training at ``train_epsilon``, ``train_steps`` steps),
+    ``dp+pgd`` (both: each example's adversarial gradient clipped and noised). All share
+    ``epochs``, ``batch_size`` (DP: the expected size of a Poisson batch), ``learning_rate``
+    and ``seed``; DP runs log ε after every epoch. Each audit
+    (:func:`~robustlab.membership.membership_audit`) trains its ``shadows`` LiRA shadow
+    models with that model's own recipe (DP shadows for a DP model, as LiRA requires) and
+    takes the members from ``data.x_train`` and the non-members from ``data.x_test``
+    (``audit_examples`` caps each). With ``output_dir`` the comparison (with each model's
+    privacy section) and the models are written there.
+
+    Returns:
+        A :class:`~robustlab.results.Comparison` with ``privacy`` filled in.
+
+    Raises:
+        ValidationError: an unknown model name (named), fewer than two models, or a bad
+            training / DP setting.
+
+    Example:
+        >>> study = privacy_study(load("digits"), models="standard, dp",
+        ...                       dp=DPConfig(target_epsilon=4.0), epochs=20)
+    """
+    names = split_list(models) if isinstance(models, str) else list(models)
+    unknown = [n for n in names if n not in STUDY_MODELS]
+    if unknown or len(names) < 2 or len(set(names)) != len(names):
+        raise ValidationError(f"expected models to list two or more of "
+                              f"{list(STUDY_MODELS)} (each once), got {models!r}")
+    if not isinstance(dp, DPConfig):
+        raise InputTypeError(f"expected dp to be a robustlab DPConfig, got "
+                             f"{type(dp).__name__}")
+    specs = parse_attacks(attacks)
+    settings = {"epochs": check_int("epochs", epochs, low=1),
+                "batch_size": check_int("batch_size", batch_size, low=1),
+                "learning_rate": learning_rate, "epsilon": train_epsilon,
+                "steps": train_steps}
+
+    def recipe(name: str) -> Any:
+        method, private = STUDY_MODELS[name]
+        options = {**settings, "method": method, "dp": dp if private else None}
+        if method == "standard":
+            options.pop("epsilon"), options.pop("steps")
+
+        def fit(x: Any, y: Any, fit_seed: int) -> tuple[Any, TrainingResult]:
+            part = dataclasses.replace(data, x_train=x, y_train=y)
+            model = build_model(data.input_shape, data.num_classes, seed=fit_seed,
+                                **_stats(part))
+            return train_adversarial(model, part, seed=fit_seed, **options)
+
+        return fit
+
+    results: dict[str, EvaluationResult] = {}
+    privacy: dict[str, PrivacyResult | None] = {}
+    seconds: dict[str, float | None] = {}
+    for name in names:
+        fit = recipe(name)
+        model, info = fit(data.x_train, data.y_train, seed)
+        if output_dir is not None:
+            save_model(model, Path(output_dir) / f"{name.replace('+', '_')}.keras")
+        audit = membership_audit(model, data, shadows=shadows, max_examples=audit_examples,
+                                 train_shadow=lambda x, y, s, fit=fit: fit(x, y, s)[0],
+                                 seed=seed)
+        results[name] = evaluate(model, data, specs, epsilons, seed=seed,
+                                 parameters={"model": name, "epochs": epochs,
+                                             "dp": dataclasses.asdict(dp) if
+                                             STUDY_MODELS[name][1] else None})
+        privacy[name] = PrivacyResult(training=info.privacy, audit=audit)
+        seconds[name] = info.seconds
+    comparison = compare(results, training_seconds=seconds, privacy=privacy)
+    if output_dir is not None:
+        write_comparison(comparison, output_dir, data.x_test, data.y_test)
+    return comparison

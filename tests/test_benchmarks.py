@@ -74,3 +74,39 @@ def test_autoattack_benchmark_quick_run_writes_its_tables(tmp_path):
     # the native suite is at least as strong as the short PGD run on the same images
     assert suite["native AutoAttack"]["robust"] <= suite["PGD-10×2"]["robust"] + 0.025
     assert all(row["seconds"] > 0 for row in apgd_rows.values())
+
+
+@pytest.mark.slow
+def test_privacy_benchmark_quick_run_writes_its_tables(tmp_path):
+    out = tmp_path / "PRIVACY.md"
+    text = quick_run("privacy.py", out)
+    for heading in ("## Speed: seconds per epoch", "## Frontier: test accuracy vs ε",
+                    "## Leakage: membership audits", "### The DP-SGD model against its bound",
+                    "## Targets"):
+        assert heading in text
+    res = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    speed = res["speed"]
+    assert all(row["seconds_per_epoch"] > 0 for row in speed["rows"].values())
+    # one compiled call per example cannot beat one pass over the whole batch
+    assert speed["rows"]["per-example loop"]["seconds_per_epoch"] > \
+        speed["rows"]["DP-SGD ghost"]["seconds_per_epoch"]
+    assert speed["ghost_supported"] is True
+    rows = res["frontier"]["rows"]
+    assert [r["target_epsilon"] for r in rows] == [1.0, 2.0, 4.0, 8.0]
+    for row in rows:  # σ is calibrated so that the run never overspends
+        assert 0 < row["epsilon"] <= row["target_epsilon"] + 1e-6
+        assert 0 <= row["accuracy"] <= 1
+    # more budget, less noise
+    sigmas = [r["noise_multiplier"] for r in rows]
+    assert sigmas == sorted(sigmas, reverse=True)
+    leak = res["leakage"]
+    for block in (leak["nonprivate"], leak["dp"]):
+        assert {a["name"] for a in block["attacks"]} == {"loss", "lira", "art-blackbox"}
+        for a in block["attacks"]:
+            assert 0 <= a["auc_interval"][0] <= a["auc"] <= a["auc_interval"][1] <= 1
+            assert 0 <= a["at_01pct"]["tpr"] <= 1
+    dp = leak["dp"]
+    assert dp["epsilon"] <= leak["epsilon"] + 1e-6 and dp["delta"] < 1 / leak["n_members"]
+    assert 0 < dp["bound_at_01pct"] < dp["bound_at_1pct"] <= 1
+    assert dp["consistent"] == all(a[k]["consistent"] for a in dp["attacks"]
+                                   for k in ("at_1pct", "at_01pct"))

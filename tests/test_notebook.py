@@ -1,6 +1,7 @@
 """The report notebook, executed through papermill by `robustlab run`, with tiny parameters."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -307,3 +308,33 @@ def test_adversarial_training_notebook_runs_on_breast_cancer(tmp_path):
     html = (tmp_path / "comparison.html").read_text(encoding="utf-8")
     assert "in units of that feature" in html  # the threat model in words
     assert "examples gained" in html or "No example the baseline" in html  # not an image grid
+
+
+PRIVACY_NOTEBOOK = ROOT / "notebooks" / "privacy_audit.ipynb"
+
+
+@pytest.mark.slow
+def test_cli_runs_the_privacy_audit_notebook(tmp_path):
+    """Standard vs DP-SGD on 300 digits: ε in the log after every DP epoch, an audit per
+    model, and one comparison of accuracy, robustness and privacy."""
+    tiny = {"n_train": 300, "n_test": 100, "models": "standard, dp", "epochs": 3,
+            "shadows": 2, "attacks": "fgsm", "epsilons": "0, 0.1", "target_epsilon": 3.0}
+    proc = cli_run(PRIVACY_NOTEBOOK, tmp_path, **tiny)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("comparison.html", "comparison.json", "standard.keras", "dp.keras"):
+        assert (tmp_path / name).is_file(), name
+    summary = json.loads((tmp_path / "comparison.json").read_text(encoding="utf-8"))
+    assert summary["names"] == ["standard", "dp"]
+    assert summary["privacy"]["standard"]["epsilon"] is None
+    dp = summary["privacy"]["dp"]
+    assert dp["epsilon"] == pytest.approx(3.0, rel=0.01) and dp["epsilon"] <= 3.0
+    assert dp["training"]["sampling"] == "poisson" and dp["audit"]["shadows"] == 2
+    assert {a["name"] for a in dp["audit"]["attacks"]} == {"loss", "lira", "art-blackbox"}
+    html = (tmp_path / "comparison.html").read_text(encoding="utf-8")
+    assert "Privacy per model" in html and "DP ε (δ)" in html and "Verdict" in html
+    executed = nbformat.read(tmp_path / "privacy_audit.ipynb", as_version=4)
+    text = "".join(out.get("text", "") for cell in executed.cells
+                   for out in cell.get("outputs", []))
+    # ε after every epoch of the DP model (the shadows log theirs too)
+    assert re.search(r"epoch 1/3: .*epsilon [0-9.]+", text)
+    assert re.search(r"epoch 3/3: .*epsilon 3\.0000|epoch 3/3: .*epsilon 2\.99", text)

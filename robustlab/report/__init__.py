@@ -575,6 +575,9 @@ def render_comparison_html(comparison: Any, x: Any = None, y: Any = None) -> str
     return _environment().get_template("compare.html.j2").render(
         **_comparison_context(comparison), curves_uri=_data_uri(comparison_png(comparison)),
         gained_uri=_data_uri(gained), gained_rows=rows, units=epsilon_units(first),
+        privacy_sections=[(name, _privacy_context(p)) for name, p in
+                          zip(comparison.names, comparison.privacy, strict=True)
+                          if p is not None] if comparison.privacy else [],
         **_page())
 
 
