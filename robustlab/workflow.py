@@ -294,7 +294,7 @@ STUDY_MODELS: dict[str, tuple[str, bool]] = {
 
 def privacy_study(data: Dataset, *, models: str | list[str] = "standard, dp",
                   dp: DPConfig, epochs: int = 30, batch_size: int = 64,
-                  learning_rate: float = 2e-3, train_epsilon: Any = 0.2, train_steps: int = 5,
+                  learning_rate: float = 5e-3, train_epsilon: Any = 0.2, train_steps: int = 5,
                   shadows: int = 8, audit_examples: int | None = None,
                   attacks: Any = "fgsm, pgd", epsilons: Any = "0, 0.1, 0.2",
                   seed: int = 0, output_dir: str | os.PathLike[str] | None = None
