@@ -361,8 +361,7 @@ def privacy_study(data: Dataset, *, models: str | list[str] = "standard, dp",
         if output_dir is not None:
             save_model(model, Path(output_dir) / f"{name.replace('+', '_')}.keras")
         audit = membership_audit(model, data, shadows=shadows, max_examples=audit_examples,
-                                 train_shadow=lambda x, y, s, fit=fit: fit(x, y, s)[0],
-                                 seed=seed)
+                                 train_shadow=_first(fit), seed=seed)
         results[name] = evaluate(model, data, specs, epsilons, seed=seed,
                                  parameters={"model": name, "epochs": epochs,
                                              "dp": dataclasses.asdict(dp) if
@@ -371,5 +370,14 @@ def privacy_study(data: Dataset, *, models: str | list[str] = "standard, dp",
         seconds[name] = info.seconds
     comparison = compare(results, training_seconds=seconds, privacy=privacy)
     if output_dir is not None:
-        write_comparison(comparison, output_dir, data.x_test, data.y_test)
+        write_comparison(comparison, Path(output_dir), data.x_test, data.y_test)
     return comparison
+
+
+def _first(fit: Any) -> Any:
+    """A shadow trainer ``(x, y, seed) -> model`` from a recipe returning ``(model, info)``."""
+
+    def train_shadow(x: Any, y: Any, seed: int) -> Any:
+        return fit(x, y, seed)[0]
+
+    return train_shadow
