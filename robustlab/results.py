@@ -27,6 +27,16 @@ __all__ = ["Status", "Check", "Convergence", "CurvePoint", "AttackCurve", "Examp
            "MembershipAttack", "MembershipAudit", "PrivacyResult"]
 
 
+def _lookup(items: Any, attr: str, value: float, *, name: str | None = None) -> Any:
+    """The item of ``items`` whose ``attr`` equals ``value`` (to float round-off); a
+    ValidationError naming ``name`` (default ``attr``) and the values there are otherwise."""
+    for item in items:
+        if math.isclose(getattr(item, attr), value, rel_tol=1e-9, abs_tol=1e-12):
+            return item
+    raise ValidationError(f"expected {name or attr} to be one of "
+                          f"{[getattr(i, attr) for i in items]}, got {value}")
+
+
 def _plain(value: Any) -> Any:
     """A field as JSON-ready data: dataclasses (also inside tuples) as dicts."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -353,11 +363,7 @@ class FoldResult:
 
     def point_at(self, epsilon: float) -> CurvePoint:
         """The worst-case point at ``epsilon`` (accuracy and Wilson interval)."""
-        for point in self.worst_case:
-            if math.isclose(point.epsilon, epsilon, rel_tol=1e-9, abs_tol=1e-12):
-                return point
-        raise ValidationError(f"expected epsilon to be one of "
-                              f"{[p.epsilon for p in self.worst_case]}, got {epsilon}")
+        return _lookup(self.worst_case, "epsilon", epsilon)
 
     def to_dict(self) -> dict[str, Any]:
         return {"fold": self.fold, "n_train": self.n_train, "n_test": self.n_test,
@@ -562,11 +568,7 @@ class MembershipAttack:
 
     def at(self, fpr: float) -> OperatingPoint:
         """The operating point measured at target FPR ``fpr`` (0.01 or 0.001)."""
-        for point in self.points:
-            if math.isclose(point.target_fpr, fpr, rel_tol=1e-9, abs_tol=1e-12):
-                return point
-        raise ValidationError(f"expected fpr to be one of "
-                              f"{[p.target_fpr for p in self.points]}, got {fpr}")
+        return _lookup(self.points, "target_fpr", fpr, name="fpr")
 
     @property
     def tpr_at_1pct(self) -> float:
