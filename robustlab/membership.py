@@ -34,7 +34,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from robustlab._env import seeded_globals
-from robustlab._validate import check_int, check_optional_int, check_seed, parse_enum, split_list
+from robustlab._validate import (
+    check_float,
+    check_int,
+    check_optional_int,
+    check_seed,
+    parse_enum,
+    split_list,
+)
 from robustlab.attacks import art_classifier
 from robustlab.data import Dataset
 from robustlab.errors import InputTypeError, ValidationError
@@ -110,25 +117,33 @@ def logit_confidence(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     return z_y - lse
 
 
-def shadow_split(n: int, shadows: int, *, seed: int = 0) -> np.ndarray:
+def shadow_split(n: int, shadows: int, *, seed: int = 0, fraction: float = 0.5
+                 ) -> np.ndarray:
     """Which pool examples each shadow model trains on: bool ``(shadows, n)``.
 
-    As in Carlini et al.'s code, every example is IN exactly ``floor(shadows / 2)`` or
-    ``ceil(shadows / 2)`` shadows (a seeded random rank per example and shadow), so every
-    example has IN and OUT shadows once ``shadows >= 2``, and each shadow trains on about
-    half the pool."""
+    As in Carlini et al.'s code, every example is IN a fixed number of shadows (a seeded
+    random rank per example and shadow): ``fraction · shadows`` rounded down or up at
+    random (so each shadow trains on about ``fraction`` of the pool), but at least one and
+    at most ``shadows − 1``, so every example has IN and OUT shadows once ``shadows >= 2``.
+    ``fraction`` 0.5 is the paper's random halves; :func:`membership_audit` uses the
+    target's share of the pool, so that shadows train on as many examples as the target."""
     rng = np.random.default_rng([check_seed(seed), 0x11A])
+    fraction = check_float("fraction", fraction, low=0.0, low_open=True, high=1.0)
     ranks = rng.random((shadows, n)).argsort(axis=0).argsort(axis=0)
-    half = np.where(rng.random(n) < 0.5, shadows // 2, (shadows + 1) // 2)
-    return ranks < half[None, :]
+    share = fraction * shadows
+    count = np.floor(share) + (rng.random(n) < share - np.floor(share))
+    count = np.clip(count, 1, shadows - 1)
+    return ranks < count[None, :]
 
 
-def _pooled_sigma(values: np.ndarray, mask: np.ndarray, means: np.ndarray) -> float:
+def _pooled_sigma(values: np.ndarray, mask: np.ndarray, means: np.ndarray, *,
+                  groups: int = 1) -> float:
     """Within-example standard deviation pooled over all examples: the residuals from each
-    example's own mean, with one degree of freedom lost per example."""
+    example's own mean (of each of its ``groups`` — IN and OUT: 2), with one degree of
+    freedom lost per example and group."""
     counts = mask.sum(axis=0)
     resid = np.where(mask, values - means[None, :], 0.0)
-    dof = int(counts.sum() - np.count_nonzero(counts))
+    dof = int(counts.sum() - groups * np.count_nonzero(counts))
     if dof <= 0:
         return 1.0  # one value per example: no spread measurable; a unit scale
     return max(float(np.sqrt((resid ** 2).sum() / dof)), _MIN_SIGMA)
@@ -158,9 +173,10 @@ def lira_scores(target: np.ndarray, shadow: np.ndarray, keep: np.ndarray) -> np.
     Returns:
         float64 ``(N,)``: ``log N(φ; μ_in, σ_in) − log N(φ; μ_out, σ_out)``, higher = more
         likely a member. ``μ`` are per-example means over the IN (OUT) shadows; ``σ`` is one
-        pooled within-example standard deviation per side when ``S < 64`` (the paper's
-        "fixed variance" for few shadows; pooled over residuals from the per-example means,
-        where the reference code takes the spread of all values), per-example otherwise.
+        pooled within-example standard deviation shared by IN and OUT when ``S < 64`` (the
+        paper's "fixed variance" for few shadows; pooled over residuals from the
+        per-example means; one σ keeps the score linear in φ), per-example and per side
+        otherwise.
         An example without IN shadows gets ``μ_in = μ_out + Δ`` and one without OUT shadows
         ``μ_out = μ_in − Δ``, ``Δ`` the mean IN−OUT gap over the examples that have both
         (a population-mean fallback that keeps every score on the same likelihood-ratio
@@ -186,11 +202,18 @@ def lira_scores(target: np.ndarray, shadow: np.ndarray, keep: np.ndarray) -> np.
     mu_out = np.where(n_out > 0, mu_out, mu_in - gap)
     if not np.all(np.isfinite(mu_in)) or not np.all(np.isfinite(mu_out)):
         raise ValidationError("expected every example to have an IN or an OUT shadow")
+    if shadow.shape[0] < _PER_EXAMPLE_VARIANCE_FROM:
+        # one σ for both sides: with few shadows unequal σ_in, σ_out make the score
+        # quadratic in φ, and a target whose φ sits off the shadows' scale (another
+        # training-set size, other noise) then scores its members *below* non-members
+        centred = np.where(keep, shadow - mu_in[None, :], shadow - mu_out[None, :])
+        sigma: Any = _pooled_sigma(centred, np.ones_like(keep), np.zeros(len(target)),
+                                   groups=2)
+        return _log_normal(target, mu_in, sigma) - _log_normal(target, mu_out, sigma)
     sigma_in: Any = _pooled_sigma(shadow, keep, mu_in)
     sigma_out: Any = _pooled_sigma(shadow, out_mask, mu_out)
-    if shadow.shape[0] >= _PER_EXAMPLE_VARIANCE_FROM:
-        sigma_in = _per_example_sigma(shadow, keep, mu_in, sigma_in)
-        sigma_out = _per_example_sigma(shadow, out_mask, mu_out, sigma_out)
+    sigma_in = _per_example_sigma(shadow, keep, mu_in, sigma_in)
+    sigma_out = _per_example_sigma(shadow, out_mask, mu_out, sigma_out)
     return _log_normal(target, mu_in, sigma_in) - _log_normal(target, mu_out, sigma_out)
 
 
@@ -304,10 +327,10 @@ def _pick(n: int, cap: int | None, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, size=cap, replace=False))
 
 
-def _lira(x: np.ndarray, y: np.ndarray, *, shadows: int,
+def _lira(x: np.ndarray, y: np.ndarray, *, shadows: int, fraction: float,
           trainer: ShadowTrainer, seed: int, batch_size: int, progress: bool,
           target_logits: np.ndarray) -> np.ndarray:
-    keep = shadow_split(len(x), shadows, seed=seed)
+    keep = shadow_split(len(x), shadows, seed=seed, fraction=fraction)
     phi = np.empty((shadows, len(x)))
     for s in tqdm(range(shadows), desc="shadow models", disable=not progress, leave=False):
         t0 = time.perf_counter()
@@ -361,9 +384,10 @@ def membership_audit(model: Any, data: Dataset, *, shadows: int = 8,
     - ``"loss"``: score ``−CE(model(x), y)`` (Yeom et al. 2018,
       https://arxiv.org/abs/1709.01604).
     - ``"lira"``: online LiRA (Carlini et al. 2022, https://arxiv.org/abs/2112.03570):
-      ``shadows`` shadow models, each trained on a seeded random half of members ∪
-      non-members (each example IN about half of them, :func:`shadow_split`), then
-      :func:`lira_scores` on φ = ``log p_y − log Σ_{j≠y} p_j``.
+      ``shadows`` shadow models, each trained on a seeded random subset of members ∪
+      non-members of the members' share (so a shadow trains on as many examples as the
+      target: the paper's halves when members and non-members are as many;
+      :func:`shadow_split`), then :func:`lira_scores` on φ = ``log p_y − log Σ_{j≠y} p_j``.
 
     and, with ``art``, ART's ``MembershipInferenceBlackBox`` (``"art-blackbox"``, evaluated
     on held-out halves). Every attack is reported with ROC, AUC (95% Hanley–McNeil
@@ -380,7 +404,8 @@ def membership_audit(model: Any, data: Dataset, *, shadows: int = 8,
             (DP-SGD...). Default: a re-initialised ``keras.models.clone_model(model)`` trained
             by :func:`robustlab.training.train` for ``shadow_epochs`` epochs (None:
             :func:`~robustlab.training.default_epochs`). Use the target's recipe: shadows
-            trained differently make LiRA weaker, never stronger.
+            trained differently put the target's φ off their scale, which makes LiRA
+            unreliable (weaker, or even scoring members below non-members).
         max_examples: cap on members and on non-members (each a seeded random subset).
         seed: seeds the subsets, the shadow splits and training, and ART's attack model.
         batch_size: examples per inference batch.
@@ -444,12 +469,16 @@ def membership_audit(model: Any, data: Dataset, *, shadows: int = 8,
         else:
             trainer = train_shadow if train_shadow is not None else \
                 _default_trainer(model, data, shadow_epochs)
-            scores = _lira(x, y, shadows=shadows, trainer=trainer, seed=seed,
-                           batch_size=batch_size, progress=progress, target_logits=logits)
-            notes = (f"online LiRA, {shadows} shadows on random halves of the "
-                     f"{len(x)} pooled examples, "
-                     + ("pooled" if shadows < _PER_EXAMPLE_VARIANCE_FROM else "per-example")
-                     + " variance")
+            # shadows train on as many examples as the target did (its share of the pool)
+            fraction = len(xm) / len(x)
+            scores = _lira(x, y, shadows=shadows, fraction=fraction, trainer=trainer,
+                           seed=seed, batch_size=batch_size, progress=progress,
+                           target_logits=logits)
+            notes = (f"online LiRA, {shadows} shadows, each on a random {100 * fraction:.0f}% "
+                     f"of the {len(x)} pooled examples (the members' share, so shadows train "
+                     f"on as many as the target), "
+                     + ("one pooled" if shadows < _PER_EXAMPLE_VARIANCE_FROM
+                        else "per-example") + " variance")
         results.append(score_attack(name.value, scores[members], scores[~members],
                                     notes=notes))
     if art:

@@ -125,10 +125,11 @@ class DPConfig:
 
 
 def default_delta(n: int) -> float:
-    """A δ below ``1/n``: the largest power of ten strictly smaller (60,000 → 1e-5, 8,000 →
-    1e-4, 1,000 → 1e-4)."""
+    """A δ well below ``1/n``: the largest power of ten at most ``0.1/n`` (8,000 → 1e-5,
+    60,000 → 1e-6, 1,437 → 1e-5, 1,000 → 1e-4), so that δ never comes near the ``1/n`` at
+    which publishing one record outright would meet the guarantee."""
     n = check_int("n", n, low=1)
-    return 10.0 ** -(math.floor(math.log10(n)) + 1)
+    return 10.0 ** math.floor(math.log10(0.1 / n) + 1e-12)
 
 
 def _event(noise_multiplier: float, sample_rate: float, steps: int) -> Any:
@@ -505,7 +506,7 @@ def _hooked(model: Any, uses: _Uses) -> Callable[[Any], Any]:
     graph = _graph(model)
 
     def operation(op: Any) -> Callable[..., Any]:
-        kind = _ghost_kind(op)
+        kind = _ghost_kind(op) if getattr(op, "trainable", False) else None
         if kind == "dense":
             return _dense(op, uses)
         if kind == "conv2d":
@@ -592,7 +593,7 @@ def _ghost(model: Any, loss_fn: LossFn, tensors: list[Any]
         if layer.use_bias:
             squared += tf.reduce_sum(tf.square(tf.reduce_sum(g_all, axis=1)), axis=1)
         parts[key] = (a_all, g_all, explicit)
-    norms = tf.sqrt(squared)
+    norms = tf.sqrt(tf.maximum(squared, 0.0))  # <AAᵀ, GGᵀ> may round below 0
     owner = {id(v): (key, name) for key in keys for name, v in
              (("kernel", uses.layers[key].kernel), ("bias", uses.layers[key].bias))
              if v is not None}

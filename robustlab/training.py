@@ -302,6 +302,12 @@ class AdversarialModel(keras.Model):
         if dp is not None and not isinstance(dp, DPPlan):
             raise InputTypeError(f"expected dp to be a robustlab DPPlan (robustlab.privacy."
                                  f"plan_dp) or None, got {type(dp).__name__}")
+        if dp is not None and self.config.clean_fraction:
+            # which rows stay clean depends on the batch's size and order, so one example's
+            # presence would change another's loss: the sensitivity would exceed C
+            raise ValidationError(f"expected clean_fraction=0 with DP-SGD (each example's "
+                                  f"loss must depend on that example alone), got "
+                                  f"{self.config.clean_fraction}")
         self.dp = dp
         self.epsilon_var = keras.Variable(self.config.epsilon_at(0), trainable=False,
                                           dtype="float32", name="epsilon")
@@ -449,8 +455,13 @@ class AdversarialModel(keras.Model):
                            tf.int32)
             x_adv = tf.concat([x[:keep], x_adv[keep:]], axis=0)
         if self.dp is not None:
-            weights = data[2] if len(data) > 2 and data[2] is not None else None
-            return self._private_update(x, x_adv, y, weights, clean_logits)
+            if len(data) < 3 or data[2] is None:
+                raise ValidationError(
+                    "expected Poisson-sampled batches with per-example weights for DP-SGD "
+                    "(x, y, weights), got fixed batches: the accountant assumes Poisson "
+                    "sampling; feed robustlab.training.private_dataset(...) to fit, or use "
+                    "train_adversarial(..., dp=...)")
+            return self._private_update(x, x_adv, y, data[2], clean_logits)
         with tf.GradientTape() as tape:
             adv_logits = self.model(x_adv, training=True)
             if cfg.method is Method.TRADES:
@@ -752,6 +763,9 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
             ``method`` (DP + PGD-AT clips each example's adversarial gradient), checkpoints
             (the sampler depends only on the seed and the epoch, the noise generator's state
             is saved) and ``max_seconds``. The result's ``privacy`` records what was spent.
+            ε covers the trained weights; the per-epoch training metrics (loss, batch
+            accuracies) are computed on the private batches without noise: do not publish
+            them with the model. ``clean_fraction`` must be 0 with DP.
         callbacks: more Keras callbacks.
 
     Returns:
@@ -850,6 +864,7 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
         trained = start_epoch + len(next(iter(history.values()), []))
         spent = plan.epsilon_after(trained) if plan.noise_multiplier > 0 else math.inf
         privacy = {**plan.to_dict(), "epochs_trained": trained,
+                   "steps": trained * plan.steps_per_epoch,
                    "epsilon": None if math.isinf(spent) else spent}
     if checkpoint_dir is not None:
         if path is not None and not stopped_early:  # in save_to: nothing left to resume

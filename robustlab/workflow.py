@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from robustlab._validate import (
+    check_float,
     check_int,
     check_optional_int,
     check_seed,
@@ -38,7 +39,13 @@ from robustlab.models import build_model, load_model, save_model
 from robustlab.privacy import DPConfig
 from robustlab.report import write_comparison, write_report
 from robustlab.results import Comparison, CrossValidationResult, EvaluationResult, PrivacyResult
-from robustlab.training import TrainingResult, train, train_adversarial
+from robustlab.training import (
+    Method,
+    TrainingConfig,
+    TrainingResult,
+    train,
+    train_adversarial,
+)
 from robustlab.types import Backend, parse_norm
 
 __all__ = ["load_or_train", "ReportConfig", "privacy_study", "STUDY_MODELS"]
@@ -306,7 +313,9 @@ def privacy_study(data: Dataset, *, models: str | list[str] = "standard, dp",
     ``dp``), ``pgd`` (PGD adversarial training at ``train_epsilon``, ``train_steps`` steps),
     ``dp+pgd`` (both: each example's adversarial gradient clipped and noised). All share
     ``epochs``, ``batch_size`` (DP: the expected size of a Poisson batch), ``learning_rate``
-    and ``seed``; DP runs log ε after every epoch. Each audit
+    and ``seed``; DP runs log ε after every epoch. A DP model of a table is built without
+    the training split's mean and standard deviation (its standardisation layer would
+    publish them outside ε): give such tables in comparable units. Each audit
     (:func:`~robustlab.membership.membership_audit`) trains its ``shadows`` LiRA shadow
     models with that model's own recipe (DP shadows for a DP model, as LiRA requires) and
     takes the members from ``data.x_train`` and the non-members from ``data.x_test``
@@ -333,10 +342,16 @@ def privacy_study(data: Dataset, *, models: str | list[str] = "standard, dp",
         raise InputTypeError(f"expected dp to be a robustlab DPConfig, got "
                              f"{type(dp).__name__}")
     specs = parse_attacks(attacks)
+    epsilon_values = parse_epsilons(epsilons, name="epsilons")
+    shadows = check_int("shadows", shadows, low=2)
+    audit_examples = check_optional_int("audit_examples", audit_examples, low=2)
+    # the training settings, checked before anything trains (a config per method)
+    TrainingConfig(method=Method.PGD, epsilon=train_epsilon, steps=train_steps, seed=seed)
     settings = {"epochs": check_int("epochs", epochs, low=1),
                 "batch_size": check_int("batch_size", batch_size, low=1),
-                "learning_rate": learning_rate, "epsilon": train_epsilon,
-                "steps": train_steps}
+                "learning_rate": check_float("learning_rate", learning_rate, low=0.0,
+                                             low_open=True),
+                "epsilon": train_epsilon, "steps": train_steps}
 
     def recipe(name: str) -> Any:
         method, private = STUDY_MODELS[name]
@@ -346,8 +361,10 @@ def privacy_study(data: Dataset, *, models: str | list[str] = "standard, dp",
 
         def fit(x: Any, y: Any, fit_seed: int) -> tuple[Any, TrainingResult]:
             part = dataclasses.replace(data, x_train=x, y_train=y)
-            model = build_model(data.input_shape, data.num_classes, seed=fit_seed,
-                                **_stats(part))
+            # a DP model must not carry exact statistics of its training data (its
+            # standardisation layer would publish them outside ε): tables go in as they are
+            stats = {} if private else _stats(part)
+            model = build_model(data.input_shape, data.num_classes, seed=fit_seed, **stats)
             return train_adversarial(model, part, seed=fit_seed, **options)
 
         return fit
@@ -362,7 +379,7 @@ def privacy_study(data: Dataset, *, models: str | list[str] = "standard, dp",
             save_model(model, Path(output_dir) / f"{name.replace('+', '_')}.keras")
         audit = membership_audit(model, data, shadows=shadows, max_examples=audit_examples,
                                  train_shadow=_first(fit), seed=seed)
-        results[name] = evaluate(model, data, specs, epsilons, seed=seed,
+        results[name] = evaluate(model, data, specs, epsilon_values, seed=seed,
                                  parameters={"model": name, "epochs": epochs,
                                              "dp": dataclasses.asdict(dp) if
                                              STUDY_MODELS[name][1] else None})

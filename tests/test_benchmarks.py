@@ -88,7 +88,7 @@ def test_privacy_benchmark_quick_run_writes_its_tables(tmp_path):
     speed = res["speed"]
     assert all(row["seconds_per_epoch"] > 0 for row in speed["rows"].values())
     # one compiled call per example cannot beat one pass over the whole batch
-    assert speed["rows"]["per-example loop"]["seconds_per_epoch"] > \
+    assert min(speed["rows"][k]["seconds_per_epoch"] for k in speed["rows"] if "loop" in k) > \
         speed["rows"]["DP-SGD ghost"]["seconds_per_epoch"]
     assert speed["ghost_supported"] is True
     rows = res["frontier"]["rows"]

@@ -306,3 +306,33 @@ def test_dp_bound_against_hand_computation():
         audit.dp_bound(-1.0, 1e-5)
     with pytest.raises(ValidationError, match="expected delta <= 1"):
         audit.dp_bound(1.0, 2.0)
+
+
+def test_shadow_split_gives_shadows_the_targets_share_of_the_pool():
+    from robustlab.membership import shadow_split
+
+    keep = shadow_split(1000, 8, seed=0, fraction=0.8)
+    counts = keep.sum(axis=0)
+    assert set(np.unique(counts)) <= {6, 7} and counts.mean() == pytest.approx(6.4, abs=0.1)
+    assert keep.sum(axis=1).mean() == pytest.approx(800, rel=0.02)  # the target's size
+    tiny = shadow_split(50, 2, seed=0, fraction=0.9)  # never without an OUT shadow
+    assert (tiny.sum(axis=0) == 1).all()
+
+
+@pytest.mark.parametrize("offset", [-1.0, 0.0, 1.0])
+def test_lira_with_few_shadows_survives_a_target_off_the_shadows_scale(offset):
+    """A real leak, 4 shadows, and a target whose φ is shifted (another training-set size
+    or noise): one shared σ keeps members above non-members (unequal σ_in, σ_out gave an
+    AUC of 0.41 at offset +1)."""
+    from robustlab.membership import lira_scores, shadow_split
+    from robustlab.stats import roc_auc
+
+    rng = np.random.default_rng(5)
+    n, shadows = 600, 4
+    level = rng.normal(0, 1, n)
+    keep = shadow_split(n, shadows, seed=1)
+    shadow = level + 0.6 * keep + rng.normal(0, 0.5, (shadows, n)) * (1 + 0.5 * keep)
+    member = np.arange(n) < n // 2
+    target = level + 0.6 * member + rng.normal(0, 0.5, n) + offset
+    scores = lira_scores(target, shadow, keep)
+    assert roc_auc(scores[member], scores[~member]) > 0.55

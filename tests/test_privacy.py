@@ -52,11 +52,12 @@ def test_calibrated_noise_spends_the_target_and_no_more(accountant):
     assert spent == pytest.approx(2.0, rel=0.01)  # not needlessly noisy
 
 
-def test_default_delta_is_below_one_over_n():
-    for n in (10, 1000, 1437, 8000, 60_000, 100_000):
-        assert default_delta(n) < 1 / n
-        assert default_delta(n) >= 0.1 / n  # the largest such power of ten
-    assert default_delta(60_000) == pytest.approx(1e-5)
+def test_default_delta_is_well_below_one_over_n():
+    for n in (10, 999, 1000, 1437, 8000, 60_000, 100_000):
+        assert default_delta(n) <= 0.1 / n
+        assert default_delta(n) > 0.01 / n  # the largest such power of ten
+    assert default_delta(8_000) == pytest.approx(1e-5)
+    assert default_delta(60_000) == pytest.approx(1e-6)
 
 
 def test_a_delta_of_one_over_n_or_more_warns():
@@ -315,3 +316,35 @@ def test_an_interrupted_dp_run_resumes_bit_identically(small, tmp_path):
     for a, b in zip(whole.get_weights(), resumed.get_weights(), strict=True):
         assert np.array_equal(a, b)
     shutil.rmtree(tmp_path / "c", ignore_errors=True)
+
+
+def test_clean_fraction_and_fixed_batches_are_refused_with_dp(digits):
+    """Both would let one example's presence change another's contribution."""
+    import keras
+
+    from robustlab.models import build_small_cnn
+
+    plan = _plan(1.0, 1.0, 16)
+    with pytest.raises(ValidationError, match="clean_fraction=0 with DP-SGD"):
+        AdversarialModel(build_small_cnn((8, 8, 1), 10), TrainingConfig(
+            "pgd", epsilon=0.1, clean_fraction=0.5), dp=plan)
+    trainer = AdversarialModel(build_small_cnn((8, 8, 1), 10), dp=plan)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1))
+    with pytest.raises(ValidationError, match="Poisson-sampled batches"):
+        trainer.train_on_batch(digits.x_train[:16], digits.y_train[:16])
+
+
+def test_frozen_layers_do_not_count_in_the_ghost_norms(digits):
+    import tensorflow as tf
+
+    from robustlab.models import build_small_cnn
+
+    model = _no_dropout(build_small_cnn((8, 8, 1), 10, seed=1))
+    model.get_layer("conv1").trainable = False
+    x, y = tf.constant(digits.x_test[:8]), tf.constant(digits.y_test[:8])
+    ghost = private_gradients(model, _ce, (x, y), l2_clip=0.1, method="ghost")
+    vectorized = private_gradients(model, _ce, (x, y), l2_clip=0.1, method="vectorized")
+    assert len(ghost[0]) == len(model.trainable_variables) < len(model.variables)
+    assert np.allclose(ghost[1].numpy(), vectorized[1].numpy(), rtol=1e-4)
+    for a, b in zip(ghost[0], vectorized[0], strict=True):
+        assert np.allclose(a.numpy(), b.numpy(), atol=2e-6)

@@ -51,7 +51,39 @@ def test_a_dp_model_states_its_bound_and_consistency():
     # a leak far beyond what ε = 0.1 allows is called out
     loud = PrivacyResult(training=_training(0.1), audit=_audit(3.0))
     assert loud.consistent() is False
-    assert "exceeds what ε = 0.1 allows" in privacy_sentences(loud)[-1]
+    assert "exceeds the bound that ε = 0.1 implies" in privacy_sentences(loud)[-1]
+    assert "keep it secret" in lines[0]  # the guarantee assumes a secret seed
+
+
+def _attack(name, members, nonmembers):
+    return score_attack(name, np.asarray(members), np.asarray(nonmembers))
+
+
+def test_the_verdict_weighs_every_attack_not_only_the_strongest():
+    """LiRA has the highest TPR at 0.1% FPR (one outlier, not significant on 200
+    non-members), the loss attack the significant AUC: the page must say it leaks."""
+    rng = np.random.default_rng(1)
+    nonmembers = rng.normal(0, 1, 200)
+    lira = _attack("lira", np.r_[rng.normal(0, 1, 199), 10.0], rng.normal(0, 1, 200))
+    loss = _attack("loss", np.minimum(rng.normal(0.7, 1, 200), nonmembers.max() - 0.1),
+                   nonmembers)
+    audit = MembershipAudit(attacks=(lira, loss), shadows=4, seed=0, fpr_resolution=1 / 200,
+                            seconds=1.0, model="m", dataset="d", n_members=200,
+                            n_nonmembers=200)
+    p = PrivacyResult(audit=audit)
+    assert p.strongest().name == "lira" and loss.auc_interval[0] > 0.5
+    verdict = privacy_sentences(p)[2]
+    assert verdict.startswith("Verdict: the model leaks") and "loss" in verdict
+
+
+def test_an_attack_scoring_members_below_non_members_is_flagged():
+    rng = np.random.default_rng(2)
+    backwards = _attack("lira", rng.normal(-1, 1, 300), rng.normal(0, 1, 300))
+    audit = MembershipAudit(attacks=(backwards,), shadows=4, seed=0, fpr_resolution=1 / 300,
+                            seconds=1.0, model="m", dataset="d", n_members=300,
+                            n_nonmembers=300)
+    lines = privacy_sentences(PrivacyResult(audit=audit))
+    assert any(line.startswith("Caution: lira scores members below") for line in lines)
 
 
 def test_report_has_the_privacy_section_and_writes_privacy_json(digits_result, tmp_path):

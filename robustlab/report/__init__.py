@@ -397,9 +397,11 @@ def privacy_sentences(privacy: PrivacyResult) -> list[str]:
         lines.append(
             f"Trained with DP-SGD: ({eps:.3g}, {delta:g})-differentially private "
             f"({str(t.get('accountant', '')).upper()} accountant, {t.get('sampling')} "
-            f"sampling). Whatever the attacker does, a membership test that wrongly flags "
-            f"0.1% of non-members can find at most {_rate(bound)}% of the training examples "
-            f"(chance: 0.1%).")
+            f"sampling). For any single training record, no test of whether it was in the "
+            f"training set can, over the randomness of training, exceed {_rate(bound)}% "
+            f"true positives at 0.1% false positives (chance: 0.1%) — against an attacker "
+            f"who does not know the training seed (recorded here for reproducibility: keep "
+            f"it secret to keep the guarantee).")
     attack = privacy.strongest()
     if attack is None or privacy.audit is None:
         return lines
@@ -413,21 +415,34 @@ def privacy_sentences(privacy: PrivacyResult) -> list[str]:
                  f"[{_rate(lo)}, {_rate(hi)}] of the training examples {where}; its AUC is "
                  f"{attack.auc:.3f} [{attack.auc_interval[0]:.3f}, "
                  f"{attack.auc_interval[1]:.3f}] (0.5 = guessing).")
-    leaks = attack.auc_interval[0] > 0.5 or lo > point.fpr_interval[1]
-    if leaks:
-        lines.append("Verdict: the model leaks membership — an attacker can tell, better than "
-                     "chance, whether a record was in its training set.")
+    # any attack at any operating point is evidence (not only the strongest at 0.1%)
+    found = [a.name for a in privacy.audit.attacks
+             if a.auc_interval[0] > 0.5 or any(p.tpr_interval[0] > p.fpr_interval[1]
+                                               for p in a.points)]
+    backwards = [a.name for a in privacy.audit.attacks if a.auc_interval[1] < 0.5]
+    if found:
+        lines.append(f"Verdict: the model leaks membership — an attacker can tell, better than "
+                     f"chance, whether a record was in its training set (shown by "
+                     f"{', '.join(found)}).")
     else:
         lines.append("Verdict: no evidence of leakage at this audit's size (which cannot "
                      "exclude a leak smaller than its intervals).")
+    if backwards:
+        lines.append(f"Caution: {', '.join(backwards)} scores members below non-members "
+                     f"beyond its interval, which no real leak does: that attack is "
+                     f"miscalibrated here (for LiRA: shadow models not trained like the "
+                     f"target), so read its numbers as unreliable.")
     consistent = privacy.consistent()
     if consistent is True:
         lines.append(f"The measurements are consistent with ε = {eps:.3g}: no attack exceeds "
                      f"the bound.")
     elif consistent is False:
-        lines.append(f"An attack exceeds what ε = {eps:.3g} allows: the guarantee does not "
-                     f"hold as stated (check that the audit's members are the training set "
-                     f"and that nothing else was trained on them).")
+        lines.append(f"An attack exceeds the bound that ε = {eps:.3g} implies (at 95% "
+                     f"confidence per operating point, several points tested). Possible "
+                     f"causes: a flaw in the training or its accounting, or the audit's "
+                     f"assumptions failing — its members must be exactly the training set, "
+                     f"its non-members from the same distribution, and nothing else trained "
+                     f"on them.")
     return lines
 
 
