@@ -1,7 +1,8 @@
 # robustlab: `make demo` writes a robustness report on the bundled digits dataset (offline);
 # `make test` runs the whole test suite. Both create .venv and install what they need.
 # `make check` is the inner loop: lint, layer contract, types and the fast tests.
-# `make bench` measures speed and memory against CleverHans and ART (benchmarks/RESULTS.md).
+# `make bench` measures speed and memory against CleverHans and ART (benchmarks/RESULTS.md),
+# tables (TABULAR.md) and DP-SGD (PRIVACY.md).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -44,6 +45,7 @@ browser:
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/tabular.py
+	$(PY) benchmarks/privacy.py
 
 # Static security linting of our own code: ruff's flake8-bandit rules and bandit itself. Every
 # finding left in the code carries a `noqa`/`nosec` comment that says why it is safe.

@@ -26,7 +26,6 @@ AutoAttack (its default ensemble) and PGD-100 x 10 restarts.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -41,7 +40,15 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench import MNIST_DIR, floor_fn, machine, median_time, trained_model  # noqa: E402
+from bench import (  # noqa: E402
+    MNIST_DIR,
+    floor_fn,
+    indented_json,
+    machine,
+    median_time,
+    trained_model,
+    write_results,
+)
 
 from robustlab.attacks import AttackSpec, parse_attacks  # noqa: E402
 from robustlab.evaluate import evaluate  # noqa: E402
@@ -245,9 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             mnist_model, data.x_test[:k], data.y_test[:k], 0.3, art_n=0 if quick else args.art_n,
             pgd=(10, 2) if quick else (100, 10))}
     res["seconds"] = time.perf_counter() - started
-    args.out.write_text(markdown(res), encoding="utf-8")
-    args.out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str),
-                                             encoding="utf-8")
+    write_results(args.out, markdown(res), res, dumps=indented_json)
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")  # noqa: T201
     return 0
 

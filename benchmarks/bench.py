@@ -430,6 +430,29 @@ def memory_table(quick: bool) -> dict[str, Any]:
 # the report
 
 
+def indented_json(res: dict[str, Any]) -> str:
+    """The JSON text of tabular.py's and autoattack.py's results (indent 1, in insertion
+    order, ``str`` for anything JSON has no type for)."""
+    return json.dumps(res, indent=1, default=str)
+
+
+def write_results(out: Path, markdown: str, res: dict[str, Any], *,
+                  dumps: Callable[[dict[str, Any]], str] | None = None) -> Path:
+    """Write a benchmark's ``markdown`` to ``out`` and its ``res`` to ``out`` with the suffix
+    ``.json``, each atomically (``robustlab._io``: a reader never sees half a file). The JSON
+    is ``robustlab._io.write_json``'s (sorted keys, indent 2, NaN refused) unless ``dumps``
+    gives the text. Returns the JSON's path."""
+    from robustlab._io import write_json, write_text
+
+    json_path = out.with_suffix(".json")
+    write_text(out, markdown)
+    if dumps is None:
+        write_json(json_path, res)
+    else:
+        write_text(json_path, dumps(res))
+    return json_path
+
+
 def machine() -> dict[str, Any]:
     from robustlab._env import device_info, package_versions
 
@@ -594,8 +617,6 @@ def main(argv: list[str] | None = None) -> int:
         memory_probe(*args.memory_probe)
         return 0
 
-    from robustlab._io import write_json, write_text
-
     repeats = args.repeats or (1 if args.quick else 3)
     res: dict[str, Any] = {"quick": args.quick, "repeats": repeats, "machine": machine()}
     res["device_note"] = None if res["machine"]["device"]["type"] == "GPU" else \
@@ -634,8 +655,7 @@ def main(argv: list[str] | None = None) -> int:
             print("peak memory", flush=True)
             res["memory"] = memory_table(args.quick)
     out = Path(args.out)
-    write_text(out, markdown(res))
-    write_json(out.with_suffix(".json"), res)
+    write_results(out, markdown(res), res)
     print(f"wrote {out}", flush=True)
     return 0
 

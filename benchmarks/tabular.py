@@ -30,7 +30,6 @@ shows) and on a wider one (512×512).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -45,7 +44,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench import machine, median_time  # noqa: E402  (shared timing and machine helpers)
+from bench import indented_json, machine, median_time, write_results  # noqa: E402
 
 import robustlab as rl  # noqa: E402
 from robustlab.types import Constraints  # noqa: E402
@@ -261,9 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                         epochs=3 if quick else 30, hidden=hidden)
         for hidden in ((64, 32), (512, 512))]
     res["seconds"] = time.perf_counter() - started
-    args.out.write_text(markdown(res), encoding="utf-8")
-    args.out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str),
-                                             encoding="utf-8")
+    write_results(args.out, markdown(res), res, dumps=indented_json)
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")  # noqa: T201
     return 0
 
