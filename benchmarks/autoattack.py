@@ -46,8 +46,10 @@ from bench import (  # noqa: E402
     indented_json,
     machine,
     median_time,
+    pct,
     trained_model,
     write_results,
+    written_by,
 )
 
 from robustlab.attacks import AttackSpec, parse_attacks  # noqa: E402
@@ -160,16 +162,9 @@ def hardened_mnist(quick: bool) -> tuple[Any, Any] | None:
     return model, sub
 
 
-def pct(v: float) -> str:
-    return f"{100 * v:.1f}"
-
-
 def markdown(res: dict[str, Any]) -> str:
-    m = res["machine"]
     lines = ["# AutoAttack at PGD speed: native APGD, Square and the suite vs ART", "",
-             f"Written by `benchmarks/autoattack.py` on {m['date']} ({m['cpus']} CPUs, "
-             f"{m['processor'] or m['platform']}, device {m['device']}). "
-             f"{'Quick run (tiny sizes).' if res['quick'] else ''}", ""]
+             written_by("autoattack.py", res), ""]
     d = res["digits"]
     lines += [f"## APGD on the digits CNN ({d['n']} images, ε = {d['epsilon']:g} L∞)", "",
               "| run | seconds | × floor | robust accuracy % |", "|---|---|---|---|"]

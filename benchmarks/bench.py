@@ -453,6 +453,19 @@ def write_results(out: Path, markdown: str, res: dict[str, Any], *,
     return json_path
 
 
+def pct(value: float) -> str:
+    """A fraction as a percentage with one decimal (0.1234 -> "12.3")."""
+    return f"{100 * value:.1f}"
+
+
+def written_by(script: str, res: dict[str, Any]) -> str:
+    """The first line under a results file's title: which script wrote it, when and where."""
+    m = res["machine"]
+    return (f"Written by `benchmarks/{script}` on {m['date']} ({m['cpus']} CPUs, "
+            f"{m['processor'] or m['platform']}, device {m['device']}). "
+            f"{'Quick run (tiny sizes).' if res['quick'] else ''}")
+
+
 def machine() -> dict[str, Any]:
     from robustlab._env import device_info, package_versions
 

@@ -67,7 +67,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench import MNIST_DIR, machine, write_results  # noqa: E402
+from bench import MNIST_DIR, machine, pct, write_results  # noqa: E402
 
 log = logging.getLogger("benchmarks.privacy")
 
@@ -348,10 +348,6 @@ def leakage(data: Any, quick: bool) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # the report
-
-
-def pct(v: float) -> str:
-    return f"{100 * v:.1f}"
 
 
 def interval(lo_hi: list[float], scale: float = 100.0, fmt: str = ".1f") -> str:

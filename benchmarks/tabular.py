@@ -44,7 +44,14 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench import indented_json, machine, median_time, write_results  # noqa: E402
+from bench import (  # noqa: E402
+    indented_json,
+    machine,
+    median_time,
+    pct,
+    write_results,
+    written_by,
+)
 
 import robustlab as rl  # noqa: E402
 from robustlab.types import Constraints  # noqa: E402
@@ -181,16 +188,9 @@ def hardened_vs_standard(data: rl.Dataset, standard: Any, *, epochs: int,
     return out
 
 
-def pct(value: float) -> str:
-    return f"{100 * value:.1f}"
-
-
 def markdown(res: dict[str, Any]) -> str:
-    m = res["machine"]
     lines = ["# Tables: breast-cancer robustness and the cost of feature constraints", "",
-             f"Written by `benchmarks/tabular.py` on {m['date']} ({m['cpus']} CPUs, "
-             f"{m['processor'] or m['platform']}, device {m['device']}). "
-             f"{'Quick run (tiny sizes).' if res['quick'] else ''}", "",
+             written_by("tabular.py", res), "",
              "ε is in standard deviations of each feature (fitted on the training split).",
              "", "## Robust accuracy, with and without 5 immutable features", "",
              f"Immutable: {', '.join(IMMUTABLE)}. Worst case over FGSM and PGD-"
