@@ -30,7 +30,8 @@ from robustlab.inference import predict_labels
 from robustlab.stats import wilson_interval
 
 __all__ = ["TriggerKind", "Trigger", "PoisonedDataset", "backdoor", "flip_labels",
-           "attack_success"]
+           "attack_success", "Detector", "Inspection", "inspect_training_set",
+           "penultimate_features", "spectral_scores", "spectre_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -269,3 +270,145 @@ def attack_success(model: Any, poisoned: PoisonedDataset) -> tuple[float, tuple[
     x, _ = poisoned.triggered_test()
     hits = int(np.sum(predict_labels(model, x) == poisoned.target))
     return hits / max(1, len(x)), wilson_interval(hits, len(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# inspection: which training examples look poisoned (no ground truth needed)
+
+
+class Detector(str, Enum):
+    """Per-class poison scores from penultimate-layer features."""
+
+    SPECTRAL = "spectral"
+    SPECTRE = "spectre"
+
+
+def penultimate_features(model: Any, x: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
+    """The input of ``model``'s last layer (the features its logits are computed from),
+    ``(N, D)`` float64, for a functional or sequential Keras model."""
+    import keras
+
+    from robustlab.inference import GraphSafeNames
+
+    try:
+        last = model.layers[-1]
+        extractor = keras.Model(model.inputs, last.input)
+    except (AttributeError, ValueError, IndexError) as exc:
+        raise InputTypeError(f"expected a functional or sequential Keras model whose last "
+                             f"layer computes the logits, got {type(model).__name__} "
+                             f"({exc})") from None
+    with GraphSafeNames(extractor):
+        feats = extractor.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)
+    return np.asarray(feats, np.float64).reshape(len(x), -1)
+
+
+def spectral_scores(features: np.ndarray) -> np.ndarray:
+    """Spectral-signature scores (Tran, Li & Madry 2018, https://arxiv.org/abs/1811.00636):
+    the squared projection of each centred feature vector ``(N, D)`` on the top singular
+    vector of the class's centred features; poison concentrates at the top."""
+    centred = features - features.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return (centred @ vt[0]) ** 2
+
+
+def spectre_scores(features: np.ndarray, *, dims: int = 32, poison_bound: float = 0.4,
+                   alpha: float = 4.0, seed: int = 0) -> np.ndarray:
+    """SPECTRE-style scores (Hayase et al. 2021, https://arxiv.org/abs/2104.11315): project
+    the class's features on their top ``dims`` singular directions, estimate mean and
+    covariance robustly (Minimum Covariance Determinant on ``1 − poison_bound`` of the
+    examples, so up to that share of poison cannot steer it), whiten with them, and score
+    each example by its QUantum-Entropy score ``zᵀQz / tr Q`` with
+    ``Q = exp(α (Σ̃ − I) / (‖Σ̃‖₂ − 1))`` (Σ̃: covariance of the whitened features), which
+    weighs every direction in which the whitened data spread more than clean data would."""
+    from scipy.linalg import expm, sqrtm
+    from sklearn.covariance import MinCovDet
+
+    n = len(features)
+    centred = features - features.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    k = max(1, min(dims, vt.shape[0], n // 4))
+    reduced = centred @ vt[:k].T
+    support = min(0.99, max(1.0 - poison_bound, (n + k + 1) / (2 * n)))
+    mcd = MinCovDet(support_fraction=support, random_state=seed).fit(reduced)
+    cov = mcd.covariance_ + 1e-6 * np.eye(k)
+    inv_root = np.real(np.linalg.inv(sqrtm(cov)))
+    z = (reduced - mcd.location_) @ inv_root
+    sigma = np.cov(z, rowvar=False).reshape(k, k)
+    top = float(np.linalg.eigvalsh(sigma)[-1])
+    if top <= 1.0 + 1e-9:  # nothing spreads beyond the clean covariance: plain norms
+        return np.einsum("ij,ij->i", z, z) / k
+    q = expm(alpha * (sigma - np.eye(k)) / (top - 1.0))
+    return np.einsum("ij,jk,ik->i", z, q, z) / np.trace(q)
+
+
+_SCORERS = {Detector.SPECTRAL: lambda f, seed: spectral_scores(f),
+            Detector.SPECTRE: lambda f, seed: spectre_scores(f, seed=seed)}
+
+
+@dataclass(frozen=True, eq=False)
+class Inspection:
+    """Poison scores of a training set (:func:`inspect_training_set`): one score per
+    training example (``scores``, higher = more suspicious, comparable within a class),
+    per class a suspicion statistic (``class_scores``: the mean of the class's top
+    ``1.5 × expected_rate`` scores over the class's median score) and the classes whose
+    statistic stands out from the others (``flagged_classes``: robust z-score > 3.5)."""
+
+    detector: str
+    scores: np.ndarray
+    labels: np.ndarray
+    class_scores: dict[int, float]
+    flagged_classes: tuple[int, ...]
+    expected_rate: float
+
+    def suspicious(self, fraction: float | None = None) -> np.ndarray:
+        """Indices of the most suspicious examples of the flagged classes: the top
+        ``fraction`` (default ``1.5 × expected_rate``, as in Tran et al.) of each, sorted."""
+        share = 1.5 * self.expected_rate if fraction is None else check_float(
+            "fraction", fraction, low=0.0, low_open=True, high=1.0)
+        out = []
+        for c in self.flagged_classes:
+            idx = np.flatnonzero(self.labels == c)
+            k = max(1, int(round(share * len(idx))))
+            out.append(idx[np.argsort(self.scores[idx])[::-1][:k]])
+        return np.sort(np.concatenate(out)) if out else np.empty(0, np.int64)
+
+
+def inspect_training_set(model: Any, data: Dataset, *, detector: Any = "spectre",
+                         expected_rate: float = 0.1, seed: int = 0) -> Inspection:
+    """Score every training example of ``data`` for being poison, class by class, from
+    ``model``'s penultimate-layer features (``model`` trained on ``data``), and flag the
+    classes whose most suspicious examples stand out. No ground truth is used.
+
+    Args:
+        detector: ``spectre`` (robust whitening + QUE scores) or ``spectral``.
+        expected_rate: the poison share of a class to guard against (the top
+            ``1.5 × expected_rate`` of a class are its suspects).
+        seed: seeds the robust covariance estimate.
+    """
+    if not isinstance(data, Dataset):
+        raise InputTypeError(f"expected data to be a robustlab Dataset, got "
+                             f"{type(data).__name__}")
+    kind = parse_enum("detector", detector, Detector)
+    rate = check_float("expected_rate", expected_rate, low=0.0, low_open=True, high=0.5)
+    seed = check_seed(seed)
+    feats = penultimate_features(model, data.x_train)
+    labels = np.asarray(data.y_train)
+    scores = np.zeros(len(labels))
+    stats: dict[int, float] = {}
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < 8:
+            continue
+        s = _SCORERS[kind](feats[idx], seed)
+        scores[idx] = s
+        k = max(1, int(round(1.5 * rate * len(idx))))
+        stats[int(c)] = float(np.mean(np.sort(s)[-k:]) / max(np.median(s), 1e-12))
+    values = np.array(list(stats.values()))
+    median = float(np.median(values)) if len(values) else 0.0
+    mad = float(np.median(np.abs(values - median))) * 1.4826 if len(values) else 0.0
+    flagged = tuple(c for c, v in stats.items()
+                    if mad > 0 and (v - median) / mad > 3.5)
+    log.info("inspection (%s): class statistics %s; flagged %s", kind.value,
+             {c: round(v, 2) for c, v in stats.items()}, list(flagged))
+    return Inspection(detector=kind.value, scores=scores, labels=labels,
+                      class_scores=stats, flagged_classes=flagged, expected_rate=rate)

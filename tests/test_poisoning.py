@@ -89,3 +89,41 @@ def test_a_patch_backdoor_trained_in_succeeds_and_a_clean_model_ignores_it(digit
     assert lo > 0.8  # the trigger works
     clean_success, _ = attack_success(digits_model, poisoned)
     assert clean_success < 0.1 and lo <= success <= hi
+
+
+@pytest.fixture(scope="module")
+def backdoored(digits):
+    """The digits CNN trained on a 2x2-patch backdoor (14 poisons: 10% of class 0)."""
+    from robustlab.models import build_model
+    from robustlab.training import train
+
+    poisoned = backdoor(digits, trigger="patch", target=0, rate=0.1, seed=0)
+    model = build_model(digits.input_shape, digits.num_classes, seed=0)
+    train(model, poisoned.data, epochs=20, seed=0)
+    return model, poisoned
+
+
+@pytest.mark.parametrize(("detector", "min_auc"), [("spectre", 0.95), ("spectral", 0.6)])
+def test_inspection_ranks_the_poison_first_in_the_target_class(backdoored, detector, min_auc):
+    from robustlab.poisoning import inspect_training_set
+    from robustlab.stats import roc_auc
+
+    model, poisoned = backdoored
+    inspection = inspect_training_set(model, poisoned.data, detector=detector, seed=0)
+    in_target = inspection.labels == 0
+    auc = roc_auc(inspection.scores[in_target & poisoned.is_poison],
+                  inspection.scores[in_target & ~poisoned.is_poison])
+    assert auc >= min_auc
+    if detector == "spectre":  # the robust detector flags the class and finds every poison
+        assert 0 in inspection.flagged_classes
+        assert np.isin(poisoned.poison, inspection.suspicious()).all()
+
+
+def test_inspection_arguments_are_named(backdoored):
+    from robustlab.poisoning import inspect_training_set
+
+    model, poisoned = backdoored
+    with pytest.raises(ValidationError, match="detector"):
+        inspect_training_set(model, poisoned.data, detector="pca")
+    with pytest.raises(ValidationError, match="expected_rate"):
+        inspect_training_set(model, poisoned.data, expected_rate=0.9)
