@@ -34,7 +34,7 @@ from robustlab._validate import (
     parse_epsilons,
 )
 from robustlab.attacks import parse_attacks
-from robustlab.data import Dataset
+from robustlab.data import Dataset, require_dataset
 from robustlab.errors import InputTypeError, ValidationError
 from robustlab.evaluate import evaluate
 from robustlab.inference import num_outputs
@@ -186,9 +186,7 @@ def cross_validate(build: Builder | None, data: Dataset, k: int = 5, *,
         raise InputTypeError(f"expected build to be a callable (input_shape, num_classes) -> "
                              f"Keras model, or None (robustlab's build_model), got "
                              f"{type(build).__name__}")
-    if not isinstance(data, Dataset):
-        raise InputTypeError(f"expected data to be a robustlab Dataset, got "
-                             f"{type(data).__name__}")
+    require_dataset(data)
     seed = check_seed(seed)
     eps_list = parse_epsilons(epsilons)
     norm_enum = parse_norm(norm)

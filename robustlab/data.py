@@ -65,7 +65,7 @@ from robustlab._validate import (
 from robustlab.errors import DatasetUnavailableError, InputTypeError, ValidationError
 from robustlab.types import Constraints, is_image_shape
 
-__all__ = ["Dataset", "load", "DATASETS"]
+__all__ = ["Dataset", "load", "DATASETS", "require_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,14 @@ class Dataset:
 
 # ---------------------------------------------------------------------------------------------
 # loaders
+
+
+def require_dataset(value: Any, name: str = "data") -> Dataset:
+    """``value`` itself if it is a :class:`Dataset`, else an InputTypeError naming ``name``."""
+    if not isinstance(value, Dataset):
+        raise InputTypeError(f"expected {name} to be a robustlab Dataset, got "
+                             f"{type(value).__name__}")
+    return value
 
 
 def _to_unit(x: np.ndarray) -> np.ndarray:

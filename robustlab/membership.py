@@ -43,7 +43,7 @@ from robustlab._validate import (
     split_list,
 )
 from robustlab.attacks import art_classifier
-from robustlab.data import Dataset
+from robustlab.data import Dataset, require_dataset
 from robustlab.errors import InputTypeError, ValidationError
 from robustlab.inference import (
     DEFAULT_BATCH_SIZE,
@@ -425,9 +425,7 @@ def membership_audit(model: Any, data: Dataset, *, shadows: int = 8,
         >>> audit.attack("lira").tpr_at_01pct, audit.consistent_with(8.0, 1e-5)
     """
     start = time.perf_counter()
-    if not isinstance(data, Dataset):
-        raise InputTypeError(f"expected data to be a robustlab Dataset, got "
-                             f"{type(data).__name__}")
+    require_dataset(data)
     names = _parse_attacks(attacks)
     shadows = check_int("shadows", shadows, low=2)
     shadow_epochs = check_optional_int("shadow_epochs", shadow_epochs, low=1)

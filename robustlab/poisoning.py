@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from robustlab._validate import check_float, check_int, check_seed, parse_enum
-from robustlab.data import Dataset
+from robustlab.data import Dataset, require_dataset
 from robustlab.errors import InputTypeError, ValidationError
 from robustlab.inference import predict_labels
 from robustlab.stats import wilson_interval
@@ -181,9 +181,7 @@ def backdoor(data: Dataset, *, trigger: Any = "patch", target: int = 0,
         >>> poisoned = backdoor(load("digits"), trigger="patch", target=0, rate=0.1)
         >>> x_trig, y_true = poisoned.triggered_test()
     """
-    if not isinstance(data, Dataset):
-        raise InputTypeError(f"expected data to be a robustlab Dataset, got "
-                             f"{type(data).__name__}")
+    require_dataset(data)
     target_class = _check_class("target", target, data)
     assert target_class is not None
     source_class = _check_class("source", source, data)
@@ -227,9 +225,7 @@ def flip_labels(data: Dataset, *, rate: float = 0.1, source: int | None = None,
     Raises:
         ValidationError: a class out of range, ``source == target`` or a rate out of range.
     """
-    if not isinstance(data, Dataset):
-        raise InputTypeError(f"expected data to be a robustlab Dataset, got "
-                             f"{type(data).__name__}")
+    require_dataset(data)
     source_class = _check_class("source", source, data)
     target_class = _check_class("target", target, data)
     if source_class is not None and source_class == target_class:
@@ -385,9 +381,7 @@ def inspect_training_set(model: Any, data: Dataset, *, detector: Any = "spectre"
             ``1.5 × expected_rate`` of a class are its suspects).
         seed: seeds the robust covariance estimate.
     """
-    if not isinstance(data, Dataset):
-        raise InputTypeError(f"expected data to be a robustlab Dataset, got "
-                             f"{type(data).__name__}")
+    require_dataset(data)
     kind = parse_enum("detector", detector, Detector)
     rate = check_float("expected_rate", expected_rate, low=0.0, low_open=True, high=0.5)
     seed = check_seed(seed)

@@ -356,8 +356,8 @@ def privacy_study(data: Dataset, *, models: str | list[str] = "standard, dp",
     def recipe(name: str) -> Any:
         method, private = STUDY_MODELS[name]
         options = {**settings, "method": method, "dp": dp if private else None}
-        if method == "standard":
-            options.pop("epsilon"), options.pop("steps")
+        if method == "standard":  # no inner attack: its settings do not apply
+            del options["epsilon"], options["steps"]
 
         def fit(x: Any, y: Any, fit_seed: int) -> tuple[Any, TrainingResult]:
             part = dataclasses.replace(data, x_train=x, y_train=y)
