@@ -18,13 +18,14 @@ from robustlab._display import render_html
 from robustlab._validate import check_float
 from robustlab.attacks import AttackSpec
 from robustlab.errors import ValidationError
-from robustlab.stats import dp_tpr_bound
+from robustlab.stats import dp_tpr_bound, roc_auc
 from robustlab.types import Constraints, Norm, ThreatModel, feature_labels, is_image_shape
 
 __all__ = ["Status", "Check", "Convergence", "CurvePoint", "AttackCurve", "Example",
            "ClassAccuracy", "FeatureShift", "EvaluationResult", "Comparison",
            "FoldResult", "CrossValidationResult", "summary_text", "OperatingPoint",
-           "MembershipAttack", "MembershipAudit", "PrivacyResult"]
+           "MembershipAttack", "MembershipAudit", "PrivacyResult", "Inspection",
+           "ModelOutcome", "PoisoningResult"]
 
 
 def _lookup(items: Any, attr: str, value: float, *, name: str | None = None) -> Any:
@@ -732,6 +733,173 @@ class PrivacyResult:
         head = ("trained without DP" if self.epsilon is None else
                 f"DP-SGD: ε = {self.epsilon:.3g} at δ = {self.delta:g}")
         return head + ("" if self.audit is None else "\n" + repr(self.audit))
+
+    def _repr_html_(self) -> str | None:
+        return render_html(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# poisoning: inspections of a training set and the poison -> inspect -> sanitise loop
+
+
+def _recall_at_precision(scores: np.ndarray, truth: np.ndarray, precision: float) -> float:
+    """The largest recall a threshold on ``scores`` reaches at precision >= ``precision``
+    (0 when none does)."""
+    order = np.argsort(-scores, kind="stable")
+    hits = np.cumsum(truth[order])
+    ok = hits / np.arange(1, len(order) + 1) >= precision
+    return float(hits[ok].max() / truth.sum()) if ok.any() and truth.sum() else 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class Inspection:
+    """Poison scores of a training set from one detector
+    (:func:`~robustlab.poisoning.inspect_training_set`).
+
+    ``scores`` ``(N,)``: one per training example, higher = more suspicious, comparable
+    across classes (the robust z-score of the log detector score within its class; 0/1 for
+    a detector that only flags). ``labels`` ``(N,)``: the training labels inspected.
+    ``class_p_values``: per class, the p-value of the test that its most suspicious examples
+    are no more often inconsistent with their label than the rest of the class (NaN where
+    the detector has no test). ``flagged_classes``: classes the detector calls poisoned.
+    ``flagged`` (sorted indices): the examples it would remove. ``seconds``: its run time."""
+
+    detector: str
+    scores: np.ndarray
+    labels: np.ndarray
+    flagged: np.ndarray
+    flagged_classes: tuple[int, ...]
+    class_p_values: dict[int, float]
+    expected_rate: float
+    seconds: float = 0.0
+
+    @property
+    def n_flagged(self) -> int:
+        return int(len(self.flagged))
+
+    def suspicious(self, fraction: float | None = None) -> np.ndarray:
+        """Indices to remove: :attr:`flagged` (``fraction`` None), or the top ``fraction``
+        of every flagged class by score (``1.5 × expected_rate`` is Tran et al.'s rule)."""
+        if fraction is None:
+            return self.flagged
+        share = check_float("fraction", fraction, low=0.0, low_open=True, high=1.0)
+        out = []
+        for c in self.flagged_classes:
+            idx = np.flatnonzero(self.labels == c)
+            k = max(1, int(round(share * len(idx))))
+            out.append(idx[np.argsort(self.scores[idx], kind="stable")[::-1][:k]])
+        return np.sort(np.concatenate(out)) if out else np.empty(0, np.int64)
+
+    def metrics(self, poison: np.ndarray) -> dict[str, float]:
+        """How this inspection did against the ground truth ``poison`` (indices): precision
+        and recall of :attr:`flagged`, AUROC of :attr:`scores` over the whole training set,
+        and the best recall any threshold on the scores reaches at precision >= 80%."""
+        truth = np.zeros(len(self.scores), bool)
+        truth[np.asarray(poison, np.int64)] = True
+        hits = int(truth[self.flagged].sum())
+        auroc = (roc_auc(self.scores[truth], self.scores[~truth])
+                 if truth.any() and (~truth).any() else float("nan"))
+        return {"precision": hits / self.n_flagged if self.n_flagged else float("nan"),
+                "recall": hits / int(truth.sum()) if truth.any() else float("nan"),
+                "auroc": float(auroc),
+                "recall_at_80pct_precision": _recall_at_precision(self.scores, truth, 0.8),
+                "n_flagged": self.n_flagged, "n_poison": int(truth.sum())}
+
+    def to_dict(self, poison: np.ndarray | None = None) -> dict[str, Any]:
+        """JSON-ready dict (without the per-example scores); with ``poison``, the metrics."""
+        out: dict[str, Any] = {
+            "detector": self.detector, "flagged_classes": list(self.flagged_classes),
+            "n_flagged": self.n_flagged, "expected_rate": self.expected_rate,
+            "class_p_values": {str(c): (None if math.isnan(p) else p)
+                               for c, p in self.class_p_values.items()},
+            "seconds": self.seconds}
+        if poison is not None:
+            out["metrics"] = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                              for k, v in self.metrics(poison).items()}
+        return out
+
+    def __repr__(self) -> str:
+        return (f"Inspection({self.detector}: flagged classes {list(self.flagged_classes)}, "
+                f"{self.n_flagged} examples)")
+
+
+@dataclass(frozen=True)
+class ModelOutcome:
+    """One model of the poisoning loop: its clean test accuracy and, for a backdoor, its
+    attack success rate (triggered test inputs of other classes classified as the target),
+    both with 95% Wilson intervals; ``n_train``: the training examples it was trained on."""
+
+    name: str
+    n_train: int
+    clean_accuracy: float
+    clean_interval: tuple[float, float]
+    attack_success: float | None = None
+    attack_interval: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class PoisoningResult:
+    """The poisoning lab's record (:func:`~robustlab.workflow.poisoning_study`): the attack
+    (``attack``: :meth:`~robustlab.poisoning.PoisonedDataset.to_dict`, None for a user's own
+    data with no known poison) and its ground truth (``poison``, indices or None); every
+    detector's :class:`Inspection` (the first one decided what was removed: ``removed``);
+    the models trained (``models``: poisoned, sanitised and, when known, clean); and the
+    most suspicious training inputs of the first detector (``suspects``: indices,
+    ``suspect_inputs`` ``(k, *input_shape)``) for the report's grid."""
+
+    dataset: str
+    class_names: tuple[str, ...]
+    attack: dict[str, Any] | None
+    poison: np.ndarray | None
+    inspections: tuple[Inspection, ...]
+    removed: np.ndarray
+    models: tuple[ModelOutcome, ...]
+    suspects: np.ndarray
+    suspect_inputs: np.ndarray
+    n_train: int
+    seed: int = 0
+    feature_names: tuple[str, ...] | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.inspections:
+            raise ValidationError("expected at least one inspection, got none")
+
+    @property
+    def primary(self) -> Inspection:
+        """The inspection that decided what was removed."""
+        return self.inspections[0]
+
+    def model(self, name: str) -> ModelOutcome | None:
+        """The model outcome called ``name`` (``poisoned``, ``sanitised``, ``clean``)."""
+        return next((m for m in self.models if m.name == name), None)
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """Per detector, :meth:`Inspection.metrics` against the ground truth ({} without)."""
+        if self.poison is None:
+            return {}
+        return {i.detector: i.metrics(self.poison) for i in self.inspections}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"dataset": self.dataset, "class_names": list(self.class_names),
+                "attack": self.attack, "n_train": self.n_train, "seed": self.seed,
+                "poison": None if self.poison is None else self.poison.tolist(),
+                "inspections": [i.to_dict(self.poison) for i in self.inspections],
+                "removed": self.removed.tolist(), "suspects": self.suspects.tolist(),
+                "models": [_plain(m) for m in self.models],
+                "parameters": _plain(dict(self.parameters))}
+
+    def __repr__(self) -> str:
+        lines = [f"poisoning lab on {self.dataset}: "
+                 + ("no known attack" if self.attack is None else
+                    f"{self.attack.get('attack')} ({self.attack.get('n_poison')} poisoned)")]
+        lines += [f"  {i!r}" for i in self.inspections]
+        for m in self.models:
+            asr = ("" if m.attack_success is None else
+                   f", attack success {100 * m.attack_success:.1f}%")
+            lines.append(f"  {m.name}: clean {100 * m.clean_accuracy:.1f}%{asr}")
+        return "\n".join(lines)
 
     def _repr_html_(self) -> str | None:
         return render_html(self)
