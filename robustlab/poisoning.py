@@ -4,6 +4,8 @@
   stamped on training inputs of other classes, relabelled to the target class.
 - Blended backdoor (Chen et al. 2017, https://arxiv.org/abs/1712.05526): a faint full-input
   pattern mixed in with weight ``alpha``.
+- Clean-label backdoor (Turner et al. 2019): only examples of the target class, made hard
+  to learn by a PGD perturbation, get the trigger; every label stays correct.
 - Label flipping: a share of the training labels (of one source class, or of every class)
   changed to a target class or to a random other class.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -27,11 +30,12 @@ from robustlab._validate import check_float, check_int, check_seed, parse_enum
 from robustlab.data import Dataset, require_dataset
 from robustlab.errors import InputTypeError, ValidationError
 from robustlab.inference import predict_labels
+from robustlab.results import Inspection
 from robustlab.stats import wilson_interval
 
-__all__ = ["TriggerKind", "Trigger", "PoisonedDataset", "backdoor", "flip_labels",
-           "attack_success", "Detector", "Inspection", "inspect_training_set",
-           "penultimate_features", "spectral_scores", "spectre_scores"]
+__all__ = ["TriggerKind", "Trigger", "PoisonedDataset", "backdoor", "clean_label", "flip_labels",
+           "attack_success", "Detector", "inspect_training_set", "sanitize",
+           "label_disagreement", "penultimate_features", "spectral_scores", "spectre_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -189,13 +193,7 @@ def backdoor(data: Dataset, *, trigger: Any = "patch", target: int = 0,
         raise ValidationError(f"expected source != target, got both {target_class}")
     rate = check_float("rate", rate, low=0.0, low_open=True, high=1.0)
     seed = check_seed(seed)
-    if isinstance(trigger, Trigger):
-        trig = trigger
-    else:
-        kind = parse_enum("trigger", trigger, TriggerKind)
-        trig = (Trigger.patch(data.input_shape, size=size, bounds=data.bounds)
-                if kind is TriggerKind.PATCH else
-                Trigger.blend(data.input_shape, alpha=alpha, seed=seed, bounds=data.bounds))
+    trig = _trigger(trigger, data, size=size, alpha=alpha, seed=seed)
     y = data.y_train
     candidates = np.flatnonzero(y != target_class if source_class is None
                                 else y == source_class)
@@ -215,6 +213,73 @@ def backdoor(data: Dataset, *, trigger: Any = "patch", target: int = 0,
         data=dataclasses.replace(data, x_train=x_train, y_train=y_train),
         poison=chosen, original_labels=y[chosen], attack=f"backdoor-{trig.kind.value}",
         target=target_class, source=source_class, rate=rate, seed=seed, trigger=trig)
+
+
+def clean_label(data: Dataset, proxy: Any, *, trigger: Any = "patch", target: int = 0,
+                rate: float = 0.3, epsilon: float = 0.3, steps: int = 20, size: int = 2,
+                alpha: float = 0.1, seed: int = 0) -> PoisonedDataset:
+    """Clean-label backdoor (Turner, Tsipras & Madry 2019,
+    https://people.csail.mit.edu/madry/lab/cleanlabel.pdf; ART's
+    ``PoisoningAttackCleanLabelBackdoor`` is the reference): poison only training examples
+    that already carry the ``target`` label, so every label stays correct. ``round(rate ×
+    n_target)`` of them are first made hard to learn from their content — untargeted L∞ PGD
+    of ``epsilon`` (pixel units) and ``steps`` steps against ``proxy`` (a model trained on
+    clean data) — and then get the trigger, so the model leans on the trigger to fit them.
+
+    Args:
+        data: the clean dataset.
+        proxy: Keras model trained on ``data`` (the attacker's stand-in for the victim).
+        trigger, size, alpha: as for :func:`backdoor`.
+        target: the class the trigger should cause; its examples are poisoned.
+        rate: share of the target class poisoned, in (0, 1].
+        epsilon: PGD budget (L∞, pixel units), >= 0.
+        steps: PGD steps, >= 1.
+        seed: which examples, the PGD random start and the blend pattern.
+
+    Returns:
+        :class:`PoisonedDataset` (``attack`` ``clean-label-patch`` / ``clean-label-blend``;
+        ``original_labels`` all equal ``target``).
+
+    Example:
+        >>> poisoned = clean_label(data, proxy=clean_model, target=0, rate=0.3)
+    """
+    from robustlab.attacks import pgd
+
+    require_dataset(data)
+    target_class = _check_class("target", target, data)
+    assert target_class is not None
+    rate = check_float("rate", rate, low=0.0, low_open=True, high=1.0)
+    epsilon = check_float("epsilon", epsilon, low=0.0)
+    steps = check_int("steps", steps, low=1)
+    seed = check_seed(seed)
+    trig = _trigger(trigger, data, size=size, alpha=alpha, seed=seed)
+    candidates = np.flatnonzero(data.y_train == target_class)
+    count = int(round(rate * len(candidates)))
+    if count < 1:
+        raise ValidationError(f"expected rate to poison at least one of the "
+                              f"{len(candidates)} examples of class {target_class}, got "
+                              f"rate {rate}")
+    rng = np.random.default_rng([seed, 0xC1E])
+    chosen = np.sort(rng.choice(candidates, size=count, replace=False))
+    x_train = data.x_train.copy()
+    hard = pgd(proxy, x_train[chosen], data.y_train[chosen], epsilon=epsilon, steps=steps,
+               bounds=data.bounds, seed=seed) if epsilon > 0 else x_train[chosen]
+    x_train[chosen] = trig.apply(hard)
+    log.info("clean-label backdoor (%s): %d of the %d examples of class %d poisoned",
+             trig.kind.value, count, len(candidates), target_class)
+    return PoisonedDataset(
+        data=dataclasses.replace(data, x_train=x_train), poison=chosen,
+        original_labels=data.y_train[chosen], attack=f"clean-label-{trig.kind.value}",
+        target=target_class, source=None, rate=rate, seed=seed, trigger=trig)
+
+
+def _trigger(trigger: Any, data: Dataset, *, size: int, alpha: float, seed: int) -> Trigger:
+    if isinstance(trigger, Trigger):
+        return trigger
+    kind = parse_enum("trigger", trigger, TriggerKind)
+    if kind is TriggerKind.PATCH:
+        return Trigger.patch(data.input_shape, size=size, bounds=data.bounds)
+    return Trigger.blend(data.input_shape, alpha=alpha, seed=seed, bounds=data.bounds)
 
 
 def flip_labels(data: Dataset, *, rate: float = 0.1, source: int | None = None,
@@ -273,10 +338,13 @@ def attack_success(model: Any, poisoned: PoisonedDataset) -> tuple[float, tuple[
 
 
 class Detector(str, Enum):
-    """Per-class poison scores from penultimate-layer features."""
+    """Poison detectors: ours from penultimate-layer features (``spectre``, ``spectral``)
+    and ART's as peers (``art-activation``, ``art-spectral``)."""
 
-    SPECTRAL = "spectral"
     SPECTRE = "spectre"
+    SPECTRAL = "spectral"
+    ART_ACTIVATION = "art-activation"
+    ART_SPECTRAL = "art-spectral"
 
 
 def penultimate_features(model: Any, x: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
@@ -341,68 +409,209 @@ _SCORERS = {Detector.SPECTRAL: lambda f, seed: spectral_scores(f),
             Detector.SPECTRE: lambda f, seed: spectre_scores(f, seed=seed)}
 
 
-@dataclass(frozen=True, eq=False)
-class Inspection:
-    """Poison scores of a training set (:func:`inspect_training_set`): one score per
-    training example (``scores``, higher = more suspicious, comparable within a class),
-    per class a suspicion statistic (``class_scores``: the mean of the class's top
-    ``1.5 × expected_rate`` scores over the class's median score) and the classes whose
-    statistic stands out from the others (``flagged_classes``: robust z-score > 3.5)."""
+def label_disagreement(x: np.ndarray, y: np.ndarray, queries: np.ndarray, *,
+                       neighbours: int = 5, chunk: int = 1024) -> np.ndarray:
+    """For each training example in ``queries`` (indices), the share of its ``neighbours``
+    nearest other training inputs (Euclidean, over the raw inputs ``x`` ``(N, ...)``) whose
+    label differs from its own: a dirty-label poison looks like the class it came from, so
+    its neighbours mostly carry that class's label. Returns ``(len(queries),)`` in [0, 1]."""
+    flat = np.asarray(x, np.float32).reshape(len(x), -1)
+    sq = np.einsum("ij,ij->i", flat, flat)
+    out = np.empty(len(queries))
+    for start in range(0, len(queries), chunk):
+        rows = np.asarray(queries[start:start + chunk])
+        dist = sq[rows, None] + sq[None, :] - 2.0 * (flat[rows] @ flat.T)
+        dist[np.arange(len(rows)), rows] = np.inf  # not its own neighbour
+        near = np.argpartition(dist, neighbours, axis=1)[:, :neighbours]
+        out[start:start + len(rows)] = np.mean(y[near] != y[rows, None], axis=1)
+    return out
 
-    detector: str
-    scores: np.ndarray
-    labels: np.ndarray
-    class_scores: dict[int, float]
-    flagged_classes: tuple[int, ...]
-    expected_rate: float
 
-    def suspicious(self, fraction: float | None = None) -> np.ndarray:
-        """Indices of the most suspicious examples of the flagged classes: the top
-        ``fraction`` (default ``1.5 × expected_rate``, as in Tran et al.) of each, sorted."""
-        share = 1.5 * self.expected_rate if fraction is None else check_float(
-            "fraction", fraction, low=0.0, low_open=True, high=1.0)
-        out = []
-        for c in self.flagged_classes:
-            idx = np.flatnonzero(self.labels == c)
-            k = max(1, int(round(share * len(idx))))
-            out.append(idx[np.argsort(self.scores[idx])[::-1][:k]])
-        return np.sort(np.concatenate(out)) if out else np.empty(0, np.int64)
+def _robust_z(values: np.ndarray) -> np.ndarray:
+    """``values`` as robust z-scores of their logarithm (median and MAD): a detector's raw
+    scores on one class made comparable with other classes'."""
+    logs = np.log(np.maximum(values, 1e-12))
+    centre = np.median(logs)
+    spread = 1.4826 * float(np.median(np.abs(logs - centre)))
+    return (logs - centre) / max(spread, 1e-12)
+
+
+def _class_p_value(inconsistent: np.ndarray, base_rate: float) -> float:
+    """The binomial tail ``P(X ≥ D | n, p₀)``: how unlikely ``D`` label-inconsistent examples
+    among a class's ``n`` most suspicious ones are (``inconsistent``: bool ``(n,)``) when the
+    rest of the class is inconsistent at rate ``p₀`` (``base_rate``)."""
+    from scipy.stats import binom
+
+    return float(binom.sf(int(inconsistent.sum()) - 1, len(inconsistent), base_rate))
+
+
+def _cluster_end(inconsistent: np.ndarray, base_rate: float) -> int:
+    """How many of a poisoned class's ranked examples to remove (``inconsistent``: bool per
+    example, most suspicious first): the ``k*`` whose count ``D_k`` of inconsistent examples
+    among the top ``k`` is least likely, ``argmin_k P(X ≥ D_k | k, p₀)`` — where the
+    inconsistent cluster ends."""
+    from scipy.stats import binom
+
+    counts = np.cumsum(inconsistent)
+    tails = binom.sf(counts - 1, np.arange(1, len(inconsistent) + 1), base_rate)
+    return int(np.argmin(tails)) + 1
+
+
+def _art_inspection(kind: Detector, model: Any, data: Dataset, rate: float) -> tuple[
+        np.ndarray, np.ndarray]:
+    """ART 1.20's poison detectors as peers: activation clustering (Chen et al. 2018,
+    https://arxiv.org/abs/1811.03728; 2-means on 10 PCA dimensions of the last layer's
+    activations per class, the smaller cluster flagged) or its spectral-signature defence
+    (top ``1.5 × expected`` of each class's scores). Returns ``(scores, flagged)`` where a
+    score is 1 for a flagged example and 0 otherwise (ART reports flags only)."""
+    import warnings
+
+    import keras
+    from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
+
+    from robustlab.attacks import art_classifier
+
+    if not isinstance(model, keras.Sequential):  # ART reads activations of Sequential only
+        try:
+            model = keras.Sequential([keras.Input(data.input_shape), *[
+                layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]])
+        except (ValueError, TypeError) as exc:
+            raise InputTypeError(f"expected a model whose layers form a chain for ART's "
+                                 f"detectors, got {type(model).__name__} ({exc})") from None
+    classifier = art_classifier(model, data.input_shape, data.bounds)
+    onehot = np.eye(data.num_classes, dtype=np.float32)[data.y_train]
+    with warnings.catch_warnings():  # Keras: ART calls the model with a list of inputs
+        warnings.filterwarnings("ignore", message="The structure of `inputs`")
+        if kind is Detector.ART_ACTIVATION:
+            defence: Any = ActivationDefence(classifier, data.x_train, onehot)
+            _, is_clean = defence.detect_poison(nb_clusters=2, nb_dims=10, reduce="PCA")
+        else:
+            defence = SpectralSignatureDefense(classifier, data.x_train, onehot,
+                                               expected_pp_poison=rate)
+            _, is_clean = defence.detect_poison()
+    flags = 1.0 - np.asarray(is_clean, np.float64)
+    return flags, np.flatnonzero(flags)
 
 
 def inspect_training_set(model: Any, data: Dataset, *, detector: Any = "spectre",
-                         expected_rate: float = 0.1, seed: int = 0) -> Inspection:
+                         expected_rate: float = 0.1, significance: float = 1e-4,
+                         neighbours: int = 5, seed: int = 0) -> Inspection:
     """Score every training example of ``data`` for being poison, class by class, from
-    ``model``'s penultimate-layer features (``model`` trained on ``data``), and flag the
-    classes whose most suspicious examples stand out. No ground truth is used.
+    ``model``'s penultimate-layer features (``model`` trained on ``data``), decide which
+    classes are poisoned and which examples to remove. No ground truth is used.
+
+    For ``spectre`` and ``spectral``: within each class the detector ranks the examples
+    (:func:`spectre_scores`, :func:`spectral_scores`; a score is the robust z-score of the
+    log score within its class). Every example of the top half of a class, and up to 256
+    of the rest, is checked for label consistency: whether most of its ``neighbours``
+    nearest training inputs carry another label (:func:`label_disagreement`). A class is
+    called poisoned when its top ``1.5 × expected_rate`` by score are inconsistent far more
+    often than the rest of the class: a one-sided
+    binomial test at ``significance / classes`` (Bonferroni), so on clean data the chance of
+    flagging any class is at most about ``significance``. In a poisoned class the examples,
+    ranked by score + 3 × label disagreement, are flagged up to where the inconsistent
+    cluster ends
+    (:func:`_cluster_end`). Clean-label poisons keep their true label and look
+    consistent: this test does not find them (the benchmark measures it).
+
+    ``art-activation`` and ``art-spectral`` run ART's activation clustering and spectral
+    signature defences on the same model and data, as peers.
 
     Args:
-        detector: ``spectre`` (robust whitening + QUE scores) or ``spectral``.
-        expected_rate: the poison share of a class to guard against (the top
-            ``1.5 × expected_rate`` of a class are its suspects).
-        seed: seeds the robust covariance estimate.
+        model: Keras model (functional or sequential, last layer computes the logits)
+            trained on ``data``.
+        data: the training set to inspect (its training split).
+        detector: ``spectre``, ``spectral``, ``art-activation`` or ``art-spectral``.
+        expected_rate: the poison share of a class to guard against, in (0, 0.5].
+        significance: chance of flagging any class of a clean dataset, in (0, 0.5].
+        neighbours: input-space neighbours for the label-consistency test, >= 1.
+        seed: seeds the robust covariance estimate and the sample of each class's rest.
+
+    Returns:
+        :class:`~robustlab.results.Inspection`.
+
+    Example:
+        >>> inspection = inspect_training_set(model, poisoned.data)
+        >>> clean = sanitize(poisoned.data, inspection)
     """
     require_dataset(data)
     kind = parse_enum("detector", detector, Detector)
     rate = check_float("expected_rate", expected_rate, low=0.0, low_open=True, high=0.5)
+    alpha = check_float("significance", significance, low=0.0, low_open=True, high=0.5)
+    neighbours = check_int("neighbours", neighbours, low=1)
     seed = check_seed(seed)
-    feats = penultimate_features(model, data.x_train)
     labels = np.asarray(data.y_train)
+    if len(labels) <= neighbours:
+        raise ValidationError(f"expected more than neighbours={neighbours} training "
+                              f"examples, got {len(labels)}")
+    began = time.perf_counter()
+    if kind in (Detector.ART_ACTIVATION, Detector.ART_SPECTRAL):
+        scores, flagged = _art_inspection(kind, model, data, rate)
+        return Inspection(
+            detector=kind.value, scores=scores, labels=labels, flagged=flagged,
+            flagged_classes=tuple(int(c) for c in np.unique(labels[flagged])),
+            class_p_values={int(c): float("nan") for c in np.unique(labels)},
+            expected_rate=rate, seconds=time.perf_counter() - began)
+    feats = penultimate_features(model, data.x_train)
     scores = np.zeros(len(labels))
-    stats: dict[int, float] = {}
+    tops: dict[int, np.ndarray] = {}
+    rests: dict[int, np.ndarray] = {}
+    rng = np.random.default_rng([seed, 0x5EC])
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         if len(idx) < 8:
+            log.warning("inspection: class %d has %d training examples, too few to score",
+                        c, len(idx))
             continue
-        s = _SCORERS[kind](feats[idx], seed)
-        scores[idx] = s
-        k = max(1, int(round(1.5 * rate * len(idx))))
-        stats[int(c)] = float(np.mean(np.sort(s)[-k:]) / max(np.median(s), 1e-12))
-    values = np.array(list(stats.values()))
-    median = float(np.median(values)) if len(values) else 0.0
-    mad = float(np.median(np.abs(values - median))) * 1.4826 if len(values) else 0.0
-    flagged = tuple(c for c, v in stats.items()
-                    if mad > 0 and (v - median) / mad > 3.5)
-    log.info("inspection (%s): class statistics %s; flagged %s", kind.value,
-             {c: round(v, 2) for c, v in stats.items()}, list(flagged))
-    return Inspection(detector=kind.value, scores=scores, labels=labels,
-                      class_scores=stats, flagged_classes=flagged, expected_rate=rate)
+        scores[idx] = _robust_z(_SCORERS[kind](feats[idx], seed))
+        order = idx[np.argsort(scores[idx], kind="stable")[::-1]]
+        half = (len(idx) + 1) // 2
+        tops[int(c)], rest = order[:half], order[half:]
+        rests[int(c)] = rng.choice(rest, size=min(len(rest), 256), replace=False)
+    queries = np.concatenate([*tops.values(), *rests.values()]).astype(np.int64)
+    disagree = np.full(len(labels), np.nan)
+    disagree[queries] = label_disagreement(data.x_train, labels, queries,
+                                           neighbours=neighbours)
+    p_values: dict[int, float] = {}
+    removed: list[np.ndarray] = []
+    for c, top in tops.items():
+        suspects = min(len(top), max(1, int(round(1.5 * rate * int(np.sum(labels == c))))))
+        rest_bad = np.concatenate([disagree[top[suspects:]], disagree[rests[c]]]) > 0.5
+        base = max(float(rest_bad.mean()) if len(rest_bad) else 0.0,
+                   1.0 / max(1, len(rest_bad)))
+        p_values[c] = _class_p_value(disagree[top[:suspects]] > 0.5, base)
+        scores[top] += 3.0 * disagree[top]  # the ranking within the class
+        ranked = top[np.argsort(-scores[top], kind="stable")]
+        cut = _cluster_end(disagree[ranked] > 0.5, base)
+        if p_values[c] < alpha / len(tops):
+            removed.append(ranked[:cut])
+    flagged = np.sort(np.concatenate(removed)) if removed else np.empty(0, np.int64)
+    classes = tuple(c for c in tops if p_values[c] < alpha / len(tops))
+    log.info("inspection (%s): class p-values %s; flagged classes %s, %d examples",
+             kind.value, {c: float(f"{p:.2g}") for c, p in p_values.items()}, list(classes),
+             len(flagged))
+    return Inspection(detector=kind.value, scores=scores, labels=labels, flagged=flagged,
+                      flagged_classes=classes, class_p_values=p_values, expected_rate=rate,
+                      seconds=time.perf_counter() - began)
+
+
+def sanitize(data: Dataset, flagged: Any) -> Dataset:
+    """``data`` without the training examples ``flagged``: an
+    :class:`~robustlab.results.Inspection` (its
+    :meth:`~robustlab.results.Inspection.suspicious` examples) or indices into the training
+    split. The test split is unchanged.
+
+    Raises:
+        ValidationError: an index outside the training split.
+    """
+    require_dataset(data)
+    idx = (flagged.suspicious() if isinstance(flagged, Inspection)
+           else np.asarray(flagged, np.int64).reshape(-1))
+    n = len(data.x_train)
+    if len(idx) and (idx.min() < 0 or idx.max() >= n):
+        raise ValidationError(f"expected flagged indices in [0, {n}), got "
+                              f"{int(idx.min())}..{int(idx.max())}")
+    keep = np.ones(n, bool)
+    keep[idx] = False
+    log.info("sanitize: removed %d of %d training examples", n - int(keep.sum()), n)
+    return dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])

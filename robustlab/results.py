@@ -756,9 +756,10 @@ class Inspection:
     """Poison scores of a training set from one detector
     (:func:`~robustlab.poisoning.inspect_training_set`).
 
-    ``scores`` ``(N,)``: one per training example, higher = more suspicious, comparable
-    across classes (the robust z-score of the log detector score within its class; 0/1 for
-    a detector that only flags). ``labels`` ``(N,)``: the training labels inspected.
+    ``scores`` ``(N,)``: one per training example, higher = more suspicious within its
+    class (for ours the robust z-score of the log detector score within the class, plus
+    3 × the label disagreement for the examples checked; 0/1 for a detector that only
+    flags). ``labels`` ``(N,)``: the training labels inspected.
     ``class_p_values``: per class, the p-value of the test that its most suspicious examples
     are no more often inconsistent with their label than the rest of the class (NaN where
     the detector has no test). ``flagged_classes``: classes the detector calls poisoned.
@@ -792,17 +793,20 @@ class Inspection:
 
     def metrics(self, poison: np.ndarray) -> dict[str, float]:
         """How this inspection did against the ground truth ``poison`` (indices): precision
-        and recall of :attr:`flagged`, AUROC of :attr:`scores` over the whole training set,
-        and the best recall any threshold on the scores reaches at precision >= 80%."""
+        and recall of :attr:`flagged` (over the whole training set); AUROC of :attr:`scores`
+        and the best recall any threshold on them reaches at precision >= 80%, both within
+        the classes that hold poison (scores rank examples within a class)."""
         truth = np.zeros(len(self.scores), bool)
         truth[np.asarray(poison, np.int64)] = True
         hits = int(truth[self.flagged].sum())
-        auroc = (roc_auc(self.scores[truth], self.scores[~truth])
-                 if truth.any() and (~truth).any() else float("nan"))
+        held = np.isin(self.labels, np.unique(self.labels[truth]))
+        scores, inside = self.scores[held], truth[held]
+        auroc = (roc_auc(scores[inside], scores[~inside])
+                 if inside.any() and (~inside).any() else float("nan"))
         return {"precision": hits / self.n_flagged if self.n_flagged else float("nan"),
                 "recall": hits / int(truth.sum()) if truth.any() else float("nan"),
                 "auroc": float(auroc),
-                "recall_at_80pct_precision": _recall_at_precision(self.scores, truth, 0.8),
+                "recall_at_80pct_precision": _recall_at_precision(scores, inside, 0.8),
                 "n_flagged": self.n_flagged, "n_poison": int(truth.sum())}
 
     def to_dict(self, poison: np.ndarray | None = None) -> dict[str, Any]:

@@ -6,6 +6,8 @@ through loading, training, evaluation and the report, so a parameter cannot drif
 the recorded run. :func:`privacy_study` trains standard, adversarially trained, DP-SGD and
 DP + adversarially trained models side by side, audits each for membership leakage and
 compares privacy, robustness and accuracy (``notebooks/privacy_audit.ipynb``).
+:func:`poisoning_study` poisons a training set, inspects it, sanitises it and retrains
+(``notebooks/poisoning_lab.ipynb``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from robustlab._validate import (
     check_float,
@@ -33,12 +37,20 @@ from robustlab.crossval import cross_validate
 from robustlab.data import Dataset, check_name, load
 from robustlab.errors import InputTypeError, ModelNotFoundError, ValidationError
 from robustlab.evaluate import compare, evaluate
-from robustlab.inference import num_outputs
+from robustlab.inference import num_outputs, predict_labels
 from robustlab.membership import membership_audit
 from robustlab.models import build_model, load_model, save_model
 from robustlab.privacy import DPConfig
-from robustlab.report import write_comparison, write_report
-from robustlab.results import Comparison, CrossValidationResult, EvaluationResult, PrivacyResult
+from robustlab.report import write_comparison, write_poisoning, write_report
+from robustlab.results import (
+    Comparison,
+    CrossValidationResult,
+    EvaluationResult,
+    ModelOutcome,
+    PoisoningResult,
+    PrivacyResult,
+)
+from robustlab.stats import wilson_interval
 from robustlab.training import (
     Method,
     TrainingConfig,
@@ -48,7 +60,8 @@ from robustlab.training import (
 )
 from robustlab.types import Backend, parse_norm
 
-__all__ = ["load_or_train", "ReportConfig", "privacy_study", "STUDY_MODELS"]
+__all__ = ["load_or_train", "ReportConfig", "privacy_study", "STUDY_MODELS", "poisoning_study",
+           "POISONING_ATTACKS"]
 
 
 def load_or_train(model_path: str | os.PathLike[str] | None, data: Dataset, *,
@@ -398,3 +411,119 @@ def _first(fit: Any) -> Any:
         return fit(x, y, seed)[0]
 
     return train_shadow
+
+
+POISONING_ATTACKS = ("none", "patch", "blend", "clean-label", "label-flip")
+
+
+def poisoning_study(data: Dataset, *, attack: str = "patch", rate: float = 0.1,
+                    target: int = 0, source: int | None = None,
+                    detectors: str | list[str] = "spectre, spectral, art-activation, "
+                                                  "art-spectral",
+                    expected_rate: float = 0.1, epochs: int = 20, batch_size: int = 32,
+                    alpha: float = 0.2, size: int = 2, clean_reference: bool = True,
+                    suspects: int = 24, seed: int = 0,
+                    output_dir: str | os.PathLike[str] | None = None) -> PoisoningResult:
+    """The poisoning lab in one call: poison ``data``'s training split (or not), train on
+    it, inspect it with every detector, remove what the first detector flags, retrain, and
+    measure clean accuracy and attack success of each model.
+
+    Attacks (:data:`POISONING_ATTACKS`): ``none`` (inspect ``data`` as it is: a user's own
+    training set, no ground truth), ``patch`` / ``blend`` (:func:`~robustlab.poisoning.backdoor`
+    with ``size`` / ``alpha``), ``clean-label`` (:func:`~robustlab.poisoning.clean_label`
+    with a patch, against a proxy trained on clean data), ``label-flip``
+    (:func:`~robustlab.poisoning.flip_labels` to ``target``). ``rate``, ``target`` and
+    ``source`` are the attack's. Every model is :func:`~robustlab.models.build_model`
+    trained with :func:`~robustlab.training.train` for ``epochs`` (same seed); with
+    ``clean_reference`` (or for a clean-label attack, which needs a proxy) a model trained on
+    the clean data is the reference the sanitised model is compared with. With
+    ``output_dir`` the poisoning page and record are written there
+    (:func:`~robustlab.report.write_poisoning`).
+
+    Returns:
+        :class:`~robustlab.results.PoisoningResult`.
+
+    Raises:
+        ValidationError: an unknown attack or detector (named), or a bad attack setting.
+
+    Example:
+        >>> result = poisoning_study(load("digits"), attack="patch", rate=0.1)
+        >>> result.model("sanitised").attack_success
+    """
+    from robustlab.poisoning import (
+        attack_success,
+        backdoor,
+        clean_label,
+        flip_labels,
+        inspect_training_set,
+        sanitize,
+    )
+
+    if attack not in POISONING_ATTACKS:
+        raise ValidationError(f"expected attack to be one of {list(POISONING_ATTACKS)}, got "
+                              f"{attack!r}")
+    names = split_list(detectors) if isinstance(detectors, str) else list(detectors)
+    if not names:
+        raise ValidationError("expected detectors to name at least one detector, got none")
+    epochs = check_int("epochs", epochs, low=1)
+    suspects = check_int("suspects", suspects, low=0)
+    reference = clean_reference or attack == "clean-label"
+
+    def fit(part: Dataset) -> Any:
+        model = build_model(part.input_shape, part.num_classes, seed=seed, **_stats(part))
+        train(model, part, epochs=epochs, batch_size=batch_size, seed=seed)
+        return model
+
+    def outcome(name: str, model: Any, n_train: int) -> ModelOutcome:
+        hits = int(np.sum(predict_labels(model, data.x_test) == data.y_test))
+        asr = (attack_success(model, poisoned) if poisoned is not None and
+               poisoned.trigger is not None else None)
+        return ModelOutcome(name=name, n_train=n_train, clean_accuracy=hits / len(data.y_test),
+                            clean_interval=wilson_interval(hits, len(data.y_test)),
+                            attack_success=None if asr is None else asr[0],
+                            attack_interval=None if asr is None else asr[1])
+
+    models: list[ModelOutcome] = []
+    clean_model = None
+    clean_model = fit(data) if reference else None
+    if attack == "none":
+        poisoned, train_data = None, data
+    elif attack in ("patch", "blend"):
+        poisoned = backdoor(data, trigger=attack, target=target, source=source, rate=rate,
+                            size=size, alpha=alpha, seed=seed)
+        train_data = poisoned.data
+    elif attack == "clean-label":
+        poisoned = clean_label(data, clean_model, target=target, rate=rate, size=size,
+                               seed=seed)
+        train_data = poisoned.data
+    else:
+        poisoned = flip_labels(data, rate=rate, source=source, target=target, seed=seed)
+        train_data = poisoned.data
+    model = fit(train_data)
+    models.append(outcome("poisoned", model, len(train_data.x_train)))
+    inspections = tuple(inspect_training_set(model, train_data, detector=name,
+                                             expected_rate=expected_rate, seed=seed)
+                        for name in names)
+    primary = inspections[0]
+    removed = primary.suspicious()
+    sanitised_model = fit(sanitize(train_data, removed))
+    models.append(outcome("sanitised", sanitised_model, len(train_data.x_train) - len(removed)))
+    if clean_model is not None:
+        models.append(outcome("clean", clean_model, len(data.x_train)))
+    ranked = np.argsort(-primary.scores, kind="stable")
+    in_flagged = np.isin(primary.labels[ranked], primary.flagged_classes)
+    order = np.concatenate([ranked[in_flagged], ranked[~in_flagged]])[:suspects]
+    result = PoisoningResult(
+        dataset=data.name, class_names=tuple(data.class_names),
+        attack=None if poisoned is None else poisoned.to_dict(),
+        poison=None if poisoned is None else poisoned.poison, inspections=inspections,
+        removed=removed, models=tuple(models), suspects=order,
+        suspect_inputs=train_data.x_train[order], n_train=len(train_data.x_train), seed=seed,
+        feature_names=(None if data.is_image or data.constraints is None
+                       else tuple(data.constraints.names)),
+        parameters={"attack": attack, "rate": rate, "target": target, "source": source,
+                    "detectors": names, "expected_rate": expected_rate, "epochs": epochs,
+                    "batch_size": batch_size, "alpha": alpha, "size": size})
+    if output_dir is not None:
+        write_poisoning(result, Path(output_dir))
+    return result
