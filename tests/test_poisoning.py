@@ -106,17 +106,107 @@ def backdoored(digits):
 @pytest.mark.parametrize(("detector", "min_auc"), [("spectre", 0.95), ("spectral", 0.6)])
 def test_inspection_ranks_the_poison_first_in_the_target_class(backdoored, detector, min_auc):
     from robustlab.poisoning import inspect_training_set
-    from robustlab.stats import roc_auc
 
     model, poisoned = backdoored
     inspection = inspect_training_set(model, poisoned.data, detector=detector, seed=0)
-    in_target = inspection.labels == 0
-    auc = roc_auc(inspection.scores[in_target & poisoned.is_poison],
-                  inspection.scores[in_target & ~poisoned.is_poison])
-    assert auc >= min_auc
-    if detector == "spectre":  # the robust detector flags the class and finds every poison
-        assert 0 in inspection.flagged_classes
-        assert np.isin(poisoned.poison, inspection.suspicious()).all()
+    metrics = inspection.metrics(poisoned.poison)
+    assert metrics["auroc"] >= min_auc and metrics["n_poison"] == 14
+    if detector == "spectre":  # the class is flagged and (nearly) only the poison removed
+        assert inspection.flagged_classes == (0,)
+        assert metrics["precision"] >= 0.9 and metrics["recall"] >= 0.9
+        assert inspection.class_p_values[0] < 1e-8
+        assert min(p for c, p in inspection.class_p_values.items() if c != 0) > 1e-5
+        assert np.array_equal(inspection.suspicious(), inspection.flagged)
+        top = inspection.suspicious(fraction=0.15)  # Tran et al.'s rule: the top 1.5 × 10%
+        assert len(top) == round(0.15 * np.sum(poisoned.data.y_train == 0))
+
+
+def test_a_clean_training_set_flags_no_class(digits, digits_model):
+    from robustlab.poisoning import inspect_training_set
+
+    inspection = inspect_training_set(digits_model, digits, seed=0)
+    assert inspection.flagged_classes == () and inspection.n_flagged == 0
+    assert len(inspection.class_p_values) == digits.num_classes
+    # a p-value threshold loose enough to let clean classes through would flag some
+    loose = inspect_training_set(digits_model, digits, significance=0.5, seed=0)
+    assert min(loose.class_p_values.values()) == min(inspection.class_p_values.values())
+
+
+def test_label_disagreement_counts_neighbours_of_another_label():
+    from robustlab.poisoning import label_disagreement
+
+    x = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [0.15]], np.float32)
+    y = np.array([0, 0, 0, 1, 1, 1])  # the last one sits among the zeros
+    out = label_disagreement(x, y, np.array([0, 3, 5]), neighbours=2)
+    assert out.tolist() == [0.5, 0.5, 1.0]  # 0: 0.1 and 0.15; 3: 5.1 and 0.2; 5: two zeros
+
+
+def test_art_detectors_run_as_peers_on_the_same_model(backdoored):
+    from robustlab.poisoning import inspect_training_set
+
+    model, poisoned = backdoored
+    for name in ("art-activation", "art-spectral"):
+        inspection = inspect_training_set(model, poisoned.data, detector=name)
+        assert inspection.detector == name
+        assert set(np.unique(inspection.scores)) <= {0.0, 1.0}
+        assert np.array_equal(np.flatnonzero(inspection.scores), inspection.flagged)
+        # ART flags in every class (the smaller cluster / top 1.5ε of each): many false alarms
+        assert len(inspection.flagged_classes) > 1
+        assert inspection.metrics(poisoned.poison)["precision"] < 0.5
+
+
+def test_sanitize_removes_exactly_the_flagged_examples(backdoored):
+    from robustlab.poisoning import inspect_training_set, sanitize
+
+    model, poisoned = backdoored
+    inspection = inspect_training_set(model, poisoned.data, seed=0)
+    clean = sanitize(poisoned.data, inspection)
+    assert len(clean.x_train) == len(poisoned.data.x_train) - inspection.n_flagged
+    keep = np.setdiff1d(np.arange(len(poisoned.data.x_train)), inspection.flagged)
+    assert np.array_equal(clean.x_train, poisoned.data.x_train[keep])
+    assert np.array_equal(clean.x_test, poisoned.data.x_test)
+    assert len(sanitize(poisoned.data, [0, 1]).x_train) == len(keep) + inspection.n_flagged - 2
+    with pytest.raises(ValidationError, match="flagged indices"):
+        sanitize(poisoned.data, [len(poisoned.data.x_train)])
+
+
+def test_our_backdoor_equals_arts_with_the_same_trigger(digits):
+    from art.attacks.poisoning import PoisoningAttackBackdoor
+    from art.attacks.poisoning.perturbations import add_pattern_bd
+
+    from robustlab.poisoning import TriggerKind
+
+    shape = digits.input_shape
+    mask = (add_pattern_bd(np.zeros((1, *shape), np.float32), distance=2,
+                           pixel_value=1)[0] != 0).astype(np.float32)
+    trigger = Trigger(TriggerKind.PATCH, np.ones(shape, np.float32), mask)
+    poisoned = backdoor(digits, trigger=trigger, target=3, rate=0.2, seed=1)
+    art = PoisoningAttackBackdoor(lambda x: add_pattern_bd(x, distance=2, pixel_value=1))
+    x_art, y_art = art.poison(digits.x_train[poisoned.poison],
+                              y=np.eye(10)[np.full(len(poisoned.poison), 3)])
+    assert mask.sum() == 4
+    assert np.array_equal(poisoned.data.x_train[poisoned.poison], x_art)
+    assert np.array_equal(poisoned.data.y_train[poisoned.poison], y_art.argmax(1))
+
+
+def test_clean_label_poisons_only_the_target_class_and_keeps_labels(digits, digits_model):
+    from robustlab.poisoning import clean_label
+
+    poisoned = clean_label(digits, digits_model, target=2, rate=0.3, epsilon=0.2, steps=5,
+                           seed=0)
+    assert np.array_equal(poisoned.data.y_train, digits.y_train)  # every label is right
+    assert (digits.y_train[poisoned.poison] == 2).all()
+    assert len(poisoned.poison) == round(0.3 * np.sum(digits.y_train == 2))
+    before, after = digits.x_train[poisoned.poison], poisoned.data.x_train[poisoned.poison]
+    assert (after[:, -2:, -2:, :] == 1.0).all()  # the trigger
+    body = np.abs(after - before)[:, :-2, :-2, :]
+    assert body.max() <= 0.2 + 1e-6 and body.max() > 0.1  # a PGD perturbation within ε
+    clean = ~poisoned.is_poison
+    assert np.array_equal(poisoned.data.x_train[clean], digits.x_train[clean])
+    x_trig, y_true = poisoned.triggered_test()
+    assert (y_true != 2).all() and len(x_trig) == int(np.sum(digits.y_test != 2))
+    with pytest.raises(ValidationError, match="epsilon"):
+        clean_label(digits, digits_model, epsilon=-1)
 
 
 def test_inspection_arguments_are_named(backdoored):
@@ -127,3 +217,27 @@ def test_inspection_arguments_are_named(backdoored):
         inspect_training_set(model, poisoned.data, detector="pca")
     with pytest.raises(ValidationError, match="expected_rate"):
         inspect_training_set(model, poisoned.data, expected_rate=0.9)
+    with pytest.raises(ValidationError, match="significance"):
+        inspect_training_set(model, poisoned.data, significance=0)
+    with pytest.raises(ValidationError, match="neighbours"):
+        inspect_training_set(model, poisoned.data, neighbours=0)
+
+
+@pytest.mark.slow
+def test_poisoning_study_closes_the_loop(digits, tmp_path):
+    """Poison, train, inspect, sanitise, retrain: the backdoor is gone and the page written."""
+    from robustlab.workflow import poisoning_study
+
+    result = poisoning_study(digits, attack="patch", rate=0.1, detectors="spectre",
+                             epochs=20, suspects=8, output_dir=tmp_path)
+    poisoned, sanitised = result.model("poisoned"), result.model("sanitised")
+    clean = result.model("clean")
+    assert poisoned.attack_success > 0.5 and sanitised.attack_success < 0.05
+    assert abs(sanitised.clean_accuracy - clean.clean_accuracy) < 0.02
+    assert sanitised.n_train == poisoned.n_train - len(result.removed)
+    assert result.metrics()["spectre"]["recall"] >= 0.9
+    assert len(result.suspects) == 8 and result.suspect_inputs.shape == (8, 8, 8, 1)
+    assert np.isin(result.suspects[:5], result.poison).all()  # flagged class first
+    assert (tmp_path / "poisoning.html").exists() and (tmp_path / "poisoning.json").exists()
+    with pytest.raises(ValidationError, match="attack"):
+        poisoning_study(digits, attack="trojan")
