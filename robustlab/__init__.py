@@ -43,11 +43,16 @@ _EXPORTS = {
     "noise_multiplier_for": "robustlab.privacy",
     "membership_audit": "robustlab.membership", "MembershipAudit": "robustlab.results",
     "PrivacyResult": "robustlab.results",
+    "backdoor": "robustlab.poisoning", "clean_label": "robustlab.poisoning",
+    "flip_labels": "robustlab.poisoning", "attack_success": "robustlab.poisoning",
+    "inspect_training_set": "robustlab.poisoning", "sanitize": "robustlab.poisoning",
+    "Trigger": "robustlab.poisoning", "Inspection": "robustlab.results",
+    "PoisoningResult": "robustlab.results",
     "write_report": "robustlab.report", "render_html": "robustlab.report",
-    "write_comparison": "robustlab.report",
+    "write_comparison": "robustlab.report", "write_poisoning": "robustlab.report",
     "load_or_train": "robustlab.workflow", "ReportConfig": "robustlab.workflow",
     "gate": "robustlab.gate", "Policy": "robustlab.gate",
-    "privacy_study": "robustlab.workflow",
+    "privacy_study": "robustlab.workflow", "poisoning_study": "robustlab.workflow",
     "run_notebook": "robustlab.runner", "verify": "robustlab.manifest",
     "enable_determinism": "robustlab._env",
     "RobustlabError": "robustlab.errors", "ValidationError": "robustlab.errors",
@@ -55,7 +60,8 @@ _EXPORTS = {
 
 # modules whose functions return results that Jupyter renders through robustlab.report
 _RESULT_MAKERS = {"robustlab.evaluate", "robustlab.results", "robustlab.checks",
-                  "robustlab.workflow", "robustlab.crossval", "robustlab.membership"}
+                  "robustlab.workflow", "robustlab.crossval", "robustlab.membership",
+                  "robustlab.poisoning"}
 
 __all__ = [*_EXPORTS, "setup_logging", "__version__"]
 

@@ -7,7 +7,11 @@ threat model's own sentences (:meth:`~robustlab.types.Constraints.describe`). A
 :class:`~robustlab.results.CrossValidationResult` has its own page (:func:`write_crossval`)
 or a section appended to a report (``write_report(..., crossval=cv)``); so does a
 :class:`~robustlab.results.PrivacyResult` (``write_report(..., privacy=p)``: the DP training
-record, the membership audit's numbers and ROC curve, and a verdict in plain words).
+record, the membership audit's numbers and ROC curve, and a verdict in plain words), and a
+:class:`~robustlab.results.PoisoningResult` (its own page, :func:`write_poisoning`, or
+``write_report(..., poisoning=r)``: which classes look poisoned, every detector side by
+side, the models before and after sanitising, per-class score histograms and the most
+suspicious training examples).
 
 The HTML has no JavaScript and no external URL: plots are PNG data URIs, the style sheet is
 inline and allowed by its hash in a Content-Security-Policy that forbids everything else.
@@ -41,14 +45,18 @@ from robustlab.report.plots import (
     examples_png,
     feature_shifts_png,
     gained_png,
+    poison_score_histograms_png,
     ranked_shifts,
     roc_png,
+    suspects_png,
     visible_text,
 )
 from robustlab.results import (
     Comparison,
     CrossValidationResult,
     EvaluationResult,
+    ModelOutcome,
+    PoisoningResult,
     PrivacyResult,
     Status,
 )
@@ -56,7 +64,9 @@ from robustlab.results import (
 __all__ = ["render_html", "render_summary_html", "write_report", "render_comparison_html",
            "render_comparison_summary_html", "write_comparison", "render_crossval_html",
            "render_crossval_summary_html", "write_crossval", "crossval_sentences", "breaks_table",
-           "suite_sentences", "privacy_sentences", "render_privacy_summary_html", "CSS"]
+           "suite_sentences", "privacy_sentences", "render_privacy_summary_html",
+           "poisoning_sentences", "render_poisoning_html", "render_poisoning_summary_html",
+           "write_poisoning", "CSS"]
 
 CSS = (resources.files(__package__) / "templates" / "report.css").read_text("utf-8")
 
@@ -294,40 +304,49 @@ def _result_context(result: Any) -> dict[str, Any]:
 
 
 def render_html(result: Any, *, crossval: CrossValidationResult | None = None,
-                privacy: PrivacyResult | None = None) -> str:
+                privacy: PrivacyResult | None = None,
+                poisoning: PoisoningResult | None = None) -> str:
     """The full, self-contained report page of ``result`` as a string: an
     :class:`~robustlab.results.EvaluationResult` (with ``crossval``, its cross-validation
-    section appended; with ``privacy``, its Privacy section), a
-    :class:`~robustlab.results.CrossValidationResult`, a
-    :class:`~robustlab.results.Comparison` (without its example images) or a
+    section appended; with ``privacy``, its Privacy section; with ``poisoning``, its
+    Poisoning section), a :class:`~robustlab.results.CrossValidationResult`, a
+    :class:`~robustlab.results.Comparison` (without its example images), a
+    :class:`~robustlab.results.PoisoningResult` (its own page) or a
     :class:`~robustlab.results.PrivacyResult` (its section alone, for Jupyter)."""
-    _check_sections(crossval, privacy)
+    _check_sections(crossval, privacy, poisoning)
+    sections = crossval is not None or privacy is not None or poisoning is not None
     for kind in type(result).__mro__:
         if kind in _PAGES:
-            if (crossval is not None or privacy is not None) and kind is not EvaluationResult:
-                raise ValidationError(f"expected crossval and privacy only with an "
+            if sections and kind is not EvaluationResult:
+                raise ValidationError(f"expected crossval, privacy and poisoning only with an "
                                       f"EvaluationResult, got {type(result).__name__}")
             if kind is EvaluationResult:
-                return _render_result_page(result, crossval, privacy)
+                return _render_result_page(result, crossval, privacy, poisoning)
             return _PAGES[kind](result, None)
     raise InputTypeError(f"expected result to be an EvaluationResult, CrossValidationResult, "
-                         f"Comparison or PrivacyResult, got {type(result).__name__}")
+                         f"Comparison, PrivacyResult or PoisoningResult, got "
+                         f"{type(result).__name__}")
 
 
-def _check_sections(crossval: Any, privacy: Any) -> None:
+def _check_sections(crossval: Any, privacy: Any, poisoning: Any = None) -> None:
     if crossval is not None and not isinstance(crossval, CrossValidationResult):
         raise InputTypeError(f"expected crossval to be a CrossValidationResult or None, got "
                              f"{type(crossval).__name__}")
     if privacy is not None and not isinstance(privacy, PrivacyResult):
         raise InputTypeError(f"expected privacy to be a PrivacyResult or None, got "
                              f"{type(privacy).__name__}")
+    if poisoning is not None and not isinstance(poisoning, PoisoningResult):
+        raise InputTypeError(f"expected poisoning to be a PoisoningResult or None, got "
+                             f"{type(poisoning).__name__}")
 
 
 def _render_result_page(result: Any, crossval: CrossValidationResult | None,
-                        privacy: PrivacyResult | None = None) -> str:
+                        privacy: PrivacyResult | None = None,
+                        poisoning: PoisoningResult | None = None) -> str:
     ctx = _result_context(result)
     ctx["crossval"] = None if crossval is None else _crossval_context(crossval)
     ctx["privacy"] = None if privacy is None else _privacy_context(privacy)
+    ctx["poisoning"] = None if poisoning is None else _poisoning_context(poisoning)
     return _environment().get_template("report.html.j2").render(**ctx)
 
 
@@ -339,7 +358,8 @@ def render_summary_html(result: Any) -> str:
 
 def write_report(result: Any, out_dir: str | Path, *, key: crypto.Key | None = None,
                  crossval: CrossValidationResult | None = None,
-                 privacy: PrivacyResult | None = None) -> dict[str, Path]:
+                 privacy: PrivacyResult | None = None,
+                 poisoning: PoisoningResult | None = None) -> dict[str, Path]:
     """Write ``report.json`` and ``report.html`` into the directory ``out_dir`` (created if
     missing; atomically) and update its ``manifest.json`` (see :mod:`robustlab.manifest`).
     A file, or a file name such as ``"out/report.html"``, is refused with a
@@ -349,17 +369,20 @@ def write_report(result: Any, out_dir: str | Path, *, key: crypto.Key | None = N
     With ``crossval`` (a :class:`~robustlab.results.CrossValidationResult`), its section is
     appended to ``report.html`` and its record written to ``crossval.json``; ``report.json``
     is the same as without. With ``privacy`` (a :class:`~robustlab.results.PrivacyResult`),
-    the Privacy section is appended and its record written to ``privacy.json``.
+    the Privacy section is appended and its record written to ``privacy.json``; with
+    ``poisoning`` (a :class:`~robustlab.results.PoisoningResult`), the Poisoning section and
+    ``poisoning.json``.
 
     Returns ``{"json": path, "html": path, "manifest": path}`` (and ``"crossval"``,
-    ``"privacy"``).
+    ``"privacy"``, ``"poisoning"``).
     """
-    _check_sections(crossval, privacy)
+    _check_sections(crossval, privacy, poisoning)
     out = _output_dir(out_dir, ("report.html", "report.json"))
     provider = crypto.resolve_key(key)
     paths = {"json": crypto.write_json(out / "report.json", result.to_dict(), provider),
              "html": crypto.write_text(out / "report.html",
-                                       render_html(result, crossval=crossval, privacy=privacy),
+                                       render_html(result, crossval=crossval, privacy=privacy,
+                                                   poisoning=poisoning),
                                        provider)}
     if crossval is not None:
         paths["crossval"] = crypto.write_json(out / "crossval.json", crossval.to_dict(),
@@ -367,6 +390,9 @@ def write_report(result: Any, out_dir: str | Path, *, key: crypto.Key | None = N
     if privacy is not None:
         paths["privacy"] = crypto.write_json(out / "privacy.json", privacy.to_dict(),
                                              provider)
+    if poisoning is not None:
+        paths["poisoning"] = crypto.write_json(out / "poisoning.json", poisoning.to_dict(),
+                                               provider)
     paths["manifest"] = update_manifest(out, parameters=result.parameters, seed=result.seed)
     return paths
 
@@ -462,6 +488,306 @@ def render_privacy_summary_html(privacy: PrivacyResult) -> str:
 
 def _render_privacy_page(privacy: Any, crossval: None) -> str:
     return render_privacy_summary_html(privacy)
+
+
+# ------------------------------------------------------------------ poisoning
+
+# Feature rows of suspects: at most this many columns (those furthest from their median over
+# the rows shown).
+_SUSPECT_FEATURES = 12
+
+
+def _class_name(names: tuple[str, ...] | list[str], c: int) -> str:
+    return names[c] if 0 <= c < len(names) else str(c)
+
+
+def _p_value(p: float) -> str:
+    """A p-value as the page words it (two significant digits: 0.031, 4.2e-07)."""
+    return f"{p:.2g}"
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a float, None when NaN (the templates show "—")."""
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _overlap(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool:
+    return a is None or b is None or (a[0] <= b[1] and b[0] <= a[1])
+
+
+def _compared(a: ModelOutcome, b: ModelOutcome, attack: bool) -> str:
+    """Whether the 95% intervals of ``a`` and ``b`` (attack success or clean accuracy) keep
+    their difference within sampling noise."""
+    left = a.attack_interval if attack else a.clean_interval
+    right = b.attack_interval if attack else b.clean_interval
+    return ("within their 95% intervals" if _overlap(left, right) else
+            "beyond their 95% intervals")
+
+
+def _attack_line(result: PoisoningResult) -> str:
+    """What was done to the training set, in one sentence."""
+    a = result.attack
+    if a is None:
+        return (f"No known poison: the detectors inspected the {result.n_train} training "
+                f"examples of {result.dataset} as given, so precision and recall cannot be "
+                f"measured.")
+    names = result.class_names
+    how = [f"{a.get('attack')} attack"]
+    trigger = a.get("trigger")
+    if isinstance(trigger, dict) and trigger.get("kind"):
+        how.append(f"with a {trigger['kind']} trigger")
+    if a.get("source") is not None:
+        how.append(f"on class {_class_name(names, int(a['source']))}")
+    if a.get("target") is not None:
+        how.append(f"to class {_class_name(names, int(a['target']))}")
+    n_poison, n_train = a.get("n_poison"), a.get("n_train", result.n_train)
+    share = (f" ({_rate(n_poison / n_train)}%)" if isinstance(n_poison, int) and n_train
+             else "")
+    return (f"The training set of {result.dataset} was poisoned for this study: "
+            f"{' '.join(how)}, {n_poison} of {n_train} training examples{share}, "
+            f"seed {a.get('seed')}.")
+
+
+def poisoning_sentences(result: PoisoningResult) -> list[str]:
+    """The Poisoning section's verdict in plain words: which classes the primary detector
+    flags (with their p-values) and how many examples it would remove, or that no class
+    looks poisoned and what that does not prove; with the ground truth, how much of the
+    poison it found and how much of what it flagged was poison; with the models, attack
+    success and clean accuracy before and after sanitising, in points.
+
+    Example:
+        "The spectre detector flags class 7 (p = 3.1e-05) as poisoned: it would remove 21
+        of the 1437 training examples (1.5%)."
+    """
+    lines = []
+    names, primary = result.class_names, result.primary
+    det = primary.detector
+    flagged = list(primary.flagged_classes)
+    p_values = primary.class_p_values
+    if flagged:
+        parts = [_class_name(names, c) + (
+            f" (p = {_p_value(p_values[c])})" if not math.isnan(p_values.get(c, math.nan))
+            else "") for c in flagged]
+        lines.append(f"The {det} detector flags class{'es' if len(flagged) > 1 else ''} "
+                     f"{_and(parts)} as poisoned: it would remove {primary.n_flagged} of the "
+                     f"{result.n_train} training examples "
+                     f"({_rate(primary.n_flagged / max(result.n_train, 1))}%).")
+        if result.model("sanitised") is not None and len(result.removed) != primary.n_flagged:
+            lines.append(f"The sanitised model was trained without {len(result.removed)} "
+                         f"examples (the most suspicious of the flagged classes).")
+    else:
+        tested = {c: p for c, p in p_values.items() if not math.isnan(p)}
+        lowest = ""
+        if tested:
+            c = min(tested, key=lambda k: tested[k])
+            lowest = (f"; the smallest p-value is {_p_value(tested[c])}, for class "
+                      f"{_class_name(names, c)}")
+        lines.append(f"No class looks poisoned to the {det} detector (it flags none{lowest}). "
+                     f"That does not prove the training set is clean: a detector like this "
+                     f"can miss clean-label attacks (poison that keeps a correct label) and "
+                     f"poison rates too low to stand out within a class.")
+    others = result.inspections[1:]
+    if others:
+        if all(set(i.flagged_classes) == set(flagged) for i in others):
+            lines.append(f"The other detectors ({_and([i.detector for i in others])}) flag "
+                         f"the same classes.")
+        else:
+            said = [f"{i.detector} flags " + (_and([_class_name(names, c)
+                                                    for c in i.flagged_classes])
+                                               if i.flagged_classes else "none")
+                    for i in others]
+            lines.append(f"The other detectors differ: {'; '.join(said)}.")
+    if result.poison is not None:
+        lines.append(_truth_sentence(result, result.poison))
+    lines += _model_sentences(result)
+    return lines
+
+
+def _truth_sentence(result: PoisoningResult, poison: np.ndarray) -> str:
+    """How much of the known ``poison`` the primary detector found, and how much of what it
+    flags is poison (and which other detector ranks the poison best, if one does better)."""
+    primary = result.primary
+    det = primary.detector
+    m = primary.metrics(poison)
+    n_poison, n_flagged = int(m["n_poison"]), int(m["n_flagged"])
+    if n_poison == 0:
+        return (f"The training set holds no poisoned example, so the {n_flagged} examples "
+                f"{det} flags are all false alarms." if n_flagged else
+                f"The training set holds no poisoned example and {det} rightly flags none.")
+    auroc = _finite(m["auroc"])
+    ranking = ("" if auroc is None else
+               f"; its scores rank the poison above the other examples with AUROC "
+               f"{auroc:.3f} (1 = perfect, 0.5 = chance), and a threshold on them finds "
+               f"{_rate(m['recall_at_80pct_precision'])}% of the poison at 80% precision")
+    if n_flagged == 0:
+        found = (f"Against the known poison ({n_poison} examples), {det} finds none of it "
+                 f"(it flags nothing)")
+    else:
+        hits = int(round(m["recall"] * n_poison))
+        found = (f"Against the known poison ({n_poison} examples), {det} finds {hits} of them "
+                 f"(recall {_rate(m['recall'])}%), and {hits} of the {n_flagged} examples "
+                 f"it flags are poison (precision {_rate(m['precision'])}%)")
+    better = [(i.detector, _finite(i.metrics(poison)["auroc"]))
+              for i in result.inspections[1:]]
+    best = max(((d, a) for d, a in better if a is not None), key=lambda t: t[1],
+               default=None)
+    tail = ("" if best is None or auroc is None or best[1] <= auroc else
+            f" Of the other detectors, {best[0]} ranks the poison best (AUROC "
+            f"{best[1]:.3f}).")
+    return found + ranking + "." + tail
+
+
+def _model_sentences(result: PoisoningResult) -> list[str]:
+    lines = []
+    pois, san, clean = (result.model(n) for n in ("poisoned", "sanitised", "clean"))
+    if (pois is not None and san is not None and pois.attack_success is not None
+            and san.attack_success is not None):
+        diff = san.attack_success - pois.attack_success
+        verb = "lowered" if diff < 0 else "raised" if diff > 0 else "left"
+        change = (f"left the attack success at {_points(pois.attack_success)}%" if diff == 0
+                  else f"{verb} the attack success from {_points(pois.attack_success)}% to "
+                       f"{_points(san.attack_success)}% ({100 * diff:+.1f} points, "
+                       f"{_compared(pois, san, True)})")
+        base = ("" if clean is None or clean.attack_success is None else
+                f"; a model trained on clean data scores {_points(clean.attack_success)}% "
+                f"(triggered inputs classified as the target without any backdoor)")
+        lines.append(f"Sanitising {change}{base}.")
+    if san is not None and clean is not None:
+        diff = san.clean_accuracy - clean.clean_accuracy
+        where = ("the same as" if diff == 0 else
+                 f"{_points(abs(diff))} points {'below' if diff < 0 else 'above'}")
+        before = ("" if pois is None else
+                  f"; the poisoned model's is {_points(pois.clean_accuracy)}%")
+        lines.append(f"The sanitised model's clean accuracy is {_points(san.clean_accuracy)}%, "
+                     f"{where} the model trained on clean data "
+                     f"({_points(clean.clean_accuracy)}%, {_compared(san, clean, False)})"
+                     f"{before}.")
+    elif san is not None and pois is not None:
+        diff = san.clean_accuracy - pois.clean_accuracy
+        lines.append(f"The sanitised model's clean accuracy is {_points(san.clean_accuracy)}% "
+                     f"against the poisoned model's {_points(pois.clean_accuracy)}% "
+                     f"({100 * diff:+.1f} points, {_compared(san, pois, False)}).")
+    return lines
+
+
+def _suspect_context(result: PoisoningResult) -> dict[str, Any]:
+    """The most suspicious training examples of the primary detector: as an image grid
+    (``uri``) or, for feature rows, a table of at most ``_SUSPECT_FEATURES`` columns (those
+    furthest from their median over the rows shown); rows of index, label, score and (with
+    the ground truth) whether each is poison."""
+    primary, names = result.primary, result.class_names
+    idx = np.asarray(result.suspects, np.int64).ravel()
+    inputs = np.asarray(result.suspect_inputs)
+    truth = (None if result.poison is None
+             else set(np.asarray(result.poison, np.int64).ravel().tolist()))
+    labels = np.asarray(primary.labels)[idx] if len(idx) else np.empty(0, np.int64)
+    rows = [{"index": int(i), "label": _class_name(names, int(labels[j])),
+             "score": float(primary.scores[i]),
+             "poison": None if truth is None else int(i) in truth}
+            for j, i in enumerate(idx.tolist())]
+    ctx: dict[str, Any] = {"rows": rows, "uri": None, "columns": None, "n_features": 0}
+    if not len(idx) or len(inputs) != len(idx):
+        return ctx
+    if inputs.ndim in (3, 4):
+        ctx["uri"] = _data_uri(suspects_png(inputs, labels, names, idx, poison=result.poison))
+        return ctx
+    values = inputs.reshape(len(inputs), -1).astype(np.float64)
+    n_features = values.shape[1]
+    feature_names = list(result.feature_names or ())
+    if n_features > _SUSPECT_FEATURES:
+        deviation = np.nanmax(np.abs(values - np.nanmedian(values, axis=0)), axis=0)
+        cols = np.argsort(-np.nan_to_num(deviation, nan=-1.0), kind="stable")
+        cols = cols[:_SUSPECT_FEATURES]
+    else:
+        cols = np.arange(n_features)
+    ctx["columns"] = [feature_names[c] if c < len(feature_names) else f"feature {c}"
+                      for c in cols.tolist()]
+    ctx["n_features"] = n_features
+    for row, vals in zip(rows, values[:, cols].tolist(), strict=True):
+        row["values"] = vals
+    return ctx
+
+
+def _poisoning_context(result: PoisoningResult, *, compact: bool = False) -> dict[str, Any]:
+    names, primary = result.class_names, result.primary
+    truth = result.poison is not None
+    detectors = []
+    for inspection in result.inspections:
+        metrics = (None if result.poison is None else
+                   {k: _finite(v) for k, v in inspection.metrics(result.poison).items()})
+        flagged = [_class_name(names, c) for c in inspection.flagged_classes]
+        detectors.append({"name": inspection.detector, "flagged": ", ".join(flagged) or "none",
+                          "n_flagged": inspection.n_flagged, "metrics": metrics,
+                          "seconds": inspection.seconds})
+    p_values = [{"name": _class_name(names, c),
+                 "p": None if math.isnan(p) else _p_value(p),
+                 "flagged": c in primary.flagged_classes}
+                for c, p in sorted(primary.class_p_values.items())]
+    if all(p["p"] is None for p in p_values):
+        p_values = []
+    ctx: dict[str, Any] = {
+        "r": result, "sentences": poisoning_sentences(result),
+        "attack_line": _attack_line(result), "truth": truth, "detectors": detectors,
+        "p_values": p_values, "models": list(result.models), "compact": compact,
+        "hist_uri": None, "suspects": None,
+        "asr": any(m.attack_success is not None for m in result.models)}
+    if not compact:
+        ctx["hist_uri"] = _data_uri(poison_score_histograms_png(primary, names,
+                                                                result.poison))
+        ctx["suspects"] = _suspect_context(result)
+    return ctx
+
+
+def render_poisoning_html(result: PoisoningResult) -> str:
+    """The self-contained poisoning page: the verdict in plain words, every detector side by
+    side (with precision, recall and AUROC against the known poison), the models before and
+    after sanitising, the primary detector's per-class p-values and score histograms, and
+    its most suspicious training examples."""
+    if not isinstance(result, PoisoningResult):
+        raise InputTypeError(f"expected result to be a PoisoningResult, got "
+                             f"{type(result).__name__}")
+    return _environment().get_template("poisoning.html.j2").render(
+        poisoning=_poisoning_context(result),
+        attack_items=sorted((result.attack or {}).items()),
+        params=sorted(result.parameters.items()), **_page())
+
+
+def render_poisoning_summary_html(result: PoisoningResult) -> str:
+    """The poisoning verdict, detectors and models tables without figures (Jupyter's rich
+    display of a PoisoningResult)."""
+    return _environment().get_template("poisoning_summary.html.j2").render(
+        poisoning=_poisoning_context(result, compact=True))
+
+
+def _render_poisoning_page(result: Any, crossval: None) -> str:
+    return render_poisoning_html(result)
+
+
+def write_poisoning(result: PoisoningResult, out_dir: str | Path, *,
+                    key: crypto.Key | None = None) -> dict[str, Path]:
+    """Write ``poisoning.json`` and ``poisoning.html`` into the directory ``out_dir``
+    (created if missing; atomically) and update its ``manifest.json``; refuses a file as
+    :func:`write_report` does, and encrypts both with a key the same way.
+
+    Returns ``{"json": path, "html": path, "manifest": path}``.
+
+    Example:
+        >>> paths = write_poisoning(study, "out")
+        >>> paths["html"].name
+        'poisoning.html'
+    """
+    if not isinstance(result, PoisoningResult):
+        raise InputTypeError(f"expected result to be a PoisoningResult, got "
+                             f"{type(result).__name__}")
+    out = _output_dir(out_dir, ("poisoning.html", "poisoning.json"))
+    provider = crypto.resolve_key(key)
+    paths = {"json": crypto.write_json(out / "poisoning.json", result.to_dict(), provider),
+             "html": crypto.write_text(out / "poisoning.html", render_poisoning_html(result),
+                                       provider)}
+    paths["manifest"] = update_manifest(out, parameters=dict(result.parameters),
+                                        seed=result.seed)
+    return paths
 
 
 # ------------------------------------------------------------------ cross-validation
@@ -627,6 +953,7 @@ _PAGES: dict[type, Callable[[Any, Any], str]] = {
     CrossValidationResult: _render_crossval_page,
     Comparison: _render_comparison_page,
     PrivacyResult: _render_privacy_page,
+    PoisoningResult: _render_poisoning_page,
 }
 
 # Jupyter shows results through these (robustlab.results asks robustlab._display).
@@ -634,3 +961,4 @@ register_html(EvaluationResult, render_summary_html)
 register_html(Comparison, render_comparison_summary_html)
 register_html(CrossValidationResult, render_crossval_summary_html)
 register_html(PrivacyResult, render_privacy_summary_html)
+register_html(PoisoningResult, render_poisoning_summary_html)

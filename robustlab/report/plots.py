@@ -376,3 +376,135 @@ def roc_png(audit: Any, *, epsilon: float | None = None, delta: float | None = N
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(_fit(f"Membership inference on {audit.model}", 12, _TITLE_INCHES))
     return png_bytes(fig)
+
+
+# ------------------------------------------------------------------ poisoning
+
+# Most class panels in poison_score_histograms_png (flagged and most suspicious classes
+# first when a dataset has more), panels per row, images per row of suspects_png, and the
+# rendered widths (inches) of a panel's title and of a suspect's label.
+_MAX_PANELS = 20
+_PANEL_COLUMNS = 5
+_SUSPECT_COLUMNS = 8
+_PANEL_INCHES = 1.5
+_SUSPECT_INCHES = 1.0
+
+
+def _panel_classes(inspection: Any, classes: list[int]) -> list[int]:
+    """At most ``_MAX_PANELS`` of ``classes``: the flagged ones, then those with the highest
+    score, shown in class order."""
+    if len(classes) <= _MAX_PANELS:
+        return classes
+    scores = np.asarray(inspection.scores, np.float64)
+    labels = np.asarray(inspection.labels)
+    flagged = set(inspection.flagged_classes)
+
+    def top(c: int) -> float:
+        values = scores[(labels == c) & np.isfinite(scores)]
+        return float(values.max()) if len(values) else -np.inf
+
+    ranked = sorted(classes, key=lambda c: (c not in flagged, -top(c), c))
+    return sorted(ranked[:_MAX_PANELS])
+
+
+def poison_score_histograms_png(inspection: Any, class_names: list[str] | tuple[str, ...],
+                                poison: np.ndarray | None = None) -> bytes | None:
+    """One small histogram per class of one detector's poison scores
+    (:class:`~robustlab.results.Inspection` ``.scores``, comparable across classes: the same
+    bins in every panel, counts on a log scale so a few poisons show beside thousands of
+    clean examples). Flagged classes have a red title and frame; with ``poison`` (indices of
+    the known poison), the poison is stacked in red on the other examples (blue). At most
+    20 panels (flagged and most suspicious classes first). None when there is no finite
+    score."""
+    scores = np.asarray(inspection.scores, np.float64)
+    labels = np.asarray(inspection.labels).astype(np.int64)
+    finite = np.isfinite(scores)
+    if not finite.any():
+        return None
+    truth = np.zeros(len(scores), bool)
+    if poison is not None:
+        truth[np.asarray(poison, np.int64)] = True
+    edges = np.histogram_bin_edges(scores[finite], bins=30)
+    if edges[0] == edges[-1]:  # one value everywhere
+        edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
+    classes = _panel_classes(inspection, sorted({int(c) for c in labels[finite]}))
+    flagged = set(inspection.flagged_classes)
+    cols = min(_PANEL_COLUMNS, len(classes))
+    rows = -(-len(classes) // cols)
+    fig = new_figure(1.9 * cols, 1.5 * rows + 0.5)
+    fig.set_layout_engine("constrained")  # room for the suptitle above the panel titles
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False, sharex=True))
+    for ax in axes.ravel()[len(classes):]:
+        ax.axis("off")
+    for ax, c in zip(axes.ravel(), classes, strict=False):
+        keep = (labels == c) & finite
+        data = [scores[keep & ~truth], scores[keep & truth]]
+        ax.hist(data, bins=edges, stacked=True, log=True, color=["#4c72b0", "crimson"],
+                label=["other", "poison"])
+        name = class_names[c] if 0 <= c < len(class_names) else str(c)
+        is_flagged = c in flagged
+        suffix = " (flagged)" if is_flagged else ""
+        room = _PANEL_INCHES - (_text_inches(suffix, 7) if suffix else 0.0)
+        ax.set_title(_fit(name, 7, room) + suffix, fontsize=7,
+                     color="crimson" if is_flagged else "black")
+        if is_flagged:
+            for spine in ax.spines.values():
+                spine.set_edgecolor("crimson")
+                spine.set_linewidth(1.5)
+        ax.set_ylim(0.7, None)  # a bar of one example stays visible on the log scale
+        ax.tick_params(labelsize=6)
+    for ax in axes[-1]:
+        ax.set_xlabel("poison score", fontsize=7)
+    if poison is not None:
+        axes[0, 0].legend(fontsize=6, loc="upper right")
+    shown = "" if len(classes) == len(set(labels[finite].tolist())) else (
+        f", {len(classes)} classes shown")
+    fig.suptitle(_fit(f"{inspection.detector}: poison scores per class (log counts{shown})",
+                      9, _PANEL_INCHES * cols + 0.4 * cols, limit=2 * _MAX_CHARS), fontsize=9)
+    return png_bytes(fig)
+
+
+def _as_image(img: np.ndarray) -> np.ndarray:
+    """One input ``(H, W)`` or ``(H, W, C)`` as something :func:`show_image` draws: a
+    channel axis, 1 or 3 channels (others averaged), values in [0, 1] (rescaled when the
+    data's bounds are wider)."""
+    img = np.asarray(img, np.float64)
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.shape[-1] not in (1, 3):
+        img = img.mean(axis=-1, keepdims=True)
+    low, high = float(np.nanmin(img)), float(np.nanmax(img))
+    if low < 0.0 or high > 1.0:
+        img = (img - low) / (high - low) if high > low else np.zeros_like(img)
+    return img
+
+
+def suspects_png(inputs: np.ndarray, labels: np.ndarray,
+                 class_names: list[str] | tuple[str, ...], indices: np.ndarray, *,
+                 poison: np.ndarray | None = None) -> bytes | None:
+    """A grid of the most suspicious training images (``inputs`` ``(k, H, W, C)`` or
+    ``(k, H, W)``), each titled with its index and training label (``labels`` ``(k,)``,
+    ``indices`` ``(k,)``); with ``poison`` (indices of the known poison) the poisoned ones
+    are titled "poison" in red. None for feature rows (``(k, F)``: the report shows a
+    table) or no input."""
+    inputs = np.asarray(inputs)
+    if inputs.ndim not in (3, 4) or len(inputs) == 0:
+        return None
+    truth = set() if poison is None else {int(i) for i in np.asarray(poison).ravel()}
+    k = len(inputs)
+    cols = min(_SUSPECT_COLUMNS, k)
+    rows = -(-k // cols)
+    room = _SUSPECT_INCHES - _text_inches("label ", 7)
+    names = [_fit(n, 7, room) for n in class_names]
+    fig = new_figure(1.3 * cols, 1.5 * rows)
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    for ax in axes.ravel():
+        ax.axis("off")
+    for j, ax in enumerate(axes.ravel()[:k]):
+        show_image(ax, _as_image(inputs[j]))
+        label, index = int(labels[j]), int(indices[j])
+        name = names[label] if 0 <= label < len(names) else str(label)
+        bad = index in truth
+        ax.set_title(f"#{index}{' poison' if bad else ''}\nlabel {name}", fontsize=7,
+                     color="crimson" if bad else "black")
+    return png_bytes(fig)
