@@ -506,7 +506,8 @@ def inspect_training_set(model: Any, data: Dataset, *, detector: Any = "spectre"
     of the rest, is checked for label consistency: whether most of its ``neighbours``
     nearest training inputs carry another label (:func:`label_disagreement`). A class is
     called poisoned when its top ``1.5 × expected_rate`` by score are inconsistent far more
-    often than the rest of the class: a one-sided
+    often than its less suspicious half (which stays clean even when the class holds more
+    poison than ``expected_rate``): a one-sided
     binomial test at ``significance / classes`` (Bonferroni), so on clean data the chance of
     flagging any class is at most about ``significance``. In a poisoned class the examples,
     ranked by score + 3 × label disagreement, are flagged up to where the inconsistent
@@ -576,7 +577,8 @@ def inspect_training_set(model: Any, data: Dataset, *, detector: Any = "spectre"
     removed: list[np.ndarray] = []
     for c, top in tops.items():
         suspects = min(len(top), max(1, int(round(1.5 * rate * int(np.sum(labels == c))))))
-        rest_bad = np.concatenate([disagree[top[suspects:]], disagree[rests[c]]]) > 0.5
+        rest_bad = disagree[rests[c]] > 0.5  # the less suspicious half: clean even when
+        # the class holds more poison than expected_rate
         base = max(float(rest_bad.mean()) if len(rest_bad) else 0.0,
                    1.0 / max(1, len(rest_bad)))
         p_values[c] = _class_p_value(disagree[top[:suspects]] > 0.5, base)

@@ -338,3 +338,27 @@ def test_cli_runs_the_privacy_audit_notebook(tmp_path):
     # ε after every epoch of the DP model (the shadows log theirs too)
     assert re.search(r"epoch 1/3: .*epsilon [0-9.]+", text)
     assert re.search(r"epoch 3/3: .*epsilon 3\.0000|epoch 3/3: .*epsilon 2\.99", text)
+
+
+POISONING_NOTEBOOK = ROOT / "notebooks" / "poisoning_lab.ipynb"
+
+
+@pytest.mark.slow
+def test_cli_runs_the_poisoning_lab_notebook(tmp_path):
+    """Label flips into class 0 on 400 digits: poison -> train -> inspect -> sanitise ->
+    retrain, with two detectors side by side on one page."""
+    tiny = {"n_train": 400, "attack": "label-flip", "rate": 0.1, "epochs": 5,
+            "detectors": "spectre, art-spectral", "clean_reference": False}
+    proc = cli_run(POISONING_NOTEBOOK, tmp_path, **tiny)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "poisoning.json").read_text(encoding="utf-8"))
+    assert record["attack"]["attack"] == "label-flip-targeted"
+    assert record["parameters"]["epochs"] == 5
+    spectre, art = record["inspections"]
+    assert spectre["detector"] == "spectre" and art["detector"] == "art-spectral"
+    assert spectre["flagged_classes"] == [0]  # the flipped labels are inconsistent
+    assert spectre["metrics"]["precision"] >= 0.8 and spectre["metrics"]["recall"] >= 0.7
+    assert [m["name"] for m in record["models"]] == ["poisoned", "sanitised"]
+    assert record["models"][1]["n_train"] == 400 - spectre["n_flagged"]
+    html = (tmp_path / "poisoning.html").read_text(encoding="utf-8")
+    assert "art-spectral" in html and "spectre" in html
