@@ -2,7 +2,7 @@
 # `make test` runs the whole test suite. Both create .venv and install what they need.
 # `make check` is the inner loop: lint, layer contract, types and the fast tests.
 # `make bench` measures speed and memory against CleverHans and ART (benchmarks/RESULTS.md),
-# tables (TABULAR.md) and DP-SGD (PRIVACY.md).
+# tables (TABULAR.md), DP-SGD (PRIVACY.md) and poisoning (POISONING.md).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/tabular.py
 	$(PY) benchmarks/privacy.py
+	$(PY) benchmarks/poisoning.py
 
 # Static security linting of our own code: ruff's flake8-bandit rules and bandit itself. Every
 # finding left in the code carries a `noqa`/`nosec` comment that says why it is safe.
