@@ -457,6 +457,17 @@ def _cluster_end(inconsistent: np.ndarray, base_rate: float) -> int:
     return int(np.argmin(tails)) + 1
 
 
+def _score_gap(ranked_scores: np.ndarray, cut: int) -> int:
+    """Move a cut of a ranking (``ranked_scores``, descending) to the widest gap between
+    consecutive scores within ``[cut / 2, 2 cut]``: a poison cluster ends where the scores
+    drop, and an odd poison whose neighbours happen to share its new label is still in it."""
+    low, high = max(1, (cut + 1) // 2), min(len(ranked_scores) - 1, 2 * cut)
+    if high < low:
+        return cut
+    drops = ranked_scores[low - 1:high] - ranked_scores[low:high + 1]
+    return low + int(np.argmax(drops))
+
+
 def _art_inspection(kind: Detector, model: Any, data: Dataset, rate: float) -> tuple[
         np.ndarray, np.ndarray]:
     """ART 1.20's poison detectors as peers: activation clustering (Chen et al. 2018,
@@ -511,7 +522,7 @@ def inspect_training_set(model: Any, data: Dataset, *, detector: Any = "spectre"
     binomial test at ``significance / classes`` (Bonferroni), so on clean data the chance of
     flagging any class is at most about ``significance``. In a poisoned class the examples,
     ranked by score + 3 × label disagreement, are flagged up to where the inconsistent
-    cluster ends
+    cluster ends, moved to the widest drop in score nearby (:func:`_score_gap`)
     (:func:`_cluster_end`). Clean-label poisons keep their true label and look
     consistent: this test does not find them (the benchmark measures it).
 
@@ -584,7 +595,7 @@ def inspect_training_set(model: Any, data: Dataset, *, detector: Any = "spectre"
         p_values[c] = _class_p_value(disagree[top[:suspects]] > 0.5, base)
         scores[top] += 3.0 * disagree[top]  # the ranking within the class
         ranked = top[np.argsort(-scores[top], kind="stable")]
-        cut = _cluster_end(disagree[ranked] > 0.5, base)
+        cut = _score_gap(scores[ranked], _cluster_end(disagree[ranked] > 0.5, base))
         if p_values[c] < alpha / len(tops):
             removed.append(ranked[:cut])
     flagged = np.sort(np.concatenate(removed)) if removed else np.empty(0, np.int64)
