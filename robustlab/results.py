@@ -760,10 +760,13 @@ class Inspection:
     class (for ours the robust z-score of the log detector score within the class, plus
     3 × the label disagreement for the examples checked; 0/1 for a detector that only
     flags). ``labels`` ``(N,)``: the training labels inspected.
-    ``class_p_values``: per class, the p-value of the test that its most suspicious examples
-    are no more often inconsistent with their label than the rest of the class (NaN where
-    the detector has no test). ``flagged_classes``: classes the detector calls poisoned.
-    ``flagged`` (sorted indices): the examples it would remove. ``seconds``: its run time."""
+    ``class_p_values``: per class, the binomial tail of the most surprising head of the
+    detector's ranking — how unlikely its count of label-inconsistent examples is at the
+    rate of the class's less suspicious half (a scan statistic; NaN where the detector has
+    no test). ``flagged_classes``: classes the detector calls poisoned.
+    ``flagged`` (sorted indices): the examples it would remove. ``seconds``: its run time.
+    ``class_evidence``: per class, the combined z-score of backdoor evidence the decision
+    used (empty for ART's detectors)."""
 
     detector: str
     scores: np.ndarray
@@ -773,6 +776,7 @@ class Inspection:
     class_p_values: dict[int, float]
     expected_rate: float
     seconds: float = 0.0
+    class_evidence: dict[int, float] = field(default_factory=dict)
 
     @property
     def n_flagged(self) -> int:
@@ -816,6 +820,7 @@ class Inspection:
             "n_flagged": self.n_flagged, "expected_rate": self.expected_rate,
             "class_p_values": {str(c): (None if math.isnan(p) else p)
                                for c, p in self.class_p_values.items()},
+            "class_evidence": {str(c): v for c, v in self.class_evidence.items()},
             "seconds": self.seconds}
         if poison is not None:
             out["metrics"] = {k: (None if isinstance(v, float) and math.isnan(v) else v)

@@ -115,7 +115,8 @@ def test_inspection_ranks_the_poison_first_in_the_target_class(backdoored, detec
         assert inspection.flagged_classes == (0,)
         assert metrics["precision"] >= 0.9 and metrics["recall"] >= 0.9
         assert inspection.class_p_values[0] < 1e-8
-        assert min(p for c, p in inspection.class_p_values.items() if c != 0) > 1e-5
+        evidence = inspection.class_evidence
+        assert evidence[0] > 7 and max(v for c, v in evidence.items() if c != 0) < 7
         assert np.array_equal(inspection.suspicious(), inspection.flagged)
         top = inspection.suspicious(fraction=0.15)  # Tran et al.'s rule: the top 1.5 × 10%
         assert len(top) == round(0.15 * np.sum(poisoned.data.y_train == 0))
@@ -128,8 +129,10 @@ def test_a_clean_training_set_flags_no_class(digits, digits_model):
     assert inspection.flagged_classes == () and inspection.n_flagged == 0
     assert len(inspection.class_p_values) == digits.num_classes
     # a p-value threshold loose enough to let clean classes through would flag some
+    assert max(inspection.class_evidence.values()) < 7  # EVIDENCE_Z
+    # the scan alone would call some clean class significant: evidence of a trigger decides
     loose = inspect_training_set(digits_model, digits, significance=0.5, seed=0)
-    assert min(loose.class_p_values.values()) == min(inspection.class_p_values.values())
+    assert loose.flagged_classes == ()
 
 
 def test_label_disagreement_counts_neighbours_of_another_label():
@@ -139,6 +142,29 @@ def test_label_disagreement_counts_neighbours_of_another_label():
     y = np.array([0, 0, 0, 1, 1, 1])  # the last one sits among the zeros
     out = label_disagreement(x, y, np.array([0, 3, 5]), neighbours=2)
     assert out.tolist() == [0.5, 0.5, 1.0]  # 0: 0.1 and 0.15; 3: 5.1 and 0.2; 5: two zeros
+
+
+def test_trigger_coherence_tells_a_shared_pattern_from_unrelated_differences():
+    """Residuals (an input minus the mean of its nearest inputs) of triggered examples share
+    the trigger's direction; natural look-alikes differ in unrelated directions."""
+    from robustlab.poisoning import _coherence, _coherence_z, _residuals
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, (300, 64)).astype(np.float32)
+    x = np.repeat(base, 2, axis=0) + rng.normal(0, 0.05, (600, 64)).astype(np.float32)
+    pattern = np.zeros(64, np.float32)
+    pattern[-4:] = 1.0
+    triggered = np.arange(0, 40, 2)  # each has its untouched twin at index + 1
+    x[triggered] += pattern
+    near = (triggered + 1)[:, None]
+    shared = _residuals(x, triggered, near)
+    assert _coherence(shared) > 0.5
+    plain = _residuals(x, np.arange(100, 140, 2), np.arange(101, 141, 2)[:, None])
+    assert _coherence(plain) < 0.3
+    others = {1: plain, 2: _residuals(x, np.arange(200, 260, 2), np.arange(201, 261, 2)[:, None])}
+    z = _coherence_z({0: shared, **others}, draws=50, seed=0)
+    assert z[0] > 10 and abs(z[1]) < 5
+    assert _coherence_z({0: shared[:2], **others}, draws=5, seed=0)[0] == 0.0  # too few
 
 
 def test_art_detectors_run_as_peers_on_the_same_model(backdoored):
