@@ -264,6 +264,8 @@ def test_poisoning_study_closes_the_loop(digits, tmp_path):
     assert result.metrics()["spectre"]["recall"] >= 0.9
     assert len(result.suspects) == 8 and result.suspect_inputs.shape == (8, 8, 8, 1)
     assert np.isin(result.suspects[:5], result.poison).all()  # flagged class first
-    assert (tmp_path / "poisoning.html").exists() and (tmp_path / "poisoning.json").exists()
+    html = (tmp_path / "poisoning.html").read_text(encoding="utf-8")
+    assert "evidence z" in html and "backdoor evidence z = " in html
+    assert (tmp_path / "poisoning.json").exists()
     with pytest.raises(ValidationError, match="attack"):
         poisoning_study(digits, attack="trojan")

@@ -557,8 +557,8 @@ def poisoning_sentences(result: PoisoningResult) -> list[str]:
     success and clean accuracy before and after sanitising, in points.
 
     Example:
-        "The spectre detector flags class 7 (p = 3.1e-05) as poisoned: it would remove 21
-        of the 1437 training examples (1.5%)."
+        "The spectre detector flags class 7 (p = 3.1e-05, backdoor evidence z = 9.2) as
+        poisoned: it would remove 21 of the 1437 training examples (1.5%)."
     """
     lines = []
     names, primary = result.class_names, result.primary
@@ -566,9 +566,14 @@ def poisoning_sentences(result: PoisoningResult) -> list[str]:
     flagged = list(primary.flagged_classes)
     p_values = primary.class_p_values
     if flagged:
-        parts = [_class_name(names, c) + (
-            f" (p = {_p_value(p_values[c])})" if not math.isnan(p_values.get(c, math.nan))
-            else "") for c in flagged]
+        def why(c: int) -> str:
+            facts = ([] if math.isnan(p_values.get(c, math.nan)) else
+                     [f"p = {_p_value(p_values[c])}"])
+            if c in primary.class_evidence:
+                facts.append(f"backdoor evidence z = {primary.class_evidence[c]:.1f}")
+            return f" ({', '.join(facts)})" if facts else ""
+
+        parts = [_class_name(names, c) + why(c) for c in flagged]
         lines.append(f"The {det} detector flags class{'es' if len(flagged) > 1 else ''} "
                      f"{_and(parts)} as poisoned: it would remove {primary.n_flagged} of the "
                      f"{result.n_train} training examples "
@@ -583,6 +588,11 @@ def poisoning_sentences(result: PoisoningResult) -> list[str]:
             c = min(tested, key=lambda k: tested[k])
             lowest = (f"; the smallest p-value is {_p_value(tested[c])}, for class "
                       f"{_class_name(names, c)}")
+            if primary.class_evidence:
+                e = max(primary.class_evidence, key=lambda k: primary.class_evidence[k])
+                lowest += (f", and the strongest backdoor evidence z = "
+                           f"{primary.class_evidence[e]:.1f} (class {_class_name(names, e)}; "
+                           f"a class is flagged above 7)")
         lines.append(f"No class looks poisoned to the {det} detector (it flags none{lowest}). "
                      f"That does not prove the training set is clean: a detector like this "
                      f"can miss clean-label attacks (poison that keeps a correct label) and "
@@ -722,6 +732,8 @@ def _poisoning_context(result: PoisoningResult, *, compact: bool = False) -> dic
                           "seconds": inspection.seconds})
     p_values = [{"name": _class_name(names, c),
                  "p": None if math.isnan(p) else _p_value(p),
+                 "evidence": (f"{primary.class_evidence[c]:.1f}"
+                              if c in primary.class_evidence else None),
                  "flagged": c in primary.flagged_classes}
                 for c, p in sorted(primary.class_p_values.items())]
     if all(p["p"] is None for p in p_values):
