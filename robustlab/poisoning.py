@@ -514,20 +514,19 @@ def _outliers(values: dict[int, float]) -> dict[int, float]:
     return {c: (v - centre) / spread for c, v in values.items()}
 
 
-def _score_gap(ranked_scores: np.ndarray, cut: int) -> int:
-    """Move a cut of a ranking (``ranked_scores``, descending, in robust z units) to a
-    clear drop in score within ``[cut / 2, 2 cut]``: a poison cluster ends where the scores
-    fall off — an odd poison whose neighbours happen to share its new label lies above that
-    drop, a naturally ambiguous clean example below it. The cut moves only to a drop of at
-    least 1 and over 5 × the median drop there (else it stays where it is)."""
-    low, high = max(1, (cut + 1) // 2), min(len(ranked_scores) - 1, 2 * cut)
-    if high < low:
-        return cut
-    drops = ranked_scores[low - 1:high] - ranked_scores[low:high + 1]  # drops[i]: keep low+i
-    widest = int(np.argmax(drops))
-    if drops[widest] < max(1.0, 5.0 * float(np.median(drops))):
-        return cut
-    return low + widest
+def _carrying_trigger(x: np.ndarray, inconsistent: np.ndarray, top: np.ndarray,
+                      rest: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """The examples of a flagged class that carry its trigger: the shared direction ``v`` of
+    its inconsistent examples' residuals (``inconsistent``, unit rows; the first principal
+    direction, signed so that they point along it) estimates the trigger; an example of the
+    class's top half (``top``) is flagged when its own residual's projection on ``v``
+    exceeds the mean + 4 standard deviations of the projections of the less suspicious
+    half (``rest``, clean). ``near``: nearest-input indices by training index."""
+    _, _, vt = np.linalg.svd(inconsistent, full_matrices=False)
+    v = vt[0] if float(np.mean(inconsistent @ vt[0])) >= 0 else -vt[0]
+    null = _residuals(x, rest, near[rest]) @ v
+    threshold = float(null.mean()) + 4.0 * float(null.std())
+    return top[_residuals(x, top, near[top]) @ v > threshold]
 
 
 def _art_inspection(kind: Detector, model: Any, data: Dataset, rate: float) -> tuple[
@@ -591,9 +590,10 @@ def inspect_training_set(model: Any, data: Dataset, *, detector: Any = "spectre"
     inconsistent examples drawn from the other classes (z of the first principal
     direction's energy share; :func:`_coherence_z`). A class is flagged when the combined
     evidence ``(z₁ + z₂) / √2`` exceeds :data:`EVIDENCE_Z` and its tail is below
-    ``significance / classes``. In a flagged class the examples, ranked by score + 3 ×
-    label disagreement, are flagged up to where the inconsistent cluster ends, moved to a
-    clear drop in score nearby (:func:`_score_gap`).
+    ``significance / classes``. In a flagged class, the examples of its top half that carry
+    the shared pattern are flagged (:func:`_carrying_trigger`), or, when there is no shared
+    pattern (trigger z < 3: label flips), its top half's inconsistent examples. Within a
+    class, examples are ranked (``scores``) by detector score + 3 × label disagreement.
     Clean-label poisons keep their true label and look consistent, and a poison cluster
     too small to stand out among the classes' natural ambiguity (about 1 % of a class on
     MNIST) is missed: ``benchmarks/POISONING.md`` measures both.
@@ -660,7 +660,6 @@ def inspect_training_set(model: Any, data: Dataset, *, detector: Any = "spectre"
     disagree = np.full(len(labels), np.nan)
     disagree[queries] = np.mean(labels[near[queries]] != labels[queries, None], axis=1)
     p_values: dict[int, float] = {}
-    cuts: dict[int, np.ndarray] = {}
     residuals: dict[int, np.ndarray] = {}
     for c, top in tops.items():
         rest_bad = disagree[rests[c]] > 0.5  # the less suspicious half: clean even when
@@ -671,14 +670,18 @@ def inspect_training_set(model: Any, data: Dataset, *, detector: Any = "spectre"
         inconsistent = top[disagree[top] > 0.5]
         residuals[c] = _residuals(data.x_train, inconsistent, near[inconsistent])
         scores[top] += 3.0 * disagree[top]  # the ranking within the class
-        ranked = top[np.argsort(-scores[top], kind="stable")]
-        cuts[c] = ranked[:_score_gap(scores[ranked], _scan(disagree[ranked] > 0.5, base)[1])]
     surprise = _outliers({c: -math.log10(max(p, 1e-300)) for c, p in p_values.items()})
     shared = _coherence_z(residuals, draws=100, seed=seed)
     evidence = {c: (surprise[c] + shared[c]) / math.sqrt(2.0) for c in tops}
     classes = tuple(c for c in tops if p_values[c] < alpha / len(tops)
                     and evidence[c] > EVIDENCE_Z)
-    flagged = (np.sort(np.concatenate([cuts[c] for c in classes])) if classes
+    def removed(c: int) -> np.ndarray:
+        if shared[c] >= 3.0:  # a shared pattern: whatever carries it
+            return _carrying_trigger(data.x_train, residuals[c], tops[c], rests[c], near)
+        top = tops[c]  # no trigger (label noise, flips): the inconsistent suspects
+        return top[disagree[top] > 0.5]
+
+    flagged = (np.sort(np.concatenate([removed(c) for c in classes])) if classes
                else np.empty(0, np.int64))
     log.info("inspection (%s): class scan p-values %s; outlier z %s; trigger z %s; flagged "
              "classes %s, %d examples", kind.value,

@@ -421,7 +421,8 @@ def poisoning_study(data: Dataset, *, attack: str = "patch", rate: float = 0.1,
                     detectors: str | list[str] = "spectre, spectral, art-activation, "
                                                   "art-spectral",
                     expected_rate: float = 0.1, epochs: int = 20, batch_size: int = 32,
-                    alpha: float = 0.2, size: int = 2, clean_reference: bool = True,
+                    alpha: float = 0.2, size: int = 2, attack_epsilon: float = 0.3,
+                    attack_steps: int = 20, clean_reference: bool = True,
                     suspects: int = 24, seed: int = 0,
                     output_dir: str | os.PathLike[str] | None = None) -> PoisoningResult:
     """The poisoning lab in one call: poison ``data``'s training split (or not), train on
@@ -431,7 +432,8 @@ def poisoning_study(data: Dataset, *, attack: str = "patch", rate: float = 0.1,
     Attacks (:data:`POISONING_ATTACKS`): ``none`` (inspect ``data`` as it is: a user's own
     training set, no ground truth), ``patch`` / ``blend`` (:func:`~robustlab.poisoning.backdoor`
     with ``size`` / ``alpha``), ``clean-label`` (:func:`~robustlab.poisoning.clean_label`
-    with a patch, against a proxy trained on clean data), ``label-flip``
+    with a patch and an L∞ PGD of ``attack_epsilon`` and ``attack_steps`` steps, against a
+    proxy trained on clean data), ``label-flip``
     (:func:`~robustlab.poisoning.flip_labels` to ``target``). ``rate``, ``target`` and
     ``source`` are the attack's. Every model is :func:`~robustlab.models.build_model`
     trained with :func:`~robustlab.training.train` for ``epochs`` (same seed); with
@@ -494,7 +496,7 @@ def poisoning_study(data: Dataset, *, attack: str = "patch", rate: float = 0.1,
         train_data = poisoned.data
     elif attack == "clean-label":
         poisoned = clean_label(data, clean_model, target=target, rate=rate, size=size,
-                               seed=seed)
+                               epsilon=attack_epsilon, steps=attack_steps, seed=seed)
         train_data = poisoned.data
     else:
         poisoned = flip_labels(data, rate=rate, source=source, target=target, seed=seed)
@@ -523,7 +525,8 @@ def poisoning_study(data: Dataset, *, attack: str = "patch", rate: float = 0.1,
                        else tuple(data.constraints.names)),
         parameters={"attack": attack, "rate": rate, "target": target, "source": source,
                     "detectors": names, "expected_rate": expected_rate, "epochs": epochs,
-                    "batch_size": batch_size, "alpha": alpha, "size": size})
+                    "batch_size": batch_size, "alpha": alpha, "size": size,
+                    "attack_epsilon": attack_epsilon, "attack_steps": attack_steps})
     if output_dir is not None:
         write_poisoning(result, Path(output_dir))
     return result

@@ -110,3 +110,42 @@ def test_privacy_benchmark_quick_run_writes_its_tables(tmp_path):
     assert 0 < dp["bound_at_01pct"] < dp["bound_at_1pct"] <= 1
     assert dp["consistent"] == all(a[k]["consistent"] for a in dp["attacks"]
                                    for k in ("at_1pct", "at_01pct"))
+
+
+@pytest.mark.slow
+def test_poisoning_benchmark_quick_run_writes_its_tables(tmp_path):
+    out = tmp_path / "POISONING.md"
+    text = quick_run("poisoning.py", out)
+    for heading in ("## Summary: targets vs results", "## Backdoor detection on digits",
+                    "### Sanitise (spectre's flags) and retrain", "## False alarms on clean data",
+                    "## Clean-label backdoor", "## Method notes"):
+        assert heading in text
+    res = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    detectors = {"spectre", "spectral", "art-activation", "art-spectral"}
+    assert set(res["settings"]["detectors"]) == detectors
+    rows = res["backdoor"]["digits"]["rows"]
+    assert [r["attack"] for r in rows] == ["patch", "blend"]
+    for row in [*rows, res["clean_label"]["digits"]]:
+        assert set(row["detectors"]) == detectors
+        assert 0 < row["n_poison"] <= row["n_target"]
+        assert 0 <= row["removed_poison"] <= row["removed"] <= row["n_train"]
+        for model in ("poisoned", "sanitised", "clean"):
+            m = row[model]
+            assert 0 <= m["clean_interval"][0] <= m["clean_accuracy"] <= m["clean_interval"][1] <= 1
+            assert 0 <= m["attack_interval"][0] <= m["attack_success"] <= m["attack_interval"][1]
+        for d in row["detectors"].values():
+            assert d["n_poison"] == row["n_poison"] and d["seconds"] >= 0
+            for key in ("precision", "recall", "auroc", "recall_at_80pct_precision"):
+                assert d[key] is None or 0 <= d[key] <= 1
+        # the verdict in the JSON is the one the targets define
+        ours = row["detectors"]["spectre"]
+        assert row["targets"]["detection"] == (ours["precision"] is not None and
+                                               ours["recall"] >= 0.95 and
+                                               ours["precision"] >= 0.8)
+    alarms = res["false_alarms"]["digits"]
+    assert set(alarms["detectors"]) == detectors and len(alarms["seeds"]) == 2
+    for row in alarms["detectors"].values():
+        assert len(row["flagged_classes"]) == len(alarms["seeds"])
+        assert row["false_alarm_rate"] == sum(map(bool, row["flagged_classes"])) / 2
+    # ART's two defences flag examples in every class, poisoned or not
+    assert alarms["detectors"]["art-spectral"]["false_alarm_rate"] == 1.0
