@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import resource
@@ -464,6 +465,48 @@ def written_by(script: str, res: dict[str, Any]) -> str:
     return (f"Written by `benchmarks/{script}` on {m['date']} ({m['cpus']} CPUs, "
             f"{m['processor'] or m['platform']}, device {m['device']}). "
             f"{'Quick run (tiny sizes).' if res['quick'] else ''}")
+
+
+def section_args(description: str, sections: tuple[str, ...], out: Path,
+                 argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The command line of a benchmark run in sections: ``--quick``, ``--sections`` (checked
+    against ``sections``) and ``--out`` (default ``out``). Returns the arguments and the
+    sections wanted."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="digits, tiny sizes (a smoke run)")
+    parser.add_argument("--sections", default=",".join(sections),
+                        help=f"comma-separated subset of {','.join(sections)} (default: all)")
+    parser.add_argument("--out", type=Path, default=out)
+    args = parser.parse_args(argv)
+    want = [s for s in args.sections.split(",") if s]
+    unknown = set(want) - set(sections)
+    if unknown:
+        parser.error(f"unknown --sections {sorted(unknown)}; expected some of {sections}")
+    return args, want
+
+
+def merged(previous: Path, res: dict[str, Any], want: list[str], sections: tuple[str, ...],
+           same: str) -> dict[str, Any]:
+    """A partial rerun (``--sections``) on top of the results already in ``previous``: its
+    sections replace theirs, the rest is kept (only when ``quick`` and the field ``same``,
+    the data, agree), and ``reruns`` records what was rerun when. Without such a file (or
+    with every section rerun): ``res`` itself."""
+    if set(want) == set(sections) or not previous.exists():
+        return res
+    old = json.loads(previous.read_text(encoding="utf-8"))
+    if old.get("quick") != res["quick"] or old.get(same) != res[same]:
+        logging.getLogger("benchmarks").info("not merging into %s: other data or mode",
+                                             previous)
+        return res
+    logging.getLogger("benchmarks").info("keeping the sections not rerun from %s", previous)
+    out = {**old, **{k: res[k] for k in want}}
+    # an earlier rerun of only these sections is superseded
+    earlier = [r for r in old.get("reruns", []) if not set(r["sections"].split(",")) <= set(want)]
+    out["reruns"] = [*earlier, {"sections": ",".join(want), "date": res["machine"]["date"],
+                                "seconds": res["seconds"]}]
+    out["sections"] = old.get("sections") if set(sections) - set(want) <= set(old) \
+        else res["sections"]
+    return out
 
 
 def machine() -> dict[str, Any]:

@@ -50,7 +50,6 @@ model.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import statistics
@@ -67,7 +66,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench import MNIST_DIR, machine, pct, write_results  # noqa: E402
+from bench import MNIST_DIR, machine, merged, pct, section_args, write_results  # noqa: E402
 
 log = logging.getLogger("benchmarks.poisoning")
 
@@ -605,39 +604,9 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def merged(previous: Path, res: dict[str, Any], want: list[str]) -> dict[str, Any]:
-    """A partial rerun (``--sections``) on top of the results already in ``previous``: its
-    sections replace theirs, the rest is kept (same data sets and mode only), and ``reruns``
-    records what was rerun when. Without such a file: ``res`` itself."""
-    import json
-
-    if set(want) == set(SECTIONS) or not previous.exists():
-        return res
-    old = json.loads(previous.read_text(encoding="utf-8"))
-    if old.get("quick") != res["quick"] or old.get("datasets") != res["datasets"]:
-        log.info("not merging into %s: other data sets or mode", previous)
-        return res
-    log.info("keeping the sections not rerun from %s", previous)
-    out = {**old, **{k: res[k] for k in want}}
-    earlier = [r for r in old.get("reruns", []) if not set(r["sections"].split(",")) <= set(want)]
-    out["reruns"] = [*earlier, {"sections": ",".join(want), "date": res["machine"]["date"],
-                                "seconds": res["seconds"]}]
-    out["sections"] = old.get("sections") if set(SECTIONS) - set(want) <= set(old) \
-        else res["sections"]
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="digits, tiny sizes (a smoke run)")
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "POISONING.md")
-    args = parser.parse_args(argv)
-    want = [s for s in args.sections.split(",") if s]
-    unknown = set(want) - set(SECTIONS)
-    if unknown:
-        parser.error(f"unknown --sections {sorted(unknown)}; expected some of {SECTIONS}")
+    args, want = section_args(__doc__.splitlines()[0], SECTIONS,
+                              ROOT / "benchmarks" / "POISONING.md", argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     started = time.perf_counter()
     data, missing = datasets(args.quick)
@@ -664,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
             res[name] = fn(data, clean, args.quick)
     res["seconds"] = time.perf_counter() - started
     res["load_average"]["end"] = list(os.getloadavg())
-    res = merged(args.out.with_suffix(".json"), res, want)
+    res = merged(args.out.with_suffix(".json"), res, want, SECTIONS, "datasets")
     json_path = write_results(args.out, markdown(res), res)
     print(f"wrote {args.out} and {json_path}")  # noqa: T201
     return 0

@@ -792,14 +792,8 @@ def write_poisoning(result: PoisoningResult, out_dir: str | Path, *,
     if not isinstance(result, PoisoningResult):
         raise InputTypeError(f"expected result to be a PoisoningResult, got "
                              f"{type(result).__name__}")
-    out = _output_dir(out_dir, ("poisoning.html", "poisoning.json"))
-    provider = crypto.resolve_key(key)
-    paths = {"json": crypto.write_json(out / "poisoning.json", result.to_dict(), provider),
-             "html": crypto.write_text(out / "poisoning.html", render_poisoning_html(result),
-                                       provider)}
-    paths["manifest"] = update_manifest(out, parameters=dict(result.parameters),
-                                        seed=result.seed)
-    return paths
+    return _write_page(out_dir, "poisoning", result.to_dict(), render_poisoning_html(result),
+                       key, parameters=dict(result.parameters), seed=result.seed)
 
 
 # ------------------------------------------------------------------ cross-validation
@@ -864,12 +858,20 @@ def write_crossval(cv: CrossValidationResult, out_dir: str | Path, *,
     if not isinstance(cv, CrossValidationResult):
         raise InputTypeError(f"expected cv to be a CrossValidationResult, got "
                              f"{type(cv).__name__}")
-    out = _output_dir(out_dir, ("crossval.html", "crossval.json"))
+    return _write_page(out_dir, "crossval", cv.to_dict(), render_crossval_html(cv), key,
+                       parameters=dict(cv.training), seed=cv.seed)
+
+
+def _write_page(out_dir: str | Path, stem: str, record: dict[str, Any], html: str,
+                key: crypto.Key | None, *, parameters: dict[str, Any], seed: int
+                ) -> dict[str, Path]:
+    """Write ``<stem>.json`` and ``<stem>.html`` into ``out_dir`` (refusing a file, as
+    :func:`write_report` does; encrypted with a key) and update its ``manifest.json``."""
+    out = _output_dir(out_dir, (f"{stem}.html", f"{stem}.json"))
     provider = crypto.resolve_key(key)
-    paths = {"json": crypto.write_json(out / "crossval.json", cv.to_dict(), provider),
-             "html": crypto.write_text(out / "crossval.html", render_crossval_html(cv),
-                                       provider)}
-    paths["manifest"] = update_manifest(out, parameters=dict(cv.training), seed=cv.seed)
+    paths = {"json": crypto.write_json(out / f"{stem}.json", record, provider),
+             "html": crypto.write_text(out / f"{stem}.html", html, provider)}
+    paths["manifest"] = update_manifest(out, parameters=parameters, seed=seed)
     return paths
 
 
@@ -944,15 +946,10 @@ def write_comparison(comparison: Any, out_dir: str | Path, x: Any = None, y: Any
 
     Returns ``{"json": path, "html": path, "manifest": path}``.
     """
-    out = _output_dir(out_dir, ("comparison.html", "comparison.json"))
-    provider = crypto.resolve_key(key)
-    paths = {"json": crypto.write_json(out / "comparison.json", comparison.to_dict(),
-                                       provider),
-             "html": crypto.write_text(out / "comparison.html",
-                                       render_comparison_html(comparison, x, y), provider)}
     first = comparison.results[0]
-    paths["manifest"] = update_manifest(out, parameters=first.parameters, seed=first.seed)
-    return paths
+    return _write_page(out_dir, "comparison", comparison.to_dict(),
+                       render_comparison_html(comparison, x, y), key,
+                       parameters=first.parameters, seed=first.seed)
 
 
 def _render_comparison_page(comparison: Any, crossval: None) -> str:
