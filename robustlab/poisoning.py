@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from robustlab._env import seeded_globals
 from robustlab._validate import check_float, check_int, check_seed, parse_enum
 from robustlab.data import Dataset, require_dataset
 from robustlab.errors import InputTypeError, ValidationError
@@ -266,8 +267,10 @@ def clean_label(data: Dataset, proxy: Any, *, trigger: Any = "patch", target: in
     rng = np.random.default_rng([seed, 0xC1E])
     chosen = np.sort(rng.choice(candidates, size=count, replace=False))
     x_train = data.x_train.copy()
+    # the whole budget, maximising the loss (not the first iterate that fools the proxy)
     hard = pgd(proxy, x_train[chosen], data.y_train[chosen], epsilon=epsilon, steps=steps,
-               bounds=data.bounds, seed=seed) if epsilon > 0 else x_train[chosen]
+               bounds=data.bounds, seed=seed, keep_best=False,
+               early_stop=False) if epsilon > 0 else x_train[chosen]
     x_train[chosen] = trig.apply(hard)
     log.info("clean-label backdoor (%s): %d of the %d examples of class %d poisoned",
              trig.kind.value, count, len(candidates), target_class)
@@ -504,13 +507,15 @@ def _scan(inconsistent: np.ndarray, base_rate: float) -> tuple[float, int]:
 
 
 def _outliers(values: dict[int, float]) -> dict[int, float]:
-    """Robust z-scores ``(v − median) / (1.4826 · MAD)`` of per-class statistics: how far a
-    class stands out from the others (all 0 with fewer than 4 classes: nothing to compare)."""
+    """Robust z-scores ``(v − median) / max(1.4826 · MAD, 0.5)`` of per-class statistics: how
+    far a class stands out from the others (all 0 with fewer than 4 classes: nothing to
+    compare)."""
     if len(values) < 4:
         return {c: 0.0 for c in values}
     arr = np.array(list(values.values()))
     centre = float(np.median(arr))
-    spread = max(1.4826 * float(np.median(np.abs(arr - centre))), 1e-9)
+    # a floor: when most classes' heads hold no inconsistent example the MAD is 0
+    spread = max(1.4826 * float(np.median(np.abs(arr - centre))), 0.5)
     return {c: (v - centre) / spread for c, v in values.items()}
 
 
@@ -529,7 +534,8 @@ def _carrying_trigger(x: np.ndarray, inconsistent: np.ndarray, top: np.ndarray,
     return top[_residuals(x, top, near[top]) @ v > threshold]
 
 
-def _art_inspection(kind: Detector, model: Any, data: Dataset, rate: float) -> tuple[
+def _art_inspection(kind: Detector, model: Any, data: Dataset, rate: float,
+                    seed: int) -> tuple[
         np.ndarray, np.ndarray]:
     """ART 1.20's poison detectors as peers: activation clustering (Chen et al. 2018,
     https://arxiv.org/abs/1811.03728; 2-means on 10 PCA dimensions of the last layer's
@@ -552,7 +558,8 @@ def _art_inspection(kind: Detector, model: Any, data: Dataset, rate: float) -> t
                                  f"detectors, got {type(model).__name__} ({exc})") from None
     classifier = art_classifier(model, data.input_shape, data.bounds)
     onehot = np.eye(data.num_classes, dtype=np.float32)[data.y_train]
-    with warnings.catch_warnings():  # Keras: ART calls the model with a list of inputs
+    with warnings.catch_warnings(), seeded_globals(seed):  # ART's k-means: global NumPy
+        # Keras warns: ART calls the model with a list of inputs
         warnings.filterwarnings("ignore", message="The structure of `inputs`")
         if kind is Detector.ART_ACTIVATION:
             defence: Any = ActivationDefence(classifier, data.x_train, onehot)
@@ -632,7 +639,7 @@ def inspect_training_set(model: Any, data: Dataset, *, detector: Any = "spectre"
                               f"examples, got {len(labels)}")
     began = time.perf_counter()
     if kind in (Detector.ART_ACTIVATION, Detector.ART_SPECTRAL):
-        scores, flagged = _art_inspection(kind, model, data, rate)
+        scores, flagged = _art_inspection(kind, model, data, rate, seed)
         return Inspection(
             detector=kind.value, scores=scores, labels=labels, flagged=flagged,
             flagged_classes=tuple(int(c) for c in np.unique(labels[flagged])),
@@ -654,6 +661,11 @@ def inspect_training_set(model: Any, data: Dataset, *, detector: Any = "spectre"
         half = (len(idx) + 1) // 2
         tops[int(c)], rest = order[:half], order[half:]
         rests[int(c)] = rng.choice(rest, size=min(len(rest), 256), replace=False)
+    if not tops:
+        return Inspection(detector=kind.value, scores=scores, labels=labels,
+                          flagged=np.empty(0, np.int64), flagged_classes=(),
+                          class_p_values={}, expected_rate=rate,
+                          seconds=time.perf_counter() - began)
     queries = np.concatenate([*tops.values(), *rests.values()]).astype(np.int64)
     near = np.zeros((len(labels), neighbours), np.int64)
     near[queries] = nearest_inputs(data.x_train, queries, neighbours=neighbours)

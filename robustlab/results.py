@@ -744,11 +744,14 @@ class PrivacyResult:
 
 def _recall_at_precision(scores: np.ndarray, truth: np.ndarray, precision: float) -> float:
     """The largest recall a threshold on ``scores`` reaches at precision >= ``precision``
-    (0 when none does)."""
+    (0 when none does). A threshold cannot split tied scores: only the ends of runs of
+    equal scores are operating points."""
     order = np.argsort(-scores, kind="stable")
+    ranked = scores[order]
     hits = np.cumsum(truth[order])
-    ok = hits / np.arange(1, len(order) + 1) >= precision
-    return float(hits[ok].max() / truth.sum()) if ok.any() and truth.sum() else 0.0
+    ends = np.flatnonzero(np.append(ranked[1:] != ranked[:-1], True))  # last of each tie
+    ok = hits[ends] / (ends + 1) >= precision
+    return float(hits[ends][ok].max() / truth.sum()) if ok.any() and truth.sum() else 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -758,8 +761,9 @@ class Inspection:
 
     ``scores`` ``(N,)``: one per training example, higher = more suspicious within its
     class (for ours the robust z-score of the log detector score within the class, plus
-    3 × the label disagreement for the examples checked; 0/1 for a detector that only
-    flags). ``labels`` ``(N,)``: the training labels inspected.
+    3 × the label disagreement for the more suspicious half of the class; 0/1 for a
+    detector that only flags; so AUROCs of ours include the label check).
+    ``labels`` ``(N,)``: the training labels inspected.
     ``class_p_values``: per class, the binomial tail of the most surprising head of the
     detector's ranking — how unlikely its count of label-inconsistent examples is at the
     rate of the class's less suspicious half (a scan statistic; NaN where the detector has

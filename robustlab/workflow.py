@@ -438,7 +438,8 @@ def poisoning_study(data: Dataset, *, attack: str = "patch", rate: float = 0.1,
     ``source`` are the attack's. Every model is :func:`~robustlab.models.build_model`
     trained with :func:`~robustlab.training.train` for ``epochs`` (same seed); with
     ``clean_reference`` (or for a clean-label attack, which needs a proxy) a model trained on
-    the clean data is the reference the sanitised model is compared with. With
+    the clean data is the reference the sanitised model is compared with (not with
+    ``none``: the data is what it is). With
     ``output_dir`` the poisoning page and record are written there
     (:func:`~robustlab.report.write_poisoning`).
 
@@ -464,12 +465,17 @@ def poisoning_study(data: Dataset, *, attack: str = "patch", rate: float = 0.1,
     if attack not in POISONING_ATTACKS:
         raise ValidationError(f"expected attack to be one of {list(POISONING_ATTACKS)}, got "
                               f"{attack!r}")
+    from robustlab.poisoning import Detector
+
     names = split_list(detectors) if isinstance(detectors, str) else list(detectors)
     if not names:
         raise ValidationError("expected detectors to name at least one detector, got none")
+    names = [parse_enum("detectors", name, Detector).value for name in names]
+    check_float("expected_rate", expected_rate, low=0.0, low_open=True, high=0.5)
     epochs = check_int("epochs", epochs, low=1)
     suspects = check_int("suspects", suspects, low=0)
-    reference = clean_reference or attack == "clean-label"
+    # with no attack the poisoned model is the clean one: trained once
+    reference = (clean_reference and attack != "none") or attack == "clean-label"
 
     def fit(part: Dataset) -> Any:
         model = build_model(part.input_shape, part.num_classes, seed=seed, **_stats(part))

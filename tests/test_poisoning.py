@@ -269,3 +269,62 @@ def test_poisoning_study_closes_the_loop(digits, tmp_path):
     assert (tmp_path / "poisoning.json").exists()
     with pytest.raises(ValidationError, match="attack"):
         poisoning_study(digits, attack="trojan")
+
+
+def test_recall_at_precision_never_splits_tied_scores():
+    from robustlab.results import _recall_at_precision
+
+    truth = np.array([True] * 8 + [False] * 2 + [True] * 2 + [False] * 8)
+    flags = np.array([1.0] * 10 + [0.0] * 10)  # a 0/1 detector: 8 of its 10 flags are poison
+    assert _recall_at_precision(flags, truth, 0.8) == pytest.approx(0.8)
+    assert _recall_at_precision(flags, truth, 0.9) == 0.0  # no threshold inside the tie
+    ranked = np.arange(20, 0, -1).astype(float)  # distinct scores: the first 8 are all poison
+    assert _recall_at_precision(ranked, truth, 1.0) == pytest.approx(0.8)
+
+
+def test_scan_and_outliers():
+    from robustlab.poisoning import _outliers, _scan
+
+    head = np.array([True] * 6 + [False] * 30)
+    p, k = _scan(head, 0.05)
+    assert k == 6 and p == pytest.approx(0.05 ** 6)
+    p_late, _ = _scan(np.array([False] * 30 + [True] * 6), 0.05)
+    assert p_late > 1e-3  # the same count spread late is far less surprising
+    z = _outliers({0: 40.0, 1: 1.0, 2: 2.0, 3: 1.5, 4: 1.0})
+    assert z[0] > 20 and abs(z[2]) < 2
+    assert _outliers({0: 5.0, 1: 0.0, 2: 0.0, 3: 0.0})[0] == pytest.approx(10.0)  # MAD 0: floor
+    assert _outliers({0: 9.0, 1: 0.0}) == {0: 0.0, 1: 0.0}  # too few classes to compare
+
+
+def test_spectre_scores_put_a_planted_cluster_on_top():
+    from robustlab.poisoning import spectral_scores, spectre_scores
+    from robustlab.stats import roc_auc
+
+    rng = np.random.default_rng(0)
+    clean = rng.normal(0, 1, (300, 40)) * np.linspace(3, 0.5, 40)  # anisotropic clean class
+    cluster = rng.normal(0, 0.3, (20, 40)) + 8.0 * np.eye(40)[-1]  # along a low-variance axis
+    feats = np.concatenate([clean, cluster])
+    truth = np.arange(len(feats)) >= 300
+    robust = spectre_scores(feats, seed=0)
+    assert roc_auc(robust[truth], robust[~truth]) > 0.99
+    assert np.array_equal(robust, spectre_scores(feats, seed=0))  # seeded
+    plain = spectral_scores(feats)  # the top singular direction is the clean spread
+    assert roc_auc(plain[truth], plain[~truth]) < roc_auc(robust[truth], robust[~truth])
+
+
+def test_inspection_is_seeded_and_handles_tiny_classes(backdoored, digits):
+    import dataclasses
+
+    from robustlab.poisoning import inspect_training_set
+
+    model, poisoned = backdoored
+    a = inspect_training_set(model, poisoned.data, seed=3)
+    b = inspect_training_set(model, poisoned.data, seed=3)
+    assert np.array_equal(a.scores, b.scores) and np.array_equal(a.flagged, b.flagged)
+    art_a = inspect_training_set(model, poisoned.data, detector="art-activation", seed=3)
+    art_b = inspect_training_set(model, poisoned.data, detector="art-activation", seed=3)
+    assert np.array_equal(art_a.flagged, art_b.flagged)  # ART's k-means seeded too
+    few = np.concatenate([np.flatnonzero(digits.y_train == c)[:5] for c in range(10)])
+    tiny = dataclasses.replace(digits, x_train=digits.x_train[few], y_train=digits.y_train[few])
+    inspection = inspect_training_set(model, tiny)  # every class under 8 examples
+    assert inspection.flagged_classes == () and inspection.class_p_values == {}
