@@ -583,8 +583,9 @@ def inspect_training_set(model: Any, data: Dataset, *, detector: Any = "spectre"
     (:func:`spectre_scores`, :func:`spectral_scores`; a score is the robust z-score of the
     log score within its class). Every example of the top half of a class, and up to 256
     of the rest, is checked for label consistency: whether most of its ``neighbours``
-    nearest training inputs carry another label (:func:`label_disagreement`); a dirty-label
-    poison looks like the class it came from. Per class, a scan (:func:`_scan`) finds the
+    nearest training inputs (tables: in standard deviations of each feature) carry another
+    label (:func:`label_disagreement`); a dirty-label poison looks like the class it came
+    from. Per class, a scan (:func:`_scan`) finds the
     head of the detector's ranking whose count of inconsistent examples is least likely at
     the rate of the class's less suspicious half (which stays clean even when the class
     holds much poison): its binomial tail is the class's ``class_p_values`` entry.
@@ -667,8 +668,12 @@ def inspect_training_set(model: Any, data: Dataset, *, detector: Any = "spectre"
                           class_p_values={}, expected_rate=rate,
                           seconds=time.perf_counter() - began)
     queries = np.concatenate([*tops.values(), *rests.values()]).astype(np.int64)
+    inputs = data.x_train
+    if not data.is_image:  # tables: distances in standard deviations of each feature
+        mean, std = data.feature_stats()
+        inputs = (inputs - mean) / std  # std is floored above 0
     near = np.zeros((len(labels), neighbours), np.int64)
-    near[queries] = nearest_inputs(data.x_train, queries, neighbours=neighbours)
+    near[queries] = nearest_inputs(inputs, queries, neighbours=neighbours)
     disagree = np.full(len(labels), np.nan)
     disagree[queries] = np.mean(labels[near[queries]] != labels[queries, None], axis=1)
     p_values: dict[int, float] = {}
@@ -680,16 +685,17 @@ def inspect_training_set(model: Any, data: Dataset, *, detector: Any = "spectre"
                    1.0 / max(1, len(rest_bad)))
         p_values[c], _ = _scan(disagree[top] > 0.5, base)  # ranked by the detector alone
         inconsistent = top[disagree[top] > 0.5]
-        residuals[c] = _residuals(data.x_train, inconsistent, near[inconsistent])
+        residuals[c] = _residuals(inputs, inconsistent, near[inconsistent])
         scores[top] += 3.0 * disagree[top]  # the ranking within the class
     surprise = _outliers({c: -math.log10(max(p, 1e-300)) for c, p in p_values.items()})
     shared = _coherence_z(residuals, draws=100, seed=seed)
     evidence = {c: (surprise[c] + shared[c]) / math.sqrt(2.0) for c in tops}
     classes = tuple(c for c in tops if p_values[c] < alpha / len(tops)
                     and evidence[c] > EVIDENCE_Z)
+
     def removed(c: int) -> np.ndarray:
         if shared[c] >= 3.0:  # a shared pattern: whatever carries it
-            return _carrying_trigger(data.x_train, residuals[c], tops[c], rests[c], near)
+            return _carrying_trigger(inputs, residuals[c], tops[c], rests[c], near)
         top = tops[c]  # no trigger (label noise, flips): the inconsistent suspects
         return top[disagree[top] > 0.5]
 

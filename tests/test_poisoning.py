@@ -328,3 +328,20 @@ def test_inspection_is_seeded_and_handles_tiny_classes(backdoored, digits):
     tiny = dataclasses.replace(digits, x_train=digits.x_train[few], y_train=digits.y_train[few])
     inspection = inspect_training_set(model, tiny)  # every class under 8 examples
     assert inspection.flagged_classes == () and inspection.class_p_values == {}
+
+
+def test_inspection_runs_on_a_two_class_table():
+    """Tables: neighbours in standard deviations of each feature; two classes leave nothing
+    to compare a class with, and a clean table flags nothing."""
+    import robustlab as rl
+    from robustlab.models import build_model
+    from robustlab.poisoning import inspect_training_set
+    from robustlab.training import train
+
+    data = rl.load("breast_cancer")
+    mean, std = data.feature_stats()
+    model = build_model(data.input_shape, data.num_classes, seed=0, mean=mean, std=std)
+    train(model, data, epochs=5, seed=0)
+    inspection = inspect_training_set(model, data, seed=0)
+    assert set(inspection.class_p_values) == {0, 1} and inspection.flagged_classes == ()
+    assert np.isfinite(inspection.scores).all()
