@@ -483,13 +483,17 @@ def _coherence_z(residuals: dict[int, np.ndarray], draws: int, seed: int) -> dic
     return out
 
 
+def _mad_z(values: np.ndarray, floor: float) -> np.ndarray:
+    """Robust z-scores ``(v − median) / max(1.4826 · MAD, floor)``."""
+    centre = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - centre)))
+    return (values - centre) / max(spread, floor)
+
+
 def _robust_z(values: np.ndarray) -> np.ndarray:
-    """``values`` as robust z-scores of their logarithm (median and MAD): a detector's raw
+    """``values`` as robust z-scores of their logarithm (:func:`_mad_z`): a detector's raw
     scores on one class made comparable with other classes'."""
-    logs = np.log(np.maximum(values, 1e-12))
-    centre = np.median(logs)
-    spread = 1.4826 * float(np.median(np.abs(logs - centre)))
-    return (logs - centre) / max(spread, 1e-12)
+    return _mad_z(np.log(np.maximum(values, 1e-12)), 1e-12)
 
 
 def _scan(inconsistent: np.ndarray, base_rate: float) -> tuple[float, int]:
@@ -512,11 +516,9 @@ def _outliers(values: dict[int, float]) -> dict[int, float]:
     compare)."""
     if len(values) < 4:
         return {c: 0.0 for c in values}
-    arr = np.array(list(values.values()))
-    centre = float(np.median(arr))
-    # a floor: when most classes' heads hold no inconsistent example the MAD is 0
-    spread = max(1.4826 * float(np.median(np.abs(arr - centre))), 0.5)
-    return {c: (v - centre) / spread for c, v in values.items()}
+    # the floor: when most classes' heads hold no inconsistent example the MAD is 0
+    z = _mad_z(np.array(list(values.values())), 0.5)
+    return {c: float(v) for c, v in zip(values, z, strict=True)}
 
 
 def _carrying_trigger(x: np.ndarray, inconsistent: np.ndarray, top: np.ndarray,
