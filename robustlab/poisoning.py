@@ -445,8 +445,14 @@ def label_disagreement(x: np.ndarray, y: np.ndarray, queries: np.ndarray, *,
     nearest other training inputs (:func:`nearest_inputs`) whose label differs from its own:
     a dirty-label poison looks like the class it came from, so its neighbours mostly carry
     that class's label. Returns ``(len(queries),)`` in [0, 1]."""
-    near = nearest_inputs(x, queries, neighbours=neighbours)
-    return np.mean(y[near] != y[np.asarray(queries), None], axis=1)
+    return _disagreement(y, np.asarray(queries), nearest_inputs(x, queries,
+                                                                 neighbours=neighbours))
+
+
+def _disagreement(y: np.ndarray, queries: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """Share of each query's nearest inputs (``near``, ``(len(queries), k)`` indices) whose
+    label differs from the query's."""
+    return np.mean(y[near] != y[queries, None], axis=1)
 
 
 def _residuals(x: np.ndarray, members: np.ndarray, near: np.ndarray) -> np.ndarray:
@@ -677,7 +683,7 @@ def inspect_training_set(model: Any, data: Dataset, *, detector: Any = "spectre"
     near = np.zeros((len(labels), neighbours), np.int64)
     near[queries] = nearest_inputs(inputs, queries, neighbours=neighbours)
     disagree = np.full(len(labels), np.nan)
-    disagree[queries] = np.mean(labels[near[queries]] != labels[queries, None], axis=1)
+    disagree[queries] = _disagreement(labels, queries, near[queries])
     p_values: dict[int, float] = {}
     residuals: dict[int, np.ndarray] = {}
     for c, top in tops.items():
