@@ -48,11 +48,15 @@ _EXPORTS = {
     "inspect_training_set": "robustlab.poisoning", "sanitize": "robustlab.poisoning",
     "Trigger": "robustlab.poisoning", "Inspection": "robustlab.results",
     "PoisoningResult": "robustlab.results",
+    "Monitor": "robustlab.monitor", "evaluate_monitor": "robustlab.monitor",
+    "shift": "robustlab.monitor", "MonitorEvaluation": "robustlab.results",
+    "json_lines_handler": "robustlab.logs",
     "write_report": "robustlab.report", "render_html": "robustlab.report",
     "write_comparison": "robustlab.report", "write_poisoning": "robustlab.report",
     "load_or_train": "robustlab.workflow", "ReportConfig": "robustlab.workflow",
     "gate": "robustlab.gate", "Policy": "robustlab.gate",
     "privacy_study": "robustlab.workflow", "poisoning_study": "robustlab.workflow",
+    "monitoring_study": "robustlab.workflow",
     "run_notebook": "robustlab.runner", "verify": "robustlab.manifest",
     "enable_determinism": "robustlab._env",
     "RobustlabError": "robustlab.errors", "ValidationError": "robustlab.errors",
@@ -61,7 +65,7 @@ _EXPORTS = {
 # modules whose functions return results that Jupyter renders through robustlab.report
 _RESULT_MAKERS = {"robustlab.evaluate", "robustlab.results", "robustlab.checks",
                   "robustlab.workflow", "robustlab.crossval", "robustlab.membership",
-                  "robustlab.poisoning"}
+                  "robustlab.poisoning", "robustlab.monitor"}
 
 __all__ = [*_EXPORTS, "setup_logging", "__version__"]
 

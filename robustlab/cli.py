@@ -36,6 +36,14 @@ blessing.json --public-key PUBLIC`` exits 0 only when the blessing is signed by 
 says "blessed" and names MODEL's sha256 (:mod:`robustlab.signing`); otherwise one line
 saying why and exit 1 (2 when an input cannot be read).
 
+``robustlab monitor --model MODEL --monitor DIR --input BATCH.npz`` scores a batch with a
+monitor saved by :meth:`robustlab.monitor.Monitor.save`: it prints one JSON line (the fields
+of the monitor's log record, see :meth:`~robustlab.monitor.Monitor.score`, plus the model
+file's sha256 and the input's path) and appends it to ``--log FILE`` (JSON Lines); with
+``--scores OUT.npz`` it writes the per-input scores and flags. Exit 0 when the batch passes,
+1 when the drift test fires (``--fail-on flagged`` also fails on any flagged input), 2 for
+unreadable input (a missing file, a pickle, a monitor of another model).
+
 ``robustlab audit verify [LOG]`` checks the audit log's hash chain (exit 0 intact, 1 naming
 the first broken record, 2 unreadable); ``robustlab audit show [LOG]`` prints it. ``run``,
 ``gate``, ``verify``, ``verify-blessing`` and ``signing-keygen`` each append one record
@@ -47,8 +55,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from robustlab.errors import NotebookExecutionError, RobustlabError
+from robustlab.errors import NotebookExecutionError, RobustlabError, ValidationError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,7 +95,27 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("directory", help="output directory written by robustlab")
     _add_crypto_commands(sub)
     _add_signing_commands(sub)
+    _add_monitor_command(sub)
     return parser
+
+
+def _add_monitor_command(sub: argparse._SubParsersAction) -> None:
+    mon = sub.add_parser("monitor", help="score a batch of inputs with a saved monitor "
+                         "(exit 1 when the batch drifted)")
+    mon.add_argument("--model", required=True, help="the model (.keras, loaded safely)")
+    mon.add_argument("--monitor", required=True,
+                     help="folder written by Monitor.save (monitor.json + monitor.npz)")
+    mon.add_argument("--input", required=True,
+                     help=".npz holding the batch as array 'x' (or its only array), "
+                          "shape (N, ...) like the model's input; no pickles")
+    mon.add_argument("--log", default=None,
+                     help="append the batch's JSON line to this JSON Lines file")
+    mon.add_argument("--scores", default=None,
+                     help="write per-input scores and flags to this .npz")
+    mon.add_argument("--batch-id", default=None, help="an id recorded in the log line")
+    mon.add_argument("--fail-on", choices=("drift", "flagged"), default="drift",
+                     help="exit 1 on drift (default), or on drift or any flagged input")
+    mon.add_argument("--key", default=None, help="key file of an encrypted model")
 
 
 def _add_crypto_commands(sub: argparse._SubParsersAction) -> None:
@@ -358,6 +387,74 @@ def _audited(args: argparse.Namespace, handler: Callable[[argparse.Namespace], i
                   f"{audit.log_path()}: {exc}", file=sys.stderr)
 
 
+def _read_batch(path: str) -> Any:
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            names = list(stored.files)
+            if "x" in names:
+                return stored["x"]
+            if len(names) == 1:
+                return stored[names[0]]
+    except FileNotFoundError:
+        raise ValidationError(f"expected --input to be an existing .npz file, got "
+                              f"{path!r}") from None
+    except (OSError, ValueError) as exc:  # not a zip, or an object array (a pickle)
+        raise ValidationError(f"expected --input to be a .npz of numeric arrays (no "
+                              f"pickles), got {path!r}: {exc}") from None
+    raise ValidationError(f"expected --input to hold an array named 'x' (or a single "
+                          f"array), got arrays {names}")
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    import logging
+
+    import numpy as np
+
+    from robustlab._io import sha256_file, write_bytes
+    from robustlab.logs import json_lines_handler
+    from robustlab.models import load_model
+    from robustlab.monitor import Monitor
+
+    try:
+        model = load_model(args.model, key=args.key)
+        monitor = Monitor.load(args.monitor, model)
+        batch = _read_batch(args.input)
+        extra = {"model_file_sha256": sha256_file(args.model), "input": args.input}
+        if args.batch_id is not None:
+            extra["batch_id"] = args.batch_id
+        handlers = [json_lines_handler(sys.stdout, logger="robustlab.monitor")]
+        if args.log:
+            handlers.append(json_lines_handler(args.log, logger="robustlab.monitor"))
+        try:
+            scores = monitor.score(batch, fields=extra)
+        finally:
+            for handler in handlers:  # the stdout one is flushed, not closed
+                logging.getLogger("robustlab.monitor").removeHandler(handler)
+                handler.flush()
+            for handler in handlers[1:]:
+                handler.close()
+    except (RobustlabError, OSError) as exc:
+        print(f"robustlab monitor: {exc}", file=sys.stderr)
+        return 2
+    if args.scores:
+        import io
+
+        buffer = io.BytesIO()
+        arrays = {"flagged": scores.flagged,
+                  **{f"score_{k}": v for k, v in scores.scores.items()},
+                  **{f"flag_{k}": v for k, v in scores.flags.items()}}
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]
+        write_bytes(args.scores, buffer.getvalue())
+    drifted = scores.drift is not None and scores.drift.fired
+    failed = drifted or (args.fail_on == "flagged" and bool(scores.flagged.any()))
+    if failed:
+        why = "drift" if drifted else f"{int(scores.flagged.sum())} flagged inputs"
+        print(f"robustlab monitor: batch failed ({why})", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in _AUDITED:  # one audit record, once the outcome is known
@@ -372,6 +469,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _verify_blessing(args)
     if args.command == "audit":
         return _audit_command(args)
+    if args.command == "monitor":
+        return _monitor(args)
     if args.command in ("keygen", "encrypt", "decrypt", "rewrap"):
         return _crypto(args)
     if args.command == "gate":

@@ -65,7 +65,7 @@ from robustlab._validate import (
 from robustlab.errors import DatasetUnavailableError, InputTypeError, ValidationError
 from robustlab.types import Constraints, is_image_shape
 
-__all__ = ["Dataset", "load", "DATASETS", "require_dataset"]
+__all__ = ["Dataset", "load", "DATASETS", "require_dataset", "resize_images"]
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +230,30 @@ def _to_unit(x: np.ndarray) -> np.ndarray:
     if x.ndim == 3:
         x = x[..., None]
     return x.astype(np.float32) / np.float32(255.0)
+
+
+def resize_images(x: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Images ``(N, H, W, C)`` resized (bilinear) to ``shape`` ``(H', W', C')`` in
+    ``[0, 1]``: channels averaged to 1 or repeated to 3 as needed (e.g. the 8×8 digits as
+    28×28 MNIST-shaped inputs, a shifted dataset for a monitor)."""
+    from scipy.ndimage import zoom
+
+    arr = np.asarray(x, np.float32)
+    if arr.ndim != 4 or len(shape) != 3:
+        raise ValidationError(f"expected images (N, H, W, C) and a target shape (H, W, C), "
+                              f"got {arr.shape} and {tuple(shape)}")
+    h, w, c = (int(v) for v in shape)
+    if arr.shape[3] != c:
+        if c == 1:
+            arr = arr.mean(axis=3, keepdims=True)
+        elif arr.shape[3] == 1:
+            arr = np.repeat(arr, c, axis=3)
+        else:
+            raise ValidationError(f"expected images with 1 or {c} channels, got "
+                                  f"{arr.shape[3]}")
+    if arr.shape[1:3] != (h, w):
+        arr = zoom(arr, (1, h / arr.shape[1], w / arr.shape[2], 1), order=1)
+    return np.clip(arr, 0.0, 1.0).astype(np.float32)
 
 
 def _load_digits() -> Dataset:

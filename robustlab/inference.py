@@ -18,7 +18,8 @@ from robustlab.errors import InputTypeError, ValidationError
 
 __all__ = ["GraphSafeNames", "graph_scope_name", "num_outputs", "batched_logits",
            "predict_labels", "softmax", "check_input_shape", "resolve_batch_size",
-           "auto_batch_size", "bytes_per_example", "DEFAULT_BATCH_SIZE"]
+           "auto_batch_size", "bytes_per_example", "DEFAULT_BATCH_SIZE", "feature_model",
+           "penultimate_features", "weights_sha256"]
 
 # Batch size when the model's memory needs cannot be estimated (a subclassed model).
 DEFAULT_BATCH_SIZE = 500
@@ -64,6 +65,48 @@ def batched_logits(model: Any, x: np.ndarray, batch_size: int = DEFAULT_BATCH_SI
     return np.concatenate([np.asarray(model(x[i:i + batch_size], training=False),
                                       dtype=np.float32)
                            for i in range(0, len(x), batch_size)])
+
+
+def feature_model(model: Any, layers: Any = ()) -> Any:
+    """A Keras model sharing ``model``'s layers that returns ``[features, logits, *hidden]``:
+    the input of the last layer ``(N, D)`` (the features the logits are computed from), the
+    logits ``(N, K)`` and the outputs of the layers named in ``layers``, in one forward
+    pass. For functional and sequential Keras models."""
+    import keras
+
+    try:
+        last = model.layers[-1]
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        hidden = [model.get_layer(name).output for name in layers]
+        return keras.Model(inputs, [last.input, model.outputs[0], *hidden])
+    except (AttributeError, ValueError, IndexError, TypeError) as exc:
+        raise InputTypeError(f"expected a functional or sequential Keras model whose last "
+                             f"layer computes the logits, got {type(model).__name__} "
+                             f"({exc})") from None
+
+
+def penultimate_features(model: Any, x: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
+    """The input of ``model``'s last layer (the features its logits are computed from),
+    ``(N, D)`` float64, for a functional or sequential Keras model."""
+    extractor = feature_model(model)
+    x = np.asarray(x, np.float32)
+    with GraphSafeNames(extractor):
+        feats = [np.asarray(extractor(x[i:i + batch_size], training=False)[0])
+                 for i in range(0, len(x), batch_size)]
+    return np.concatenate(feats).astype(np.float64).reshape(len(x), -1)
+
+
+def weights_sha256(model: Any) -> str:
+    """SHA-256 of the model's weight arrays (shapes, dtypes and bytes, in layer order): the
+    same for the same weights whatever file format or name the model came from."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for weight in getattr(model, "weights", []):
+        arr = np.ascontiguousarray(np.asarray(weight))
+        digest.update(f"{arr.dtype.str}{arr.shape}".encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

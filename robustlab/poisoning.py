@@ -31,7 +31,7 @@ from robustlab._env import seeded_globals
 from robustlab._validate import check_float, check_int, check_seed, parse_enum
 from robustlab.data import Dataset, require_dataset
 from robustlab.errors import InputTypeError, ValidationError
-from robustlab.inference import predict_labels
+from robustlab.inference import penultimate_features, predict_labels
 from robustlab.results import Inspection
 from robustlab.stats import wilson_interval
 
@@ -352,25 +352,6 @@ class Detector(str, Enum):
     SPECTRAL = "spectral"
     ART_ACTIVATION = "art-activation"
     ART_SPECTRAL = "art-spectral"
-
-
-def penultimate_features(model: Any, x: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
-    """The input of ``model``'s last layer (the features its logits are computed from),
-    ``(N, D)`` float64, for a functional or sequential Keras model."""
-    import keras
-
-    from robustlab.inference import GraphSafeNames
-
-    try:
-        last = model.layers[-1]
-        extractor = keras.Model(model.inputs, last.input)
-    except (AttributeError, ValueError, IndexError) as exc:
-        raise InputTypeError(f"expected a functional or sequential Keras model whose last "
-                             f"layer computes the logits, got {type(model).__name__} "
-                             f"({exc})") from None
-    with GraphSafeNames(extractor):
-        feats = extractor.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)
-    return np.asarray(feats, np.float64).reshape(len(x), -1)
 
 
 def spectral_scores(features: np.ndarray) -> np.ndarray:

@@ -25,7 +25,8 @@ __all__ = ["Status", "Check", "Convergence", "CurvePoint", "AttackCurve", "Examp
            "ClassAccuracy", "FeatureShift", "EvaluationResult", "Comparison",
            "FoldResult", "CrossValidationResult", "summary_text", "OperatingPoint",
            "MembershipAttack", "MembershipAudit", "PrivacyResult", "Inspection",
-           "ModelOutcome", "PoisoningResult"]
+           "ModelOutcome", "PoisoningResult", "Detection", "DefendedAccuracy", "DriftRate",
+           "MonitorEvaluation"]
 
 
 def _lookup(items: Any, attr: str, value: float, *, name: str | None = None) -> Any:
@@ -912,6 +913,151 @@ class PoisoningResult:
             asr = ("" if m.attack_success is None else
                    f", attack success {100 * m.attack_success:.1f}%")
             lines.append(f"  {m.name}: clean {100 * m.clean_accuracy:.1f}%{asr}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str | None:
+        return render_html(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# monitoring: input detectors against attacks, shifts and an adaptive attacker
+
+
+def _finite_or_none(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+@dataclass(frozen=True)
+class Detection:
+    """How well one detector tells one condition's inputs from clean ones
+    (:func:`~robustlab.monitor.evaluate_monitor`).
+
+    ``condition``: the attack (``fgsm``, ``pgd``, ``adaptive``) or shift (``noise``, ``blur``,
+    ``rotation``, ``contrast``, or another dataset's name); ``kind``: ``attack``,
+    ``adaptive`` or ``shift``; ``epsilon``: the attack budget (None for shifts).
+    Positives are the attack's successful adversarial examples (the model is fooled) or all
+    shifted inputs; negatives are the clean evaluation inputs. ``auroc`` (NaN without
+    positives) with its Hanley-McNeil 95% interval; ``detected``: the fraction of positives
+    flagged at the monitor's threshold (Wilson interval); ``tpr_at_5``: the TPR at 5% FPR
+    on these negatives."""
+
+    condition: str
+    kind: str
+    epsilon: float | None
+    detector: str
+    auroc: float
+    auroc_interval: tuple[float, float]
+    detected: float
+    detected_interval: tuple[float, float]
+    tpr_at_5: float
+    positives: int
+    negatives: int
+
+
+@dataclass(frozen=True)
+class DefendedAccuracy:
+    """Robust accuracy at one budget, of the model alone and of the model + one detector,
+    where the attacker wins an example only if the model misclassifies it *and* the
+    detector does not flag it. ``attack``: ``pgd`` (the non-adaptive attack) or
+    ``adaptive`` (per example the worse of non-adaptive PGD and the adaptive attack on the
+    model + detector). ``surrogate``: the detector the adaptive attack differentiated (its
+    own name, or ``knn`` for ``iforest``). Intervals: Wilson 95%, over ``n`` inputs."""
+
+    detector: str
+    attack: str
+    epsilon: float
+    model_accuracy: float
+    model_interval: tuple[float, float]
+    defended_accuracy: float
+    defended_interval: tuple[float, float]
+    n: int
+    surrogate: str = ""
+
+
+@dataclass(frozen=True)
+class DriftRate:
+    """How often the batch drift test fired on ``batches`` random batches of
+    ``batch_size`` evaluation inputs under one condition (``clean``: the false-alarm rate),
+    with a Wilson 95% interval and the median p-value."""
+
+    condition: str
+    batches: int
+    fired: int
+    rate: float
+    interval: tuple[float, float]
+    median_p: float
+    batch_size: int
+
+
+@dataclass(frozen=True, eq=False)
+class MonitorEvaluation:
+    """A monitor evaluated on held-out data (:func:`~robustlab.monitor.evaluate_monitor`):
+    per detector its false-positive rate on the clean evaluation inputs (``clean_flagged``),
+    its :class:`Detection` of each attack and shift, the :class:`DefendedAccuracy` of the
+    model + detector under non-adaptive and adaptive attacks, the drift test's
+    :class:`DriftRate` per condition, and the sanity checks (``checks``) that fail where a
+    detector's claim collapses under the adaptive attack. ``samples``: per condition and
+    detector, the scores behind the histograms (clean, and per attack at the largest
+    budget)."""
+
+    dataset: str
+    detectors: tuple[str, ...]
+    detector: str
+    thresholds: dict[str, float]
+    fpr: float
+    n: int
+    clean_accuracy: float
+    clean_flagged: dict[str, float]
+    detections: tuple[Detection, ...]
+    defended: tuple[DefendedAccuracy, ...]
+    drift: tuple[DriftRate, ...]
+    checks: tuple[Check, ...]
+    samples: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    seed: int = 0
+    seconds: float = 0.0
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def detection(self, condition: str, detector: str, epsilon: float | None = None
+                  ) -> Detection:
+        """The :class:`Detection` of ``detector`` on ``condition`` (at ``epsilon``: the
+        largest budget when None)."""
+        rows = [d for d in self.detections if d.condition == condition
+                and d.detector == detector]
+        if not rows:
+            raise ValidationError(f"expected condition and detector among the evaluation's, "
+                                  f"got {condition!r}, {detector!r}")
+        if epsilon is None:
+            return max(rows, key=lambda d: -1.0 if d.epsilon is None else d.epsilon)
+        return _lookup(rows, "epsilon", epsilon, name="epsilon")
+
+    def collapsed(self) -> tuple[str, ...]:
+        """Detectors whose claim failed the adaptive sanity check."""
+        return tuple(c.values.get("detector", "") for c in self.checks
+                     if c.status is Status.FAIL)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the per-input ``samples`` are left out)."""
+        return {"dataset": self.dataset, "detectors": list(self.detectors),
+                "detector": self.detector, "thresholds": dict(self.thresholds),
+                "fpr": self.fpr, "n": self.n, "clean_accuracy": self.clean_accuracy,
+                "clean_flagged": dict(self.clean_flagged),
+                "detections": [{k: _finite_or_none(v) for k, v in _plain(d).items()}
+                               for d in self.detections],
+                "defended": [_plain(d) for d in self.defended],
+                "drift": [_plain(d) for d in self.drift],
+                "checks": [c.to_dict() for c in self.checks],
+                "seed": self.seed, "seconds": self.seconds,
+                "parameters": _plain(dict(self.parameters))}
+
+    def __repr__(self) -> str:
+        lines = [f"monitor evaluation on {self.dataset} ({self.n} inputs, thresholds at "
+                 f"{100 * self.fpr:g}% FPR)"]
+        for d in self.detections:
+            if d.kind != "shift":
+                eps = "" if d.epsilon is None else f" ε={d.epsilon:g}"
+                lines.append(f"  {d.detector:>11} vs {d.condition}{eps}: AUROC {d.auroc:.3f}, "
+                             f"detects {100 * d.detected:.1f}%")
+        lines += [f"  {c.status.value.upper()}: {c.evidence}" for c in self.checks]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str | None:

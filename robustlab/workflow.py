@@ -47,6 +47,7 @@ from robustlab.results import (
     CrossValidationResult,
     EvaluationResult,
     ModelOutcome,
+    MonitorEvaluation,
     PoisoningResult,
     PrivacyResult,
 )
@@ -536,3 +537,74 @@ def poisoning_study(data: Dataset, *, attack: str = "patch", rate: float = 0.1,
     if output_dir is not None:
         write_poisoning(result, Path(output_dir))
     return result
+
+
+def monitoring_study(data: Dataset, *, model_path: str | os.PathLike[str] | None = "",
+                     epochs: int | None = None, detectors: str | list[str] = "all",
+                     detector: str = "mahalanobis", fpr: float = 0.05,
+                     calibration: float = 0.5, attacks: str | list[str] = "fgsm, pgd",
+                     epsilons: Any = None, shifts: str | list[str] | None = None,
+                     ood: str | None = None, adaptive: bool = True, steps: int = 40,
+                     restarts: int = 1, targets: int = 3, drift_batch: int = 200,
+                     drift_batches: int = 100, seed: int = 0,
+                     output_dir: str | os.PathLike[str] | None = None
+                     ) -> tuple[Any, MonitorEvaluation]:
+    """The monitoring lab in one call: load (``model_path``) or train the model, fit a
+    :class:`~robustlab.monitor.Monitor` on the training split, calibrate it on the first
+    ``calibration`` fraction of the (shuffled) test split, and evaluate it on the rest with
+    :func:`~robustlab.monitor.evaluate_monitor` (attacks at ``epsilons``: default 0.3 for
+    grey images, 8/255 for colour ones, 0.1 for tables; ``shifts``: default all for images, ``noise,
+    contrast`` for tables; ``ood``: another built-in dataset, e.g. ``"digits"`` for MNIST,
+    resized to the model's input). With ``output_dir`` the monitoring page and record are
+    written there (:func:`~robustlab.report.write_monitoring`), the monitor is saved to
+    ``output_dir/monitor`` and a model trained here to ``output_dir/model.keras`` (for
+    ``robustlab monitor``).
+
+    Returns:
+        ``(monitor, evaluation)``.
+
+    Example:
+        >>> monitor, evaluation = monitoring_study(load("digits"), epsilons="0.2")
+        >>> evaluation.collapsed()
+    """
+    from robustlab.data import resize_images
+    from robustlab.monitor import Monitor, evaluate_monitor
+
+    check_float("calibration", calibration, low=0.0, low_open=True, high=1.0)
+    if calibration >= 1.0:
+        raise ValidationError(f"expected calibration < 1 (the rest evaluates), got "
+                              f"{calibration}")
+    seed = check_seed(seed)
+    model, _ = load_or_train(model_path, data, seed=seed, epochs=epochs)
+    order = np.random.default_rng([seed, 3]).permutation(len(data.x_test))
+    cut = int(round(calibration * len(order)))
+    cal, held = order[:cut], order[cut:]
+    if len(held) < 2:
+        raise ValidationError(f"expected calibration to leave at least 2 test inputs to "
+                              f"evaluate on, got {len(held)} of {len(order)}")
+    monitor = Monitor.fit(model, data.x_train, data.y_train, data.x_test[cal],
+                          detectors=detectors, detector=detector, fpr=fpr, seed=seed)
+    if epsilons is None:  # the usual L∞ budgets: grey images 0.3, colour 8/255, tables 0.1
+        epsilons = ([0.3] if data.input_shape[-1] == 1 else ["8/255"]) if data.is_image \
+            else [0.1]
+    if shifts is None:
+        shifts = "noise, blur, rotation, contrast" if data.is_image else "noise, contrast"
+    ood_x = None
+    if ood:
+        other = load(check_name(ood, "ood"))
+        ood_x = resize_images(other.x_test, data.input_shape) if data.is_image \
+            else other.x_test
+    evaluation = evaluate_monitor(
+        monitor, data.x_test[held], data.y_test[held], attacks=attacks, epsilons=epsilons,
+        shifts=shifts, ood=ood_x, ood_name=ood or "ood", adaptive=adaptive, steps=steps,
+        restarts=restarts, targets=targets, drift_batch=drift_batch,
+        drift_batches=drift_batches, dataset=data.name, seed=seed)
+    if output_dir is not None:  # the monitor (and a trained model) first: the page's
+        from robustlab.report import write_monitoring  # manifest then seals them too
+
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        monitor.save(Path(output_dir) / "monitor")
+        if not model_path:
+            save_model(model, Path(output_dir) / "model.keras")
+        write_monitoring(evaluation, Path(output_dir))
+    return monitor, evaluation

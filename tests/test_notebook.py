@@ -362,3 +362,28 @@ def test_cli_runs_the_poisoning_lab_notebook(tmp_path):
     assert record["models"][1]["n_train"] == 400 - spectre["n_flagged"]
     html = (tmp_path / "poisoning.html").read_text(encoding="utf-8")
     assert "art-spectral" in html and "spectre" in html
+
+
+MONITORING_NOTEBOOK = ROOT / "notebooks" / "monitoring.ipynb"
+
+
+@pytest.mark.slow
+def test_cli_runs_the_monitoring_notebook(tmp_path):
+    """Fit a monitor on 400 digits, evaluate it (FGSM, PGD, one shift, the adaptive attacker)
+    on a small budget, save it, and log three scored batches as JSON lines."""
+    tiny = {"n_train": 400, "epochs": 5, "steps": 5, "targets": 1, "detectors":
+            "mahalanobis, msp", "shifts": "blur", "drift_batch": 40, "drift_batches": 5}
+    proc = cli_run(MONITORING_NOTEBOOK, tmp_path, **tiny)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "monitoring.json").read_text(encoding="utf-8"))
+    assert record["detectors"] == ["mahalanobis", "msp"]
+    assert {d["condition"] for d in record["detections"]} == {"fgsm", "pgd", "adaptive",
+                                                              "blur"}
+    assert {c["name"] for c in record["checks"]} == {"adaptive-mahalanobis", "adaptive-msp"}
+    assert (tmp_path / "monitor" / "monitor.npz").is_file()
+    assert (tmp_path / "model.keras").is_file()
+    lines = [json.loads(x) for x in
+             (tmp_path / "monitor.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [x["batch_id"] for x in lines] == ["clean", "noise", "blur"]
+    assert lines[2]["drift"] is True  # blurred digits are a different distribution
+    assert "adaptive" in (tmp_path / "monitoring.html").read_text(encoding="utf-8")
