@@ -2,7 +2,7 @@
 # `make test` runs the whole test suite. Both create .venv and install what they need.
 # `make check` is the inner loop: lint, layer contract, types and the fast tests.
 # `make bench` measures speed and memory against CleverHans and ART (benchmarks/RESULTS.md),
-# tables (TABULAR.md), DP-SGD (PRIVACY.md) and poisoning (POISONING.md).
+# tables (TABULAR.md), DP-SGD (PRIVACY.md), poisoning (POISONING.md) and monitoring (MONITORING.md).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/tabular.py
 	$(PY) benchmarks/privacy.py
 	$(PY) benchmarks/poisoning.py
+	$(PY) benchmarks/monitoring.py
 
 # Static security linting of our own code: ruff's flake8-bandit rules and bandit itself. Every
 # finding left in the code carries a `noqa`/`nosec` comment that says why it is safe.

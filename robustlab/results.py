@@ -923,8 +923,19 @@ class PoisoningResult:
 # monitoring: input detectors against attacks, shifts and an adaptive attacker
 
 
-def _finite_or_none(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+def _json_ready(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (also inside dicts, lists and tuples, and
+    NumPy scalars) as None: JSON has no NaN, and a detector with nothing to detect has an
+    AUROC of NaN (in its intervals and its check's values too)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -1031,23 +1042,24 @@ class MonitorEvaluation:
         return _lookup(rows, "epsilon", epsilon, name="epsilon")
 
     def collapsed(self) -> tuple[str, ...]:
-        """Detectors whose claim failed the adaptive sanity check."""
-        return tuple(c.values.get("detector", "") for c in self.checks
-                     if c.status is Status.FAIL)
+        """Detectors whose claim failed the adaptive sanity check at some budget (each
+        once, in the order of ``detectors``)."""
+        failed = {c.values.get("detector") for c in self.checks if c.status is Status.FAIL}
+        return tuple(d for d in self.detectors if d in failed)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (the per-input ``samples`` are left out)."""
-        return {"dataset": self.dataset, "detectors": list(self.detectors),
-                "detector": self.detector, "thresholds": dict(self.thresholds),
-                "fpr": self.fpr, "n": self.n, "clean_accuracy": self.clean_accuracy,
-                "clean_flagged": dict(self.clean_flagged),
-                "detections": [{k: _finite_or_none(v) for k, v in _plain(d).items()}
-                               for d in self.detections],
-                "defended": [_plain(d) for d in self.defended],
-                "drift": [_plain(d) for d in self.drift],
-                "checks": [c.to_dict() for c in self.checks],
-                "seed": self.seed, "seconds": self.seconds,
-                "parameters": _plain(dict(self.parameters))}
+        """JSON-ready dict (the per-input ``samples`` are left out; NaN as None)."""
+        return _json_ready({
+            "dataset": self.dataset, "detectors": list(self.detectors),
+            "detector": self.detector, "thresholds": dict(self.thresholds),
+            "fpr": self.fpr, "n": self.n, "clean_accuracy": self.clean_accuracy,
+            "clean_flagged": dict(self.clean_flagged),
+            "detections": [_plain(d) for d in self.detections],
+            "defended": [_plain(d) for d in self.defended],
+            "drift": [_plain(d) for d in self.drift],
+            "checks": [c.to_dict() for c in self.checks],
+            "seed": self.seed, "seconds": self.seconds,
+            "parameters": _plain(dict(self.parameters))})
 
     def __repr__(self) -> str:
         lines = [f"monitor evaluation on {self.dataset} ({self.n} inputs, thresholds at "

@@ -149,3 +149,18 @@ def test_poisoning_benchmark_quick_run_writes_its_tables(tmp_path):
         assert row["false_alarm_rate"] == sum(map(bool, row["flagged_classes"])) / 2
     # ART's two defences flag examples in every class, poisoned or not
     assert alarms["detectors"]["art-spectral"]["false_alarm_rate"] == 1.0
+
+
+@pytest.mark.slow
+def test_monitoring_benchmark_quick_run_writes_its_tables(tmp_path):
+    out = tmp_path / "MONITORING.md"
+    text = quick_run("monitoring.py", out)
+    for heading in ("## Summary: targets vs results", "## digits: detection",
+                    "### digits: adaptive sanity checks", "## digits: scoring cost"):
+        assert heading in text
+    res = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    ev = res["evaluation"]["digits"]
+    assert {d["condition"] for d in ev["detections"]} >= {"fgsm", "pgd", "adaptive", "noise"}
+    assert {c["name"] for c in ev["checks"]} == {f"adaptive-{d}" for d in ev["detectors"]}
+    cost = res["cost"]["digits"]
+    assert cost["seconds"]["forward"] > 0 and all(r > 0 for r in cost["ratio"].values())

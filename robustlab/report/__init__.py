@@ -11,7 +11,11 @@ record, the membership audit's numbers and ROC curve, and a verdict in plain wor
 :class:`~robustlab.results.PoisoningResult` (its own page, :func:`write_poisoning`, or
 ``write_report(..., poisoning=r)``: which classes look poisoned, every detector side by
 side, the models before and after sanitising, per-class score histograms and the most
-suspicious training examples).
+suspicious training examples), and a :class:`~robustlab.results.MonitorEvaluation` (its own
+page, :func:`write_monitoring`, or ``write_report(..., monitoring=m)``: every detector's
+claim against attacks and shifts, always beside what the adaptive attacker left of it, the
+robust accuracy of the model with and without each detector, the drift test's firing rates
+and score histograms).
 
 The HTML has no JavaScript and no external URL: plots are PNG data URIs, the style sheet is
 inline and allowed by its hash in a Content-Security-Policy that forbids everything else.
@@ -45,6 +49,7 @@ from robustlab.report.plots import (
     examples_png,
     feature_shifts_png,
     gained_png,
+    monitor_score_histograms_png,
     poison_score_histograms_png,
     ranked_shifts,
     roc_png,
@@ -52,21 +57,25 @@ from robustlab.report.plots import (
     visible_text,
 )
 from robustlab.results import (
+    Check,
     Comparison,
     CrossValidationResult,
     EvaluationResult,
     ModelOutcome,
+    MonitorEvaluation,
     PoisoningResult,
     PrivacyResult,
     Status,
 )
+from robustlab.stats import wilson_interval
 
 __all__ = ["render_html", "render_summary_html", "write_report", "render_comparison_html",
            "render_comparison_summary_html", "write_comparison", "render_crossval_html",
            "render_crossval_summary_html", "write_crossval", "crossval_sentences", "breaks_table",
            "suite_sentences", "privacy_sentences", "render_privacy_summary_html",
            "poisoning_sentences", "render_poisoning_html", "render_poisoning_summary_html",
-           "write_poisoning", "CSS"]
+           "write_poisoning", "monitoring_sentences", "render_monitoring_html",
+           "render_monitoring_summary_html", "write_monitoring", "CSS"]
 
 CSS = (resources.files(__package__) / "templates" / "report.css").read_text("utf-8")
 
@@ -305,30 +314,35 @@ def _result_context(result: Any) -> dict[str, Any]:
 
 def render_html(result: Any, *, crossval: CrossValidationResult | None = None,
                 privacy: PrivacyResult | None = None,
-                poisoning: PoisoningResult | None = None) -> str:
+                poisoning: PoisoningResult | None = None,
+                monitoring: MonitorEvaluation | None = None) -> str:
     """The full, self-contained report page of ``result`` as a string: an
     :class:`~robustlab.results.EvaluationResult` (with ``crossval``, its cross-validation
     section appended; with ``privacy``, its Privacy section; with ``poisoning``, its
-    Poisoning section), a :class:`~robustlab.results.CrossValidationResult`, a
+    Poisoning section; with ``monitoring``, its Monitoring section), a
+    :class:`~robustlab.results.CrossValidationResult`, a
     :class:`~robustlab.results.Comparison` (without its example images), a
-    :class:`~robustlab.results.PoisoningResult` (its own page) or a
+    :class:`~robustlab.results.PoisoningResult` or a
+    :class:`~robustlab.results.MonitorEvaluation` (its own page) or a
     :class:`~robustlab.results.PrivacyResult` (its section alone, for Jupyter)."""
-    _check_sections(crossval, privacy, poisoning)
-    sections = crossval is not None or privacy is not None or poisoning is not None
+    _check_sections(crossval, privacy, poisoning, monitoring)
+    sections = any(s is not None for s in (crossval, privacy, poisoning, monitoring))
     for kind in type(result).__mro__:
         if kind in _PAGES:
             if sections and kind is not EvaluationResult:
-                raise ValidationError(f"expected crossval, privacy and poisoning only with an "
-                                      f"EvaluationResult, got {type(result).__name__}")
+                raise ValidationError(f"expected crossval, privacy, poisoning and monitoring "
+                                      f"only with an EvaluationResult, got "
+                                      f"{type(result).__name__}")
             if kind is EvaluationResult:
-                return _render_result_page(result, crossval, privacy, poisoning)
+                return _render_result_page(result, crossval, privacy, poisoning, monitoring)
             return _PAGES[kind](result, None)
     raise InputTypeError(f"expected result to be an EvaluationResult, CrossValidationResult, "
-                         f"Comparison, PrivacyResult or PoisoningResult, got "
-                         f"{type(result).__name__}")
+                         f"Comparison, PrivacyResult, PoisoningResult or MonitorEvaluation, "
+                         f"got {type(result).__name__}")
 
 
-def _check_sections(crossval: Any, privacy: Any, poisoning: Any = None) -> None:
+def _check_sections(crossval: Any, privacy: Any, poisoning: Any = None,
+                    monitoring: Any = None) -> None:
     if crossval is not None and not isinstance(crossval, CrossValidationResult):
         raise InputTypeError(f"expected crossval to be a CrossValidationResult or None, got "
                              f"{type(crossval).__name__}")
@@ -338,15 +352,20 @@ def _check_sections(crossval: Any, privacy: Any, poisoning: Any = None) -> None:
     if poisoning is not None and not isinstance(poisoning, PoisoningResult):
         raise InputTypeError(f"expected poisoning to be a PoisoningResult or None, got "
                              f"{type(poisoning).__name__}")
+    if monitoring is not None and not isinstance(monitoring, MonitorEvaluation):
+        raise InputTypeError(f"expected monitoring to be a MonitorEvaluation or None, got "
+                             f"{type(monitoring).__name__}")
 
 
 def _render_result_page(result: Any, crossval: CrossValidationResult | None,
                         privacy: PrivacyResult | None = None,
-                        poisoning: PoisoningResult | None = None) -> str:
+                        poisoning: PoisoningResult | None = None,
+                        monitoring: MonitorEvaluation | None = None) -> str:
     ctx = _result_context(result)
     ctx["crossval"] = None if crossval is None else _crossval_context(crossval)
     ctx["privacy"] = None if privacy is None else _privacy_context(privacy)
     ctx["poisoning"] = None if poisoning is None else _poisoning_context(poisoning)
+    ctx["monitoring"] = None if monitoring is None else _monitoring_context(monitoring)
     return _environment().get_template("report.html.j2").render(**ctx)
 
 
@@ -359,7 +378,8 @@ def render_summary_html(result: Any) -> str:
 def write_report(result: Any, out_dir: str | Path, *, key: crypto.Key | None = None,
                  crossval: CrossValidationResult | None = None,
                  privacy: PrivacyResult | None = None,
-                 poisoning: PoisoningResult | None = None) -> dict[str, Path]:
+                 poisoning: PoisoningResult | None = None,
+                 monitoring: MonitorEvaluation | None = None) -> dict[str, Path]:
     """Write ``report.json`` and ``report.html`` into the directory ``out_dir`` (created if
     missing; atomically) and update its ``manifest.json`` (see :mod:`robustlab.manifest`).
     A file, or a file name such as ``"out/report.html"``, is refused with a
@@ -371,18 +391,19 @@ def write_report(result: Any, out_dir: str | Path, *, key: crypto.Key | None = N
     is the same as without. With ``privacy`` (a :class:`~robustlab.results.PrivacyResult`),
     the Privacy section is appended and its record written to ``privacy.json``; with
     ``poisoning`` (a :class:`~robustlab.results.PoisoningResult`), the Poisoning section and
-    ``poisoning.json``.
+    ``poisoning.json``; with ``monitoring`` (a :class:`~robustlab.results.MonitorEvaluation`),
+    the Monitoring section and ``monitoring.json``.
 
     Returns ``{"json": path, "html": path, "manifest": path}`` (and ``"crossval"``,
-    ``"privacy"``, ``"poisoning"``).
+    ``"privacy"``, ``"poisoning"``, ``"monitoring"``).
     """
-    _check_sections(crossval, privacy, poisoning)
+    _check_sections(crossval, privacy, poisoning, monitoring)
     out = _output_dir(out_dir, ("report.html", "report.json"))
     provider = crypto.resolve_key(key)
     paths = {"json": crypto.write_json(out / "report.json", result.to_dict(), provider),
              "html": crypto.write_text(out / "report.html",
                                        render_html(result, crossval=crossval, privacy=privacy,
-                                                   poisoning=poisoning),
+                                                   poisoning=poisoning, monitoring=monitoring),
                                        provider)}
     if crossval is not None:
         paths["crossval"] = crypto.write_json(out / "crossval.json", crossval.to_dict(),
@@ -393,6 +414,9 @@ def write_report(result: Any, out_dir: str | Path, *, key: crypto.Key | None = N
     if poisoning is not None:
         paths["poisoning"] = crypto.write_json(out / "poisoning.json", poisoning.to_dict(),
                                                provider)
+    if monitoring is not None:
+        paths["monitoring"] = crypto.write_json(out / "monitoring.json",
+                                                monitoring.to_dict(), provider)
     paths["manifest"] = update_manifest(out, parameters=result.parameters, seed=result.seed)
     return paths
 
@@ -796,6 +820,507 @@ def write_poisoning(result: PoisoningResult, out_dir: str | Path, *,
                        key, parameters=dict(result.parameters), seed=result.seed)
 
 
+# ------------------------------------------------------------------ monitoring
+
+# The confidence baselines of robustlab.monitor (named here: importing that module would
+# pull TensorFlow into the presentation layer).
+_BASELINES = ("msp", "energy")
+# The order of badness of a claim check: a detector's status over several budgets is its
+# worst one.
+_SEVERITY = {Status.FAIL: 0, Status.WARN: 1, Status.PASS: 2, Status.SKIP: 3}
+# How the page words a claim check's status (the badge of a detector's rows).
+_CLAIM_LABELS = {Status.PASS: "survives", Status.WARN: "weakened", Status.FAIL: "collapses",
+                 Status.SKIP: "no claim"}
+_UNTESTED = {"status": "skip", "label": "untested"}
+_ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "adaptive": "adaptive PGD"}
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _detection(ev: MonitorEvaluation, condition: str, detector: str,
+               epsilon: float | None) -> Any:
+    """The :class:`~robustlab.results.Detection` of ``detector`` on ``condition`` at
+    ``epsilon``, or None."""
+    return next((d for d in ev.detections if d.condition == condition
+                 and d.detector == detector and _same(d.epsilon, epsilon)), None)
+
+
+def _defended(ev: MonitorEvaluation, detector: str, attack: str, epsilon: float) -> Any:
+    return next((d for d in ev.defended if d.detector == detector and d.attack == attack
+                 and _same(d.epsilon, epsilon)), None)
+
+
+def _claim_checks(ev: MonitorEvaluation) -> dict[str, dict[float, Check]]:
+    """Per detector, its adaptive-attack claim check per budget ε."""
+    out: dict[str, dict[float, Check]] = {}
+    for c in ev.checks:
+        eps = c.values.get("epsilon")
+        if not c.name.startswith("adaptive-") or eps is None:
+            continue
+        detector = str(c.values.get("detector") or c.name[len("adaptive-"):])
+        out.setdefault(detector, {})[float(eps)] = c
+    return out
+
+
+def _worst(checks: dict[float, Check]) -> Check | None:
+    """The worst of a detector's claim checks (the largest budget among equals)."""
+    return min(checks.values(), default=None,
+               key=lambda c: (_SEVERITY[c.status], -float(c.values.get("epsilon", 0.0))))
+
+
+def _badge(check: Check | None) -> dict[str, str]:
+    return _UNTESTED if check is None else {"status": check.status.value,
+                                            "label": _CLAIM_LABELS[check.status]}
+
+
+def _headline(ev: MonitorEvaluation) -> tuple[str, float] | None:
+    """The attack and budget a detector's claim is stated at: PGD at its largest ε (else the
+    strongest other attack that ran, at its largest ε); None when no attack ran."""
+    attacks = [(d.condition, float(d.epsilon)) for d in ev.detections
+               if d.kind == "attack" and d.epsilon is not None]
+    pgd = [a for a in attacks if a[0] == "pgd"]
+    return max(pgd or attacks, key=lambda a: a[1], default=None)
+
+
+def _attack_name(condition: str) -> str:
+    return _ATTACK_NAMES.get(condition, condition)
+
+
+def _auroc_text(d: Any) -> str:
+    lo, hi = d.auroc_interval
+    return f"AUROC {d.auroc:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _measured(d: Any) -> bool:
+    return d is not None and math.isfinite(d.auroc)
+
+
+def _kept(check: Check) -> float:
+    """The share (%) of its robust-accuracy gain a detector kept under the adaptive attack."""
+    gain = float(check.values.get("gain", math.nan))
+    left = float(check.values.get("gain_adaptive", math.nan))
+    return 100.0 * left / gain if gain else math.nan
+
+
+def _claims(names: list[str]) -> str:
+    return f"the claim{'s' if len(names) > 1 else ''} of {_and(names)}"
+
+
+def _adaptive_summary(ev: MonitorEvaluation, checks: dict[str, dict[float, Check]]) -> str:
+    """Which detectors' claims survive the adaptive attacker and which collapse (or that
+    none was tested)."""
+    if not checks:
+        why = ("the evaluation ran without it" if ev.parameters.get("adaptive") is False
+               else "no adaptive attack was recorded")
+        return (f"No claim in this report was tested against an adaptive attacker ({why}): "
+                f"every detection rate and robust accuracy below holds only against attacks "
+                f"that ignore the detectors, and an attacker who knows a detector can often "
+                f"evade it (Carlini & Wagner 2017).")
+    by_status: dict[Status, list[str]] = {}
+    untested = []
+    for d in ev.detectors:
+        worst = _worst(checks.get(d, {}))
+        if worst is None:
+            untested.append(d)
+        else:
+            by_status.setdefault(worst.status, []).append(d)
+    parts = []
+    if by_status.get(Status.PASS):
+        names = by_status[Status.PASS]
+        parts.append(f"{_claims(names)} survive{'s' if len(names) == 1 else ''}")
+    if by_status.get(Status.WARN):
+        names = by_status[Status.WARN]
+        parts.append(f"{_claims(names)} {'is' if len(names) == 1 else 'are'} weakened")
+    if by_status.get(Status.FAIL):
+        names = by_status[Status.FAIL]
+        one = len(names) == 1
+        parts.append(f"{_claims(names)} collapse{'s' if one else ''} — do not rely on "
+                     f"{'it' if one else 'them'} against a white-box attacker")
+    if by_status.get(Status.SKIP):
+        names = by_status[Status.SKIP]
+        parts.append(f"{_and(names)} add{'s' if len(names) == 1 else ''} no robustness "
+                     f"against PGD to begin with")
+    if untested:
+        parts.append(f"{_and(untested)} {'was' if len(untested) == 1 else 'were'} not "
+                     f"attacked adaptively")
+    budgets = sorted({e for per in checks.values() for e in per})
+    line = (f"Against the adaptive attacker (PGD on the model + detector at ε = "
+            f"{_and([f'{e:g}' for e in budgets])}), {'; '.join(parts)}.")
+    own = _worst(checks.get(ev.detector, {}))
+    if own is not None and own.status is Status.FAIL:
+        line += (f" The monitor's own flag comes from {ev.detector}, one of those that "
+                 f"collapse: against an attacker who knows the monitor it does not protect "
+                 f"the model.")
+    elif own is not None and own.status is Status.WARN:
+        line += (f" The monitor's own flag comes from {ev.detector}, whose claim is weakened "
+                 f"under the adaptive attack.")
+    return line
+
+
+def _claim_sentence(ev: MonitorEvaluation, detector: str, head: tuple[str, float],
+                    checks: dict[float, Check]) -> str:
+    """One detector's claim against the headline attack, always with what the adaptive
+    attacker left of it (or the statement that it was not tested)."""
+    condition, eps = head
+    name = _attack_name(condition)
+    det = _detection(ev, condition, detector, eps)
+    where = f"{detector} against {name} at ε = {eps:g}"
+    if det is None:
+        claim = f"{where}: not evaluated"
+    elif not _measured(det):
+        claim = (f"{where}: not measurable ({name} fooled the model on none of the inputs, "
+                 f"so there was nothing to detect)")
+    else:
+        claim = (f"{where}: {_auroc_text(det)}, {_points(det.detected)}% of the "
+                 f"{det.positives} successful adversarial examples flagged at its threshold")
+    check = checks.get(eps)
+    if check is None:
+        plain = _defended(ev, detector, "pgd", eps) if condition == "pgd" else None
+        acc = ("" if plain is None else
+               f"; robust accuracy with it {_points(plain.defended_accuracy)}% against PGD "
+               f"(model alone {_points(plain.model_accuracy)}%)")
+        return (f"{claim}{acc} — not tested against an adaptive attacker: this holds only "
+                f"against an attacker who ignores the detector.")
+    row = _defended(ev, detector, "adaptive", eps)
+    via = (f" (attacked through {row.surrogate})"
+           if row is not None and row.surrogate and row.surrogate != detector else "")
+    after = _detection(ev, "adaptive", detector, eps)
+    adapt = (f"against adaptive PGD{via}: " + (
+        f"{_auroc_text(after)}, {_points(after.detected)}% flagged" if _measured(after)
+        else "no adaptive example fooled the model"))
+    v = check.values
+    acc = (f"robust accuracy with it {_points(v['defended_accuracy'])}% against PGD, "
+           f"{_points(v['defended_accuracy_adaptive'])}% against adaptive PGD (model alone "
+           f"{_points(v['model_accuracy'])}%)")
+    verdict = {
+        Status.PASS: "the claim survives the adaptive attack.",
+        Status.WARN: (f"it keeps only {_kept(check):.0f}% of its gain under the adaptive "
+                      f"attack: the claim is weakened."),
+        Status.FAIL: "the claim collapses: do not rely on it against a white-box attacker.",
+        Status.SKIP: "it adds no robustness against PGD to begin with.",
+    }[check.status]
+    line = f"{claim}; {adapt}; {acc} — {verdict}"
+    too = " too" if check.status is Status.FAIL else ""
+    for e, other in sorted(checks.items()):
+        if _same(e, eps):
+            continue
+        if other.status is Status.FAIL:
+            line += (f" At ε = {e:g} its claim collapses{too} (robust accuracy with it "
+                     f"{_points(other.values['defended_accuracy'])}% against PGD, "
+                     f"{_points(other.values['defended_accuracy_adaptive'])}% against "
+                     f"adaptive PGD).")
+        elif other.status is Status.WARN:
+            line += (f" At ε = {e:g} it keeps only {_kept(other):.0f}% of its gain under the "
+                     f"adaptive attack.")
+    return line
+
+
+def _baseline_sentence(ev: MonitorEvaluation, head: tuple[str, float],
+                       checks: dict[str, dict[float, Check]]) -> str | None:
+    """Does the best detector beat the confidence baselines against the headline attack?"""
+    condition, eps = head
+    name = _attack_name(condition)
+    baselines = [d for d in ev.detectors if d in _BASELINES]
+    others = [d for d in ev.detectors if d not in _BASELINES]
+    if not others:
+        return None
+    if not baselines:
+        return ("No confidence baseline (msp or energy) was evaluated, so nothing here shows "
+                "that the detectors do better than the model's own confidence.")
+    measured = {d: _detection(ev, condition, d, eps) for d in ev.detectors}
+    best = max((d for d in others if _measured(measured[d])), default=None,
+               key=lambda d: measured[d].auroc)
+    ref = max((d for d in baselines if _measured(measured[d])), default=None,
+              key=lambda d: measured[d].auroc)
+    if best is None or ref is None:
+        return None
+    b, r = measured[best], measured[ref]
+    if b.auroc <= r.auroc:
+        return (f"No detector beats the confidence baselines against {name} at ε = {eps:g}: "
+                f"the best, {best} ({_auroc_text(b)}), scores no higher than {ref} "
+                f"({_auroc_text(r)}), the model's own confidence.")
+    if _overlap(b.auroc_interval, r.auroc_interval):
+        line = (f"Against {name} at ε = {eps:g} the best detector, {best} ({_auroc_text(b)}), "
+                f"scores above the best confidence baseline, {ref} ({_auroc_text(r)}), but "
+                f"within their 95% intervals: no clear gain over the model's own confidence")
+    else:
+        line = (f"Against {name} at ε = {eps:g} the best detector, {best} ({_auroc_text(b)}), "
+                f"beats the best confidence baseline, {ref} ({_auroc_text(r)}), beyond their "
+                f"95% intervals")
+    check = checks.get(best, {}).get(eps)
+    tail = {
+        None: f"; {best} was not tested against an adaptive attacker.",
+        Status.PASS: f"; {best}'s claim survives the adaptive attack.",
+        Status.WARN: f"; {best}'s claim is weakened under the adaptive attack.",
+        Status.FAIL: (f"; and {best}'s claim collapses under the adaptive attack, so any "
+                      f"advantage holds only against an attacker who ignores the detector."),
+        Status.SKIP: f"; yet at its threshold {best} adds no robustness against PGD.",
+    }[None if check is None else check.status]
+    return line + tail
+
+
+def _clean_sentence(ev: MonitorEvaluation) -> str | None:
+    """Each detector's false-positive rate on the clean evaluation inputs against the
+    target its threshold was set for."""
+    if not ev.clean_flagged or ev.n <= 0:
+        return None
+    over, under, said = [], [], []
+    for d in ev.detectors:
+        if d not in ev.clean_flagged:
+            continue
+        rate = float(ev.clean_flagged[d])
+        lo, hi = wilson_interval(int(round(rate * ev.n)), ev.n)
+        said.append(f"{d} {_points(rate)}% [{_points(lo)}, {_points(hi)}]")
+        if lo > ev.fpr:
+            over.append(d)
+        elif hi < ev.fpr:
+            under.append(d)
+    line = (f"On the {ev.n} clean evaluation inputs, with thresholds set for "
+            f"{100 * ev.fpr:g}% false positives, the detectors flag: {', '.join(said)}.")
+    if over:
+        one = len(over) == 1
+        line += (f" {_and(over)} flag{'s' if one else ''} more clean inputs than the target "
+                 f"beyond sampling noise: the calibration data may not represent these "
+                 f"inputs, and {'its' if one else 'their'} detection rates come with more "
+                 f"false alarms than intended.")
+    if under:
+        one = len(under) == 1
+        line += (f" {_and(under)} flag{'s' if one else ''} fewer clean inputs than the "
+                 f"target beyond sampling noise.")
+    if not over and not under:
+        line += " All are within sampling noise of the target."
+    return line
+
+
+def _conditions(ev: MonitorEvaluation, kind: str) -> list[str]:
+    """The conditions of ``kind`` in the order the evaluation ran them."""
+    out: list[str] = []
+    for d in ev.detections:
+        if d.kind == kind and d.condition not in out:
+            out.append(d.condition)
+    return out
+
+
+def _shift_sentence(ev: MonitorEvaluation) -> str | None:
+    parts = []
+    for condition in _conditions(ev, "shift"):
+        rows = [d for d in ev.detections if d.condition == condition and _measured(d)]
+        if rows:
+            best = max(rows, key=lambda d: d.auroc)
+            parts.append(f"{condition}: {best.detector} (AUROC {best.auroc:.2f}, "
+                         f"{_points(best.detected)}% flagged)")
+    if not parts:
+        return None
+    return (f"Against the natural shifts (no attacker involved, so no adaptive test applies) "
+            f"the best detector per shift is {'; '.join(parts)}.")
+
+
+def _drift_sentences(ev: MonitorEvaluation) -> list[str]:
+    if not ev.drift:
+        return ["The batch drift test was not run (no drift batches)."]
+    clean = next((r for r in ev.drift if r.condition == "clean"), None)
+    others = [r for r in ev.drift if r.condition != "clean" and r.batches]
+    sig = ev.parameters.get("significance")
+    sig_text = "" if sig is None else f", significance {float(sig):g} after Bonferroni"
+    size = ev.drift[0].batch_size
+    lines = []
+    if clean is not None and clean.batches:
+        lo, hi = clean.interval
+        line = (f"The batch drift test (batches of {size} inputs{sig_text}) fired on "
+                f"{clean.fired} of {clean.batches} clean batches: a false-alarm rate of "
+                f"{_points(clean.rate)}% [{_points(lo)}, {_points(hi)}]")
+        if sig is not None and lo > float(sig):
+            line += (" — more often than its significance level, beyond sampling noise: the "
+                     "evaluation data differ from the calibration data.")
+        else:
+            line += "."
+        lines.append(line)
+    if others:
+        rates = [f"{r.condition} {_points(r.rate)}% [{_points(r.interval[0])}, "
+                 f"{_points(r.interval[1])}]" for r in others]
+        line = (f"Under the other conditions it fired on this share of the batches: "
+                f"{', '.join(rates)}.")
+        silent = [r.condition for r in others if r.fired == 0]
+        if silent:
+            line += (f" It never fired under {_and(silent)}: such inputs would go unnoticed "
+                     f"by the drift test at this batch size.")
+        lines.append(line)
+    return lines
+
+
+def monitoring_sentences(evaluation: MonitorEvaluation) -> list[str]:
+    """The Monitoring section's verdict in plain words: what was evaluated; which detectors'
+    claims survive the adaptive attacker and which collapse (or that none was tested); per
+    detector its claim against PGD at the largest ε (AUROC, detection at its threshold)
+    always beside its adaptive outcome or the statement that it was not tested; whether the
+    best detector beats the confidence baselines (msp, energy); each detector's
+    false-positive rate on the clean inputs against its target; the best detector per shift;
+    and the drift test's false-alarm and firing rates.
+
+    Example:
+        "mahalanobis against PGD at ε = 0.3: AUROC 0.97 [0.94, 1.00], 92.0% of the 80
+        successful adversarial examples flagged at its threshold; against adaptive PGD:
+        AUROC 0.41 [0.32, 0.50], 3.0% flagged; robust accuracy with it 85.0% against PGD,
+        4.0% against adaptive PGD (model alone 2.0%) — the claim collapses: do not rely on
+        it against a white-box attacker."
+    """
+    ev = _check_evaluation(evaluation)
+    of = f" of {ev.dataset}" if ev.dataset else ""
+    lines = [f"The monitor was evaluated on {ev.n} held-out inputs{of} (clean accuracy "
+             f"{_points(ev.clean_accuracy)}%) with {len(ev.detectors)} "
+             f"detector{'s' if len(ev.detectors) != 1 else ''} ({_and(list(ev.detectors))}); "
+             f"each flags an input whose score exceeds a threshold set for "
+             f"{100 * ev.fpr:g}% false positives on clean calibration data, and "
+             f"{ev.detector} decides the monitor's own flag."]
+    checks = _claim_checks(ev)
+    head = _headline(ev)
+    lines.append(_adaptive_summary(ev, checks))
+    if head is None:
+        lines.append("No attack was run, so no detector makes a claim against attackers.")
+    else:
+        lines += [_claim_sentence(ev, d, head, checks.get(d, {})) for d in ev.detectors]
+        baseline = _baseline_sentence(ev, head, checks)
+        if baseline is not None:
+            lines.append(baseline)
+    for extra in (_clean_sentence(ev), _shift_sentence(ev)):
+        if extra is not None:
+            lines.append(extra)
+    return lines + _drift_sentences(ev)
+
+
+def _rate_cell(value: float, interval: tuple[float, float]) -> dict[str, float]:
+    return {"value": value, "lo": interval[0], "hi": interval[1]}
+
+
+def _monitoring_context(ev: MonitorEvaluation, *, compact: bool = False) -> dict[str, Any]:
+    checks = _claim_checks(ev)
+    groups: list[dict[str, Any]] = []
+    for title, kind in (("attacks (on the model alone)", "attack"),
+                        ("adaptive attacker (on the model + detector)", "adaptive"),
+                        ("shifts", "shift")):
+        columns: list[tuple[str, float | None]] = []
+        for d in ev.detections:
+            key = (d.condition, d.epsilon)
+            if d.kind == kind and not any(d.condition == c and _same(d.epsilon, e)
+                                          for c, e in columns):
+                columns.append(key)
+        if columns:
+            groups.append({"title": title, "kind": kind, "columns": [
+                {"condition": c, "epsilon": e,
+                 "label": _attack_name(c) if e is None else f"{_attack_name(c)} ε {e:g}"}
+                for c, e in columns]})
+    rows = []
+    for detector in ev.detectors:
+        cells = []
+        for g in groups:
+            for col in g["columns"]:
+                det = _detection(ev, col["condition"], detector, col["epsilon"])
+                cells.append(None if det is None else {
+                    "auroc": _finite(det.auroc), "lo": det.auroc_interval[0],
+                    "hi": det.auroc_interval[1], "detected": _finite(det.detected),
+                    "tpr": _finite(det.tpr_at_5), "positives": det.positives})
+        rows.append({"name": detector, "baseline": detector in _BASELINES,
+                     "badge": _badge(_worst(checks.get(detector, {})))})
+        rows[-1]["cells"] = cells
+    defended = []
+    for eps in sorted({d.epsilon for d in ev.defended}):
+        for detector in ev.detectors:
+            plain = _defended(ev, detector, "pgd", eps)
+            adaptive = _defended(ev, detector, "adaptive", eps)
+            if plain is None and adaptive is None:
+                continue
+            check = checks.get(detector, {}).get(eps)
+            defended.append({
+                "epsilon": eps, "detector": detector, "badge": _badge(check),
+                "surrogate": (adaptive.surrogate if adaptive is not None and adaptive.surrogate
+                              and adaptive.surrogate != detector else ""),
+                "n": (plain or adaptive).n,
+                "model": None if plain is None else _rate_cell(plain.model_accuracy,
+                                                               plain.model_interval),
+                "defended": None if plain is None else _rate_cell(plain.defended_accuracy,
+                                                              plain.defended_interval),
+                "model_adaptive": None if adaptive is None else _rate_cell(
+                    adaptive.model_accuracy, adaptive.model_interval),
+                "defended_adaptive": None if adaptive is None else _rate_cell(
+                    adaptive.defended_accuracy, adaptive.defended_interval)})
+    collapsed = [name for name in ev.detectors
+                 if (w := _worst(checks.get(name, {}))) is not None and w.status is Status.FAIL]
+    flagged = []
+    for name in ev.detectors:
+        if name in ev.clean_flagged:
+            rate = float(ev.clean_flagged[name])
+            interval = wilson_interval(int(round(rate * ev.n)), ev.n) if ev.n else (0.0, 1.0)
+            flagged.append({"detector": name,
+                            "threshold": _finite(ev.thresholds.get(name, math.nan)),
+                            **_rate_cell(rate, interval)})
+    ctx: dict[str, Any] = {
+        "ev": ev, "sentences": monitoring_sentences(ev), "groups": groups, "rows": rows,
+        "defended": defended, "tested": bool(checks), "collapsed": ", ".join(collapsed),
+        "flagged": flagged, "drift": list(ev.drift), "checks": list(ev.checks),
+        "significance": ev.parameters.get("significance"), "compact": compact,
+        "hist_uri": None}
+    if not compact:
+        attacks = [*_conditions(ev, "attack"), *_conditions(ev, "adaptive")]
+        ctx["hist_uri"] = _data_uri(monitor_score_histograms_png(
+            ev.samples, ev.thresholds, ev.detectors,
+            [("attacks at the largest ε", attacks), ("shifts", _conditions(ev, "shift"))]))
+    return ctx
+
+
+def _check_evaluation(evaluation: Any) -> MonitorEvaluation:
+    if not isinstance(evaluation, MonitorEvaluation):
+        raise InputTypeError(f"expected evaluation to be a MonitorEvaluation, got "
+                             f"{type(evaluation).__name__}")
+    return evaluation
+
+
+def render_monitoring_html(evaluation: MonitorEvaluation) -> str:
+    """The self-contained monitoring page: the verdict in plain words, every detector
+    against every attack, adaptive attack and shift side by side (a detector whose claim
+    collapsed marked in each of its rows), the robust accuracy of the model with and
+    without each detector, the clean false-positive rates, the drift test's firing rates,
+    the sanity checks and per-detector score histograms."""
+    ev = _check_evaluation(evaluation)
+    return _environment().get_template("monitoring.html.j2").render(
+        monitoring=_monitoring_context(ev), params=sorted(ev.parameters.items()), **_page())
+
+
+def render_monitoring_summary_html(evaluation: MonitorEvaluation) -> str:
+    """The monitoring verdict and tables without figures (Jupyter's rich display of a
+    MonitorEvaluation)."""
+    ev = _check_evaluation(evaluation)
+    return _environment().get_template("monitoring_summary.html.j2").render(
+        monitoring=_monitoring_context(ev, compact=True))
+
+
+def _render_monitoring_page(evaluation: Any, crossval: None) -> str:
+    return render_monitoring_html(evaluation)
+
+
+def write_monitoring(evaluation: MonitorEvaluation, out_dir: str | Path, *,
+                     key: crypto.Key | None = None) -> dict[str, Path]:
+    """Write ``monitoring.json`` and ``monitoring.html`` into the directory ``out_dir``
+    (created if missing; atomically) and update its ``manifest.json``; refuses a file as
+    :func:`write_report` does, and encrypts both with a key the same way. NaN numbers (an
+    AUROC with nothing to detect) are written as null.
+
+    Returns ``{"json": path, "html": path, "manifest": path}``.
+
+    Example:
+        >>> paths = write_monitoring(evaluation, "out")
+        >>> paths["html"].name
+        'monitoring.html'
+    """
+    ev = _check_evaluation(evaluation)
+    return _write_page(out_dir, "monitoring", ev.to_dict(),
+                       render_monitoring_html(ev), key, parameters=dict(ev.parameters),
+                       seed=ev.seed)
+
+
 # ------------------------------------------------------------------ cross-validation
 
 def _points(value: float) -> str:
@@ -963,6 +1488,7 @@ _PAGES: dict[type, Callable[[Any, Any], str]] = {
     Comparison: _render_comparison_page,
     PrivacyResult: _render_privacy_page,
     PoisoningResult: _render_poisoning_page,
+    MonitorEvaluation: _render_monitoring_page,
 }
 
 # Jupyter shows results through these (robustlab.results asks robustlab._display).
@@ -971,3 +1497,4 @@ register_html(Comparison, render_comparison_summary_html)
 register_html(CrossValidationResult, render_crossval_summary_html)
 register_html(PrivacyResult, render_privacy_summary_html)
 register_html(PoisoningResult, render_poisoning_summary_html)
+register_html(MonitorEvaluation, render_monitoring_summary_html)

@@ -508,3 +508,82 @@ def suspects_png(inputs: np.ndarray, labels: np.ndarray,
         ax.set_title(f"#{index}{' poison' if bad else ''}\nlabel {name}", fontsize=7,
                      color="crimson" if bad else "black")
     return png_bytes(fig)
+
+
+# ------------------------------------------------------------------ monitoring
+
+# Most detector rows in monitor_score_histograms_png, the width of one panel (inches), and
+# the colours of its conditions: clean first, then the others in turn.
+_MAX_DETECTOR_ROWS = 10
+_MONITOR_PANEL_INCHES = 3.2
+_CLEAN_COLOUR = "#4c72b0"
+_CONDITION_COLOURS = ("crimson", "darkorange", "#2ca02c", "#9467bd", "#8c564b", "#e377c2",
+                      "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def _finite_scores(values: Any) -> np.ndarray:
+    arr = np.asarray(values, np.float64).ravel()
+    return arr[np.isfinite(arr)]
+
+
+def monitor_score_histograms_png(samples: dict[str, dict[str, Any]],
+                                 thresholds: dict[str, float], detectors: Any,
+                                 groups: list[tuple[str, list[str]]]) -> bytes | None:
+    """Per detector (one row each, named on its left; at most 10), one panel per group of conditions
+    (``groups``: ``(title, [condition, ...])``, e.g. the attacks and the shifts), each the
+    detector's score histograms (``samples[condition][detector]``, densities, the same bins
+    across a row) of the clean inputs and of each condition of the group, with the
+    detector's threshold (``thresholds``) as a dashed line: what lies right of it is flagged.
+    Bins span the 0.5-99.5% quantiles of a row's scores (and its threshold); scores outside
+    are counted in the outer bins. None when there is nothing to draw."""
+    clean = samples.get("clean", {})
+    panels = [(title, [c for c in conditions if c != "clean" and c in samples])
+              for title, conditions in groups]
+    panels = [(title, conditions) for title, conditions in panels if conditions]
+    rows = [d for d in detectors
+            if any(len(_finite_scores(samples[c].get(d, ()))) for _, cs in panels for c in cs)]
+    rows = rows[:_MAX_DETECTOR_ROWS]
+    if not panels or not rows:
+        return None
+    colours: dict[str, str] = {}
+    for _, conditions in panels:
+        for c in conditions:
+            colours.setdefault(c, _CONDITION_COLOURS[len(colours) % len(_CONDITION_COLOURS)])
+    fig = new_figure(_MONITOR_PANEL_INCHES * len(panels) + 0.6, 2.1 * len(rows) + 0.4)
+    fig.set_layout_engine("constrained")
+    axes = fig.subplots(len(rows), len(panels), squeeze=False)
+    for r, detector in enumerate(rows):
+        threshold = float(thresholds.get(detector, np.nan))
+        pooled = [_finite_scores(clean.get(detector, ()))]
+        pooled += [_finite_scores(samples[c].get(detector, ())) for _, cs in panels for c in cs]
+        values = np.concatenate(pooled)
+        low, high = (np.quantile(values, [0.005, 0.995]) if len(values)
+                     else (threshold, threshold))
+        if np.isfinite(threshold):
+            low, high = min(low, threshold), max(high, threshold)
+        if not high > low:
+            low, high = low - 0.5, high + 0.5
+        edges = np.linspace(low, high, 41)
+        for col, (title, conditions) in enumerate(panels):
+            ax = axes[r, col]
+            for name in ["clean", *conditions]:
+                data = _finite_scores((clean if name == "clean" else samples[name])
+                                      .get(detector, ()))
+                if not len(data):
+                    continue
+                colour = _CLEAN_COLOUR if name == "clean" else colours[name]
+                ax.hist(np.clip(data, low, high), bins=edges, density=True, histtype="step",
+                        linewidth=1.4, color=colour,
+                        label=_fit(f"{name} ({len(data)})", 6, _MONITOR_PANEL_INCHES / 2))
+            if np.isfinite(threshold):
+                ax.axvline(threshold, color="black", linestyle="--", linewidth=1,
+                           label="threshold")
+            if r == 0:
+                ax.set_title(_fit(title, 9, _MONITOR_PANEL_INCHES), fontsize=9)
+            ax.tick_params(labelsize=6)
+            ax.set_yticks([])
+            ax.legend(fontsize=6, loc="upper right")
+        axes[r, 0].set_ylabel(_fit(detector, 8, 1.8) + "\n(density)", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("score (higher = more suspicious)", fontsize=7)
+    return png_bytes(fig)
