@@ -20,8 +20,13 @@ Evaluation (section ``evaluation``): :func:`robustlab.monitor.Monitor.fit` with 
 iterate) at ε = 0.3 (MNIST) / 0.2 (digits), the four shifts at their default severities
 (Gaussian noise σ = 0.1, blur σ = 1 px, rotation 20°, contrast × 0.5), the other dataset as
 out-of-distribution inputs (digits resized to 28×28 for MNIST; not for digits), the adaptive
-attacker (per detector; 40 steps, 3 targets) and the drift test on 100 random batches of 200
-(digits: 60) images per condition.
+attacker (per detector; 40 steps, 3 targets, then 200 steps for the inputs not yet won) and
+the drift test on 100 random batches of 200 (digits: 60) images per condition.
+
+Strength (section ``strength``): is the adaptive attack converged? On the first 300
+evaluation images (digits: all 180), the monitor's own detector (mahalanobis) alone, the
+adaptive evaluation at ε as above, without its escalation, with (steps, targets) = (40, 3),
+(200, 3), (200, 9), (1000, 3): the robust accuracy of model + detector should stop falling.
 
 Cost (section ``cost``): median wall time of scoring one batch of 200 images with
 ``Monitor.score`` (every detector and the drift test; then the monitor's own detector alone
@@ -50,7 +55,11 @@ from bench import MNIST_DIR, machine, merged, median_time, section_args, write_r
 
 log = logging.getLogger("benchmarks.monitoring")
 
-SECTIONS = ("evaluation", "cost")
+SECTIONS = ("evaluation", "strength", "cost")
+# the adaptive attack's strength on the monitor's own detector: (steps, targets), on the
+# first STRENGTH_N evaluation images
+STRENGTH = ((40, 3), (200, 3), (200, 9), (1000, 3))
+STRENGTH_N = 300
 EPOCHS = {"digits": 20, "mnist-8k": 6}
 EPSILON = {"digits": 0.2, "mnist-8k": 0.3}
 DRIFT_BATCH = {"digits": 60, "mnist-8k": 200}
@@ -104,10 +113,40 @@ def evaluation_section(name: str, data: Any, s: dict[str, Any], quick: bool,
     return record
 
 
+def _alone(monitor: Any) -> Any:
+    """The monitor with its own detector only (same arrays and thresholds)."""
+    from robustlab.monitor import Monitor
+
+    return Monitor(monitor.model, monitor._arrays, {**monitor.settings,
+                                                    "detectors": [monitor.detector.value]})
+
+
+def strength_section(name: str, s: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
+    from robustlab.monitor import evaluate_monitor
+
+    only = _alone(s["monitor"])
+    n = 40 if quick else STRENGTH_N
+    rows = []
+    for steps, targets in ((5, 1), (10, 2)) if quick else STRENGTH:
+        start = time.perf_counter()
+        ev = evaluate_monitor(only, s["x"][:n], s["y"][:n], attacks="pgd",
+                              epsilons=[EPSILON[name]], shifts="", steps=steps,
+                              targets=targets, escalate=1, drift_batches=0, seed=0)
+        plain, adaptive = (next(r for r in ev.defended if r.attack == a)
+                           for a in ("pgd", "adaptive"))
+        rows.append({"steps": steps, "targets": targets, "n": len(s["x"][:n]),
+                     "model_accuracy": adaptive.model_accuracy,
+                     "defended_pgd": plain.defended_accuracy,
+                     "defended_adaptive": adaptive.defended_accuracy,
+                     "interval": list(adaptive.defended_interval),
+                     "status": ev.checks[0].status.value,
+                     "seconds": time.perf_counter() - start})
+    return rows
+
+
 def cost_section(s: dict[str, Any], quick: bool) -> dict[str, Any]:
     import tensorflow as tf
 
-    from robustlab.monitor import Monitor
 
     model, monitor = s["model"], s["monitor"]
     batch = np.resize(s["x"], (SCORE_BATCH, *s["x"].shape[1:])).astype(np.float32)
@@ -118,8 +157,7 @@ def cost_section(s: dict[str, Any], quick: bool) -> dict[str, Any]:
         return median_time(fn, repeats)[0]
 
     base = timed(lambda: np.asarray(forward(batch)))
-    only = Monitor(model, monitor._arrays, {**monitor.settings,
-                                            "detectors": [monitor.detector.value]})
+    only = _alone(monitor)
     rows = {"forward": base,
             "all detectors + drift": timed(lambda: monitor.score(batch, log_batch=False)),
             "all detectors": timed(lambda: monitor.score(batch, drift=False,
@@ -202,6 +240,15 @@ def markdown(res: dict[str, Any]) -> str:
         for d in ev["drift"]:
             lines.append(f"| {d['condition']} | {d['batches']} | {100 * d['rate']:.0f} % | "
                          f"{d['median_p']:.2g} |")
+    for name, rows in res.get("strength", {}).items():
+        lines += ["", f"## {name}: is the adaptive attack converged? (mahalanobis alone)", "",
+                  "| steps | targets | inputs | model alone | + detector, PGD | "
+                  "+ detector, adaptive | check | s |", "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['steps']} | {r['targets']} | {r['n']} | "
+                         f"{100 * r['model_accuracy']:.1f} % | {100 * r['defended_pgd']:.1f} % | "
+                         f"{100 * r['defended_adaptive']:.1f} % [{100 * r['interval'][0]:.1f}, "
+                         f"{100 * r['interval'][1]:.1f}] | {r['status']} | {r['seconds']:.0f} |")
     for name, cost in res.get("cost", {}).items():
         lines += ["", f"## {name}: scoring cost (batch {cost['batch']}, median)", "",
                   "| what | ms | × forward |", "|---|---|---|"]
@@ -228,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         if "evaluation" in want:
             res.setdefault("evaluation", {})[name] = evaluation_section(name, d, s,
                                                                         args.quick, data)
+        if "strength" in want:
+            res.setdefault("strength", {})[name] = strength_section(name, s, args.quick)
         if "cost" in want:
             res.setdefault("cost", {})[name] = cost_section(s, args.quick)
     res["seconds"] = time.perf_counter() - started

@@ -50,7 +50,7 @@ _EXPORTS = {
     "PoisoningResult": "robustlab.results",
     "Monitor": "robustlab.monitor", "evaluate_monitor": "robustlab.monitor",
     "shift": "robustlab.monitor", "MonitorEvaluation": "robustlab.results",
-    "json_lines_handler": "robustlab.logs",
+    "json_lines_handler": "robustlab.logs", "json_lines": "robustlab.logs",
     "write_report": "robustlab.report", "render_html": "robustlab.report",
     "write_comparison": "robustlab.report", "write_poisoning": "robustlab.report",
     "load_or_train": "robustlab.workflow", "ReportConfig": "robustlab.workflow",

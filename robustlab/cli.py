@@ -400,7 +400,7 @@ def _read_batch(path: str) -> Any:
     except FileNotFoundError:
         raise ValidationError(f"expected --input to be an existing .npz file, got "
                               f"{path!r}") from None
-    except (OSError, ValueError) as exc:  # not a zip, or an object array (a pickle)
+    except (OSError, ValueError, TypeError) as exc:  # not a .npz, or an object array
         raise ValidationError(f"expected --input to be a .npz of numeric arrays (no "
                               f"pickles), got {path!r}: {exc}") from None
     raise ValidationError(f"expected --input to hold an array named 'x' (or a single "
@@ -408,12 +408,12 @@ def _read_batch(path: str) -> Any:
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    import logging
+    import contextlib
 
     import numpy as np
 
     from robustlab._io import sha256_file, write_bytes
-    from robustlab.logs import json_lines_handler
+    from robustlab.logs import json_lines
     from robustlab.models import load_model
     from robustlab.monitor import Monitor
 
@@ -424,29 +424,26 @@ def _monitor(args: argparse.Namespace) -> int:
         extra = {"model_file_sha256": sha256_file(args.model), "input": args.input}
         if args.batch_id is not None:
             extra["batch_id"] = args.batch_id
-        handlers = [json_lines_handler(sys.stdout, logger="robustlab.monitor")]
-        if args.log:
-            handlers.append(json_lines_handler(args.log, logger="robustlab.monitor"))
-        try:
+        with contextlib.ExitStack() as logs:
+            logs.enter_context(json_lines(sys.stdout, logger="robustlab.monitor"))
+            if args.log:
+                logs.enter_context(json_lines(args.log, logger="robustlab.monitor"))
             scores = monitor.score(batch, fields=extra)
-        finally:
-            for handler in handlers:  # the stdout one is flushed, not closed
-                logging.getLogger("robustlab.monitor").removeHandler(handler)
-                handler.flush()
-            for handler in handlers[1:]:
-                handler.close()
+        if args.scores:
+            import io
+
+            buffer = io.BytesIO()
+            arrays = {"flagged": scores.flagged,
+                      **{f"score_{k}": v for k, v in scores.scores.items()},
+                      **{f"flag_{k}": v for k, v in scores.flags.items()}}
+            np.savez(buffer, **arrays)  # type: ignore[arg-type]
+            write_bytes(args.scores, buffer.getvalue())
     except (RobustlabError, OSError) as exc:
         print(f"robustlab monitor: {exc}", file=sys.stderr)
         return 2
-    if args.scores:
-        import io
-
-        buffer = io.BytesIO()
-        arrays = {"flagged": scores.flagged,
-                  **{f"score_{k}": v for k, v in scores.scores.items()},
-                  **{f"flag_{k}": v for k, v in scores.flags.items()}}
-        np.savez(buffer, **arrays)  # type: ignore[arg-type]
-        write_bytes(args.scores, buffer.getvalue())
+    if scores.drift is None:
+        print("robustlab monitor: warning: no drift test for a batch of fewer than 2 inputs",
+              file=sys.stderr)
     drifted = scores.drift is not None and scores.drift.fired
     failed = drifted or (args.fail_on == "flagged" and bool(scores.flagged.any()))
     if failed:

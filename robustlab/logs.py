@@ -10,14 +10,16 @@ stream) without touching the caller's other handlers.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from typing import IO, Any
 
-__all__ = ["JsonLinesFormatter", "json_lines_handler", "FIELDS_KEY"]
+__all__ = ["JsonLinesFormatter", "json_lines_handler", "json_lines", "FIELDS_KEY"]
 
 # The attribute of a log record that carries the structured fields (``extra={FIELDS_KEY: ...}``).
 FIELDS_KEY = "fields"
@@ -86,3 +88,27 @@ def json_lines_handler(target: str | os.PathLike[str] | IO[str], *,
     if log.getEffectiveLevel() > wanted:
         log.setLevel(wanted)
     return handler
+
+
+@contextlib.contextmanager
+def json_lines(target: str | os.PathLike[str] | IO[str], *, logger: str = "robustlab",
+               level: int | str = "INFO") -> Iterator[logging.Handler]:
+    """:func:`json_lines_handler` for a ``with`` block: the handler is removed at the end
+    (and closed, unless it writes to a stream it did not open), and the logger's level is
+    put back.
+
+    Example:
+        >>> with json_lines("monitor.jsonl", logger="robustlab.monitor"):
+        ...     monitor.score(batch)
+    """
+    log = logging.getLogger(logger)
+    before = log.level
+    handler = json_lines_handler(target, logger=logger, level=level)
+    try:
+        yield handler
+    finally:
+        log.removeHandler(handler)
+        handler.flush()
+        if isinstance(target, (str, os.PathLike)):
+            handler.close()
+        log.setLevel(before)

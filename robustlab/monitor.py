@@ -4,9 +4,10 @@ detector seen from the attacker's side.
 A :class:`Monitor` is fitted on clean training data and calibrated on held-out clean data. It
 scores every input from the model's penultimate features and logits (one forward pass) with
 
-- ``mahalanobis``: distance to the closest class mean under a shared (tied) covariance,
-  Lee, Lee, Lee & Shin 2018, https://arxiv.org/abs/1807.03888 (penultimate layer only: no
-  input pre-processing, no layer ensemble);
+- ``mahalanobis``: distance to the closest class mean under a shared (tied) covariance, per
+  hidden layer (channel means for images), the layers' standardised distances summed: Lee,
+  Lee, Lee & Shin 2018, https://arxiv.org/abs/1807.03888, with equal layer weights (theirs
+  are fitted on adversarial examples) and no input pre-processing;
 - ``knn``: cosine distance to the k-th nearest normalised training feature, Sun, Ming, Zhu &
   Li 2022, https://arxiv.org/abs/2204.06507;
 - ``iforest``: scikit-learn's :class:`~sklearn.ensemble.IsolationForest` on the features
@@ -43,12 +44,14 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -296,9 +299,12 @@ class Monitor:
         self.settings = settings
         self.detectors = tuple(Detector(d) for d in settings["detectors"])
         self.detector = Detector(settings["detector"])
-        # thresholds and scales are empty while Monitor.fit calibrates
-        self.thresholds = {Detector(k): float(v) for k, v in settings["thresholds"].items()}
-        self.scales = {Detector(k): float(v) for k, v in settings["scales"].items()}
+        # read-only: a threshold changed here would disagree with the saved monitor and its
+        # logged hash (empty while Monitor.fit calibrates)
+        self.thresholds: Mapping[Detector, float] = MappingProxyType(
+            {Detector(k): float(v) for k, v in settings["thresholds"].items()})
+        self.scales: Mapping[Detector, float] = MappingProxyType(
+            {Detector(k): float(v) for k, v in settings["scales"].items()})
         self.fpr = float(settings["fpr"])
         self.layers = tuple(settings["layers"])
         self._graph = _Graph(arrays, len(self.layers), int(settings["neighbours"]))
@@ -422,15 +428,12 @@ class Monitor:
                           "classes": k_classes, "bank": len(bank), "components": n_comp}}
         monitor = cls(model, arrays, settings)
         cal_scores = monitor._scores(cal_feats, cal_logits, cal_hidden)
-        for kind, values in cal_scores.items():
-            tau = threshold_at(values, fpr)
-            monitor.thresholds[kind] = tau
-            spread = float(np.std(values))
-            monitor.scales[kind] = spread if spread > 0 else 1.0
+        settings["thresholds"] = {k.value: threshold_at(v, fpr) for k, v in cal_scores.items()}
+        settings["scales"] = {k.value: float(np.std(v)) if np.std(v) > 0 else 1.0
+                              for k, v in cal_scores.items()}
         arrays["calibration_scores"] = np.stack([cal_scores[k] for k in kinds]).astype(
             np.float64)
-        settings["thresholds"] = {k.value: v for k, v in monitor.thresholds.items()}
-        settings["scales"] = {k.value: v for k, v in monitor.scales.items()}
+        monitor = cls(model, arrays, settings)
         log.info("fitted a monitor (%s) on %d training and %d calibration inputs in %.1f s",
                  ", ".join(k.value for k in kinds), len(x), len(cal),
                  time.perf_counter() - start)
@@ -554,13 +557,15 @@ class Monitor:
 
     # ---------------------------------------------------------------- the attacker's view
 
-    def defended(self, detector: Any = None) -> Any:
+    def defended(self, detector: Any = None, *, margin: float = 0.0) -> Any:
         """The model and one detector as a single Keras classifier with ``K + 1`` logits: the
-        model's ``K`` logits and a reject logit ``max_k z_k + (s(x) - t) / σ`` (``s`` the
-        detector's score, ``t`` its threshold, ``σ`` its spread on clean data), which wins
-        exactly when the input is flagged. An attack that makes it predict a wrong class
-        ``< K`` has fooled the model *and* evaded the detector (Carlini & Wagner 2017, §4).
-        ``iforest`` has no gradient: its surrogate ``knn`` is used (``SURROGATE``)."""
+        model's ``K`` logits and a reject logit ``max_k z_k + (s(x) - t) / σ + margin``
+        (``s`` the detector's score, ``t`` its threshold, ``σ`` its spread on clean data),
+        which wins exactly when the input is flagged (``margin`` 0), or already when its
+        score is within ``margin·σ`` below the threshold. An attack that makes it predict a
+        wrong class ``< K`` has fooled the model *and* evaded the detector (Carlini & Wagner
+        2017, §4). ``iforest`` has no gradient: its surrogate ``knn`` is used
+        (``SURROGATE``)."""
         import keras
 
         kind = self.detector if detector is None else parse_enum("detector", detector,
@@ -571,13 +576,14 @@ class Monitor:
                                   f"{', '.join(d.value for d in self.detectors)}, got "
                                   f"{attacked.value!r}")
         graph, tau, scale = self._graph, self.thresholds[attacked], self.scales[attacked]
+        offset = check_float("margin", margin, low=0.0)
 
         class RejectLogit(keras.layers.Layer):
             def call(self, feats: Any, logits: Any, hidden: list[Any]) -> Any:
                 import tensorflow as tf
 
                 s = graph.score(attacked, feats, logits, [_pooled(h) for h in hidden])
-                reject = tf.reduce_max(logits, axis=1) + (s - tau) / scale
+                reject = tf.reduce_max(logits, axis=1) + (s - tau) / scale + offset
                 return tf.concat([logits, reject[:, None]], axis=1)
 
         inputs = keras.Input(self.model.input_shape[1:])
@@ -600,13 +606,22 @@ class Monitor:
         data = buffer.getvalue()
         record = {**self._saved_settings(), "npz_sha256": _sha256(data),
                   "monitor_sha256": self.fingerprint()}
+        if target.exists() and (not target.is_dir() or (
+                any(target.iterdir()) and not (target / "monitor.json").is_file())):
+            raise ValidationError(f"expected path to be a new or empty folder, or one holding "
+                                  f"a saved monitor (it is replaced whole), got "
+                                  f"{str(target)!r}")
         target.parent.mkdir(parents=True, exist_ok=True)
         with folder_lock(target, wait=True):
             staging = staging_path(target, uuid.uuid4().hex[:12])
             staging.mkdir()
-            write_bytes(staging / "monitor.npz", data)
-            write_json(staging / "monitor.json", record)
-            replace_directory(staging, target)
+            try:
+                write_bytes(staging / "monitor.npz", data)
+                write_json(staging / "monitor.json", record)
+                replace_directory(staging, target)
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
         return target
 
     @classmethod
@@ -642,7 +657,7 @@ class Monitor:
                                   f"monitor's")
         with np.load(io.BytesIO(data), allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}
-        settings.pop("monitor_sha256", None)
+        recorded = settings.pop("monitor_sha256", None)
         settings.pop("npz_sha256", None)
         if check_model:
             got = weights_sha256(model)
@@ -652,7 +667,16 @@ class Monitor:
                     f"{str(settings.get('model_weights_sha256'))[:12]}…), got weights "
                     f"{got[:12]}…; refit the monitor for this model, or pass "
                     f"check_model=False")
-        return cls(model, arrays, settings)
+        try:
+            monitor = cls(model, arrays, settings)
+        except (KeyError, ValueError, TypeError) as exc:  # a settings field missing or bad
+            raise ValidationError(f"expected {str(meta)!r} to hold a monitor's settings, got "
+                                  f"a bad or missing field ({type(exc).__name__}: {exc})"
+                                  ) from None
+        if monitor.fingerprint() != recorded:
+            raise ValidationError(f"expected {str(meta)!r} to match the monitor_sha256 it "
+                                  f"records; its settings (thresholds, detectors) were edited")
+        return monitor
 
     def __repr__(self) -> str:
         fitted = self.settings["fitted_on"]
@@ -675,7 +699,11 @@ def _inputs(model: Any, x: Any, name: str) -> np.ndarray:
         except (TypeError, ValueError) as exc:
             raise InputTypeError(f"expected {name} to be an array of inputs, got "
                                  f"{type(x).__name__} ({exc})") from None
-    arr = np.asarray(x, np.float32)
+    try:
+        arr = np.asarray(x, np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InputTypeError(f"expected {name} to be a numeric array, got "
+                             f"{getattr(x, 'dtype', type(x).__name__)} ({exc})") from None
     if arr.ndim < 2:
         raise ValidationError(f"expected {name} with shape (N, ...) of at least 2 "
                               f"dimensions, got {arr.shape}")
@@ -827,25 +855,35 @@ NO_CLAIM = 0.02
 
 def _claim_check(detector: str, epsilon: float, plain: DefendedAccuracy,
                  adaptive: DefendedAccuracy, before: Detection | None,
-                 after: Detection | None) -> Check:
-    """Did the detector's claim against PGD survive the adaptive attack?"""
-    gain = plain.defended_accuracy - plain.model_accuracy
-    left = adaptive.defended_accuracy - adaptive.model_accuracy
+                 after: Detection | None, first_pass: tuple[int, float] | None = None,
+                 escalated: int | None = None) -> Check:
+    """Did the detector's claim against PGD survive the adaptive attack? Both gains are
+    measured from one baseline: the model alone against every attack run (the adaptive
+    row's ``model_accuracy``)."""
+    base = adaptive.model_accuracy
+    gain = plain.defended_accuracy - base
+    left = adaptive.defended_accuracy - base
     auc0 = before.auroc if before is not None else math.nan
     auc1 = after.auroc if after is not None else math.nan
     values = {"detector": detector, "epsilon": epsilon, "gain": gain, "gain_adaptive": left,
               "auroc": auc0, "auroc_adaptive": auc1,
               "defended_accuracy": plain.defended_accuracy,
               "defended_accuracy_adaptive": adaptive.defended_accuracy,
-              "model_accuracy": plain.model_accuracy}
+              "model_accuracy": base}
     aucs = (f"AUROC {auc0:.2f} against PGD, {auc1:.2f} against adaptive PGD"
             if math.isfinite(auc0) and math.isfinite(auc1) else "")
     acc = (f"robust accuracy with the detector {100 * plain.defended_accuracy:.1f}% against "
            f"PGD, {100 * adaptive.defended_accuracy:.1f}% against adaptive PGD (model alone "
-           f"{100 * plain.model_accuracy:.1f}%)")
+           f"{100 * base:.1f}%)")
     surrogate = f" (attacked through {adaptive.surrogate})" \
         if adaptive.surrogate and adaptive.surrogate != detector else ""
     head = f"{detector}{surrogate} at ε={epsilon:g}: " + "; ".join(p for p in (aucs, acc) if p)
+    if first_pass is not None and escalated is not None and escalated != first_pass[0]:
+        values.update(steps=first_pass[0], escalated_steps=escalated,
+                      defended_accuracy_first_pass=first_pass[1])
+        if first_pass[1] - adaptive.defended_accuracy > NO_CLAIM:
+            acc += (f" (after {first_pass[0]} steps it was still {100 * first_pass[1]:.1f}%: "
+                    f"the attack had not converged then, and may not have at {escalated})")
     if gain < NO_CLAIM:
         status, verdict = Status.SKIP, " — it adds no robustness against PGD to begin with."
     elif left >= KEPT_PASS * gain:
@@ -893,62 +931,73 @@ def _confident(monitor: Monitor, x: np.ndarray, ranked: np.ndarray, *, epsilon: 
     return out
 
 
+# The adaptive PGD aims this many clean-score spreads (σ) below the threshold, so the first
+# iterate it keeps is not flagged by a float round-off of the deployed graph.
+ADAPTIVE_MARGIN = 0.1
+
+Candidate = tuple[np.ndarray, np.ndarray, BatchScores]  # (x_adv, predictions, scores)
+
+
 def _adaptive(monitor: Monitor, detector: Detector, x: np.ndarray, y: np.ndarray,
-              ranked: np.ndarray,
-              confident: list[tuple[np.ndarray, np.ndarray, BatchScores]], *,
-              epsilon: float, steps: int, restarts: int, targets: int, seed: int
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """The adaptive attacker against the model + ``detector``, per example the first of:
-    the high-confidence candidates (:func:`_confident`), then targeted margin PGD on
-    :meth:`Monitor.defended` (model and detector as one classifier with a reject logit)
-    towards each of the ``targets`` likeliest wrong classes in turn, starting from ``x``
-    (then ``restarts - 1`` random starts). Success is judged by
-    the deployed model and score: misclassified and not flagged. Returns
-    ``(x_adv (N, ...), success (N,) bool)``; where no candidate succeeds, ``x_adv`` holds a
-    misclassified (flagged) one if any, else ``x``."""
+              ranked: np.ndarray, candidates: list[Candidate], *, epsilon: float,
+              steps: int, restarts: int, targets: int, seed: int, escalate: int = 1
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The adaptive attacker against the model + ``detector``: per example, every candidate
+    already made (non-adaptive PGD and the high-confidence ones of :func:`_confident`), then
+    targeted margin PGD on :meth:`Monitor.defended` (model and detector as one classifier
+    with a reject logit, aimed ``ADAPTIVE_MARGIN`` below the threshold) towards each of the
+    ``targets`` likeliest wrong classes in turn, from ``x`` (then ``restarts - 1`` random
+    starts), for the examples not yet won; with ``escalate`` > 1 the same again with
+    ``escalate × steps`` steps for the examples still not won. Success is judged by the
+    deployed model and score: misclassified and not flagged. Returns ``(x_adv (N, ...),
+    success (N,) bool, success after the first ``steps`` (N,) bool)``: a winning candidate,
+    else the misclassified candidate the detector scores lowest (the hardest for it), else
+    ``x``."""
     from robustlab.attacks import pgd
 
     tau = monitor.thresholds[detector]
     out = x.copy()
     success = np.zeros(len(x), bool)
-    fooled = np.zeros(len(x), bool)
+    lowest = np.full(len(x), np.inf)  # the lowest score of a misclassified candidate
 
     def take(rows: np.ndarray, cand: np.ndarray, pred: np.ndarray, scores: np.ndarray
              ) -> None:
-        wins = (pred != y[rows]) & ~(scores > tau) & ~success[rows]
-        first = (pred != y[rows]) & ~fooled[rows] & ~success[rows]
-        out[rows[first | wins]] = cand[first | wins]
-        fooled[rows] |= pred != y[rows]
-        success[rows] |= wins
+        open_ = (pred != y[rows]) & ~success[rows]
+        wins = open_ & (scores <= tau)  # flagged means score > tau
+        pick = open_ & (wins | (scores < lowest[rows]))
+        out[rows[pick]] = cand[pick]
+        lowest[rows[pick]] = scores[pick]
+        success[rows[wins]] = True
 
     everyone = np.arange(len(x))
-    for cand, pred, scores in confident:
+    for cand, pred, scores in candidates:
         take(everyone, cand, pred, scores.scores[detector.value])
-    defended = monitor.defended(detector)
-    for j in range(min(targets, ranked.shape[1])):
-        todo = np.flatnonzero(~success)
-        if not len(todo):
-            break
-        # from x itself, where the detector is quiet (a random start in the ball is often
-        # flagged already), then from random starts when restarts > 1
-        for random_start, runs in ((False, 1), (True, restarts - 1)):
-            todo = np.flatnonzero(~success)
-            if not runs or not len(todo):
-                continue
-            cand = pgd(defended, x[todo], ranked[todo, j], epsilon=epsilon, steps=steps,
-                       restarts=runs, random_start=random_start, targeted=True,
-                       loss="margin", seed=seed + j, ids=todo)
-            scores = monitor.score(cand, drift=False, log_batch=False)
-            take(todo, cand, monitor.features(cand)[1].argmax(axis=1),
-                 scores.scores[detector.value])
-    return out, success
+    defended = monitor.defended(detector, margin=ADAPTIVE_MARGIN)
+    first = success
+    for budget in dict.fromkeys((steps, steps * escalate)):  # distinct, in order
+        for j in range(min(targets, ranked.shape[1])):
+            # from x itself, where the detector is quiet (a random start in the ball is
+            # often flagged already), then from random starts when restarts > 1
+            for random_start, runs in ((False, 1), (True, restarts - 1)):
+                todo = np.flatnonzero(~success)
+                if not runs or not len(todo):
+                    continue
+                cand = pgd(defended, x[todo], ranked[todo, j], epsilon=epsilon,
+                           steps=budget, restarts=runs, random_start=random_start,
+                           targeted=True, loss="margin", seed=seed + j, ids=todo)
+                scores = monitor.score(cand, drift=False, log_batch=False)
+                take(todo, cand, monitor.features(cand)[1].argmax(axis=1),
+                     scores.scores[detector.value])
+        if budget == steps:
+            first = success.copy()
+    return out, success, first
 
 
 def evaluate_monitor(monitor: Monitor, x: Any, y: Any, *, attacks: Any = "fgsm, pgd",
                      epsilons: Any = (0.3,), shifts: Any = "noise, blur, rotation, contrast",
                      ood: Any = None, ood_name: str = "ood", adaptive: bool = True,
                      steps: int = 40, restarts: int = 1, targets: int = 3,
-                     drift_batch: int = 200, drift_batches: int = 100,
+                     escalate: int = 5, drift_batch: int = 200, drift_batches: int = 100,
                      dataset: str = "", seed: int = 0) -> MonitorEvaluation:
     """Evaluate a monitor on held-out clean data ``x`` ``(N, ...)``, ``y`` ``(N,)`` (not
     the monitor's calibration data), honestly.
@@ -964,8 +1013,12 @@ def evaluate_monitor(monitor: Monitor, x: Any, y: Any, *, attacks: Any = "fgsm, 
       the first success among high-confidence targeted PGD on the model (whole budget) and
       targeted margin PGD on the model + detector (:meth:`Monitor.defended`), each towards
       the ``targets`` likeliest wrong classes with ``steps`` and ``restarts``, judged by the
-      deployed scores; per example the worse of it and non-adaptive PGD counts. A sanity
-      check per detector fails when its claim collapses (``KEPT_PASS``, ``COLLAPSED``).
+      deployed scores; per example the worse of it and non-adaptive PGD counts. The inputs
+      it has not won get the defended PGD again with ``escalate × steps`` steps (1: no
+      second pass): detectors resist a short attack that a longer one breaks (on MNIST-8k
+      Mahalanobis kept 56% robust accuracy against 40 steps and 19% against 200). A sanity
+      check per detector fails when its claim collapses (``KEPT_PASS``, ``COLLAPSED``) and
+      says when the longer attack still gained.
 
     Returns:
         A :class:`~robustlab.results.MonitorEvaluation` (render it with
@@ -993,11 +1046,17 @@ def evaluate_monitor(monitor: Monitor, x: Any, y: Any, *, attacks: Any = "fgsm, 
             raise ValidationError(f"expected shifts among {', '.join(SHIFTS)}, got {s!r}")
     steps, restarts = check_int("steps", steps, low=1), check_int("restarts", restarts, low=1)
     targets = check_int("targets", targets, low=1)
+    escalate = check_int("escalate", escalate, low=1)
     drift_batch = check_int("drift_batch", drift_batch, low=2)
     drift_batches = check_int("drift_batches", drift_batches, low=0)
     seed = check_seed(seed)
     ood_x = None if ood is None else _inputs(model, ood, "ood")
     kinds = [d.value for d in monitor.detectors]
+    for det in monitor.detectors:  # before any work: the adaptive attack needs surrogates
+        if adaptive and SURROGATE.get(det, det) not in monitor.detectors:
+            raise ValidationError(f"expected the monitor to have {SURROGATE[det].value!r} "
+                                  f"too: the adaptive attack on {det.value!r} goes through "
+                                  f"it (or pass adaptive=False)")
     thresholds = {d.value: monitor.thresholds[d] for d in monitor.detectors}
 
     clean = monitor.score(x, drift=False, log_batch=False)
@@ -1040,14 +1099,15 @@ def evaluate_monitor(monitor: Monitor, x: Any, y: Any, *, attacks: Any = "fgsm, 
             if not adaptive:
                 continue
             ranked = _ranked_targets(logits, y)
-            confident = _confident(monitor, x, ranked, epsilon=eps, steps=steps,
-                                   restarts=restarts, targets=targets, seed=seed)
+            candidates = [(x_adv, adv_logits.argmax(axis=1), adv),
+                          *_confident(monitor, x, ranked, epsilon=eps, steps=steps,
+                                      restarts=restarts, targets=targets, seed=seed)]
             for det in monitor.detectors:
                 d = det.value
                 surrogate = SURROGATE.get(det, det).value
-                cand, wins = _adaptive(monitor, det, x, y, ranked, confident, epsilon=eps,
-                                       steps=steps, restarts=restarts, targets=targets,
-                                       seed=seed)
+                cand, wins, early = _adaptive(monitor, det, x, y, ranked, candidates,
+                                              epsilon=eps, steps=steps, restarts=restarts,
+                                              targets=targets, seed=seed, escalate=escalate)
                 scored = monitor.score(cand, drift=False, log_batch=False)
                 cand_fooled = monitor.features(cand)[1].argmax(axis=1) != y
                 either = wins | plain_wins[d]
@@ -1061,7 +1121,10 @@ def evaluate_monitor(monitor: Monitor, x: Any, y: Any, *, attacks: Any = "fgsm, 
                               and r.detector == d and r.epsilon == eps)
                 plain_row = next(r for r in defended if r.attack == "pgd"
                                  and r.detector == d and r.epsilon == eps)
-                checks.append(_claim_check(d, eps, plain_row, row, before, after))
+                shorter = 1.0 - float(np.mean(early | plain_wins[d]))
+                checks.append(_claim_check(d, eps, plain_row, row, before, after,
+                                           first_pass=(steps, shorter),
+                                           escalated=steps * escalate))
                 if eps == max(eps_list):
                     samples.setdefault("adaptive", {})[d] = \
                         scored.scores[d][cand_fooled & correct]
@@ -1104,6 +1167,7 @@ def evaluate_monitor(monitor: Monitor, x: Any, y: Any, *, attacks: Any = "fgsm, 
         parameters={"attacks": names, "epsilons": eps_list, "shifts": shift_names,
                     "ood": None if ood_x is None else ood_name, "adaptive": bool(adaptive),
                     "steps": steps, "restarts": restarts, "targets": targets,
+                    "escalate": escalate,
                     "drift_batch": drift_batch, "drift_batches": drift_batches,
                     "significance": float(monitor.settings["significance"]),
                     "monitor": monitor.settings["fitted_on"]})

@@ -989,7 +989,9 @@ class DefendedAccuracy:
 class DriftRate:
     """How often the batch drift test fired on ``batches`` random batches of
     ``batch_size`` evaluation inputs under one condition (``clean``: the false-alarm rate),
-    with a Wilson 95% interval and the median p-value."""
+    with a Wilson 95% interval and the median p-value. The batches are drawn from one
+    evaluation set and overlap, so the interval (which treats them as independent) is
+    narrower than the rate's real uncertainty."""
 
     condition: str
     batches: int

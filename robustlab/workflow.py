@@ -545,7 +545,8 @@ def monitoring_study(data: Dataset, *, model_path: str | os.PathLike[str] | None
                      calibration: float = 0.5, attacks: str | list[str] = "fgsm, pgd",
                      epsilons: Any = None, shifts: str | list[str] | None = None,
                      ood: str | None = None, adaptive: bool = True, steps: int = 40,
-                     restarts: int = 1, targets: int = 3, drift_batch: int = 200,
+                     restarts: int = 1, targets: int = 3, escalate: int = 5,
+                     drift_batch: int = 200,
                      drift_batches: int = 100, seed: int = 0,
                      output_dir: str | os.PathLike[str] | None = None
                      ) -> tuple[Any, MonitorEvaluation]:
@@ -597,8 +598,13 @@ def monitoring_study(data: Dataset, *, model_path: str | os.PathLike[str] | None
     evaluation = evaluate_monitor(
         monitor, data.x_test[held], data.y_test[held], attacks=attacks, epsilons=epsilons,
         shifts=shifts, ood=ood_x, ood_name=ood or "ood", adaptive=adaptive, steps=steps,
-        restarts=restarts, targets=targets, drift_batch=drift_batch,
+        restarts=restarts, targets=targets, escalate=escalate, drift_batch=drift_batch,
         drift_batches=drift_batches, dataset=data.name, seed=seed)
+    # which test inputs were held out from calibration (e.g. to try the monitor on unseen
+    # clean batches afterwards)
+    evaluation = dataclasses.replace(evaluation, parameters={
+        **evaluation.parameters, "detector": monitor.detector.value, "fpr": monitor.fpr,
+        "calibration": calibration, "evaluation_indices": held.tolist()})
     if output_dir is not None:  # the monitor (and a trained model) first: the page's
         from robustlab.report import write_monitoring  # manifest then seals them too
 

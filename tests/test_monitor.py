@@ -114,11 +114,32 @@ def test_load_refuses_altered_files_and_another_model(setup, tmp_path):
         Monitor.load(path, model)
     with pytest.raises(ValidationError, match="monitor.json and monitor.npz"):
         Monitor.load(tmp_path / "nowhere", model)
+    monitor.save(path)  # a saved monitor's folder is replaced whole
     meta = json.loads((path / "monitor.json").read_text())
+    meta["thresholds"]["mahalanobis"] = 1e9  # would flag nothing, ever
+    (path / "monitor.json").write_text(json.dumps(meta))
+    with pytest.raises(ValidationError, match="were edited"):
+        Monitor.load(path, model)
+    del meta["thresholds"]
+    (path / "monitor.json").write_text(json.dumps(meta))
+    with pytest.raises(ValidationError, match="bad or missing field"):
+        Monitor.load(path, model)
     meta["format"] = 99
     (path / "monitor.json").write_text(json.dumps(meta))
     with pytest.raises(ValidationError, match="format 1"):
         Monitor.load(path, model)
+
+
+def test_save_never_replaces_a_folder_that_is_not_a_monitor(setup, tmp_path):
+    _, _, monitor, _, _ = setup
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "precious.txt").write_text("keep me")
+    with pytest.raises(ValidationError, match="new or empty folder"):
+        monitor.save(tmp_path / "results")
+    assert (tmp_path / "results" / "precious.txt").read_text() == "keep me"
+    assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
+    with pytest.raises(TypeError):
+        monitor.thresholds[Detector.MSP] = 0.0  # read-only: the saved monitor decides
 
 
 def test_defended_model_rejects_exactly_what_the_monitor_flags(setup):
@@ -139,6 +160,12 @@ def test_defended_model_rejects_exactly_what_the_monitor_flags(setup):
         assert same[margin > 1e-4 * max(1.0, abs(scores.thresholds[name]))].all()
     # iforest has no gradient: attacked through its surrogate
     assert monitor.defended("iforest").name == "defended_knn"
+    # a margin makes the reject logit win a little below the threshold
+    s = scores.scores["knn"]
+    near = (s > scores.thresholds["knn"] - 0.5 * monitor.scales[Detector.KNN]) \
+        & ~scores.flags["knn"]
+    out = np.asarray(monitor.defended("knn", margin=0.5)(x, training=False))
+    assert near.any() and (out.argmax(axis=1)[near] == logits.shape[1]).all()
 
 
 def test_drift_test_quiet_on_clean_batches_and_fires_on_shift(setup):
@@ -166,6 +193,16 @@ def test_shifts_stay_in_bounds_and_are_seeded():
         shift(np.zeros((3, 5), np.float32), "rotation")
     with pytest.raises(ValidationError, match="one of noise"):
         shift(x, "fog")
+
+
+def test_json_lines_block_removes_its_handler(setup, tmp_path):
+    _, _, monitor, held, _ = setup
+    path = tmp_path / "log.jsonl"
+    with rl.json_lines(path, logger="robustlab.monitor"):
+        monitor.score(held[:20])
+    monitor.score(held[20:40])  # after the block: not logged
+    assert len(path.read_text().splitlines()) == 1
+    assert not logging.getLogger("robustlab.monitor").handlers
 
 
 def test_each_scored_batch_logs_one_json_line(setup):
@@ -222,10 +259,19 @@ def test_adaptive_attack_is_at_least_as_strong_and_checks_claims(setup):
                          and r.epsilon == eps)
             adaptive = next(r for r in ev.defended if r.attack == "adaptive"
                             and r.detector == d and r.epsilon == eps)
-            # a detector only ever adds robustness: model + detector >= model alone
             assert plain.defended_accuracy >= plain.model_accuracy
-            # the adaptive row is a per-example worst case including non-adaptive PGD
-            assert adaptive.defended_accuracy <= plain.defended_accuracy
+            assert adaptive.model_accuracy <= plain.model_accuracy
+    # against Mahalanobis, which catches nearly all of plain PGD, the adaptive attacker
+    # really does better than PGD (the attack is not a no-op on the detector)
+    maha = {r.attack: r for r in ev.defended if r.detector == "mahalanobis"
+            and r.epsilon == 0.25}
+    assert maha["pgd"].defended_accuracy >= 0.8
+    assert maha["adaptive"].defended_accuracy < maha["pgd"].defended_accuracy - 0.3
+    check = next(c for c in ev.checks if c.name == "adaptive-mahalanobis"
+                 and c.values["epsilon"] == 0.25)
+    # the escalated pass (5 × 10 steps) never does worse than the first 10 steps
+    assert check.values["steps"] == 10 and check.values["escalated_steps"] == 50
+    assert check.values["defended_accuracy_first_pass"] >= maha["adaptive"].defended_accuracy
     statuses = {c.name: c.status for c in ev.checks if c.values["epsilon"] == 0.25}
     assert set(statuses) == {f"adaptive-{d}" for d in ev.detectors}
     # at ε=0.25 on digits no detector keeps its claim against a white-box attacker
@@ -240,8 +286,33 @@ def test_adaptive_attack_is_at_least_as_strong_and_checks_claims(setup):
     assert blur.rate == 1.0
 
 
+def test_claim_check_measures_both_gains_from_one_baseline():
+    from robustlab.monitor import _claim_check
+    from robustlab.results import DefendedAccuracy
+
+    def row(attack, model, defended):
+        return DefendedAccuracy("knn", attack, 0.3, model, (0, 1), defended, (0, 1), 100)
+
+    # model alone: 10 % under PGD, 2 % under either attack; with the detector 60 % -> 47 %:
+    # kept (47 - 2) / (60 - 2) = 78 % (a warning), not (47 - 2) / (60 - 10) = 90 % (a pass)
+    check = _claim_check("knn", 0.3, row("pgd", 0.10, 0.60), row("adaptive", 0.02, 0.47),
+                         None, None)
+    assert check.status is Status.WARN and "keeps only 78%" in check.evidence
+    assert check.values["model_accuracy"] == 0.02
+    fail = _claim_check("knn", 0.3, row("pgd", 0.1, 0.9), row("adaptive", 0.0, 0.2), None,
+                        None)
+    assert fail.status is Status.FAIL and "do not rely on it" in fail.evidence
+    none = _claim_check("knn", 0.3, row("pgd", 0.1, 0.11), row("adaptive", 0.1, 0.1), None,
+                        None)
+    assert none.status is Status.SKIP
+
+
 def test_evaluate_monitor_refuses_bad_arguments(setup):
-    _, _, monitor, held, y = setup
+    data, model, monitor, held, y = setup
+    lone = Monitor.fit(model, data.x_train, data.y_train, data.x_test[:180],
+                       detectors="mahalanobis, iforest")
+    with pytest.raises(ValidationError, match="'knn' too"):
+        evaluate_monitor(lone, held[:20], y[:20])
     with pytest.raises(ValidationError, match="attacks among"):
         evaluate_monitor(monitor, held[:20], y[:20], attacks="square")
     with pytest.raises(ValidationError, match="shifts among"):
@@ -258,6 +329,8 @@ def saved(setup, tmp_path_factory):
     monitor.save(root / "mon")
     np.savez(root / "clean.npz", x=held[:100])
     np.savez(root / "blurred.npz", x=shift(held[:100], "blur", severity=1.5))
+    np.save(root / "plain.npy", held[:10])
+    np.savez(root / "words.npz", x=np.array([["a", "b"]]))
     with open(root / "pickle.npz", "wb") as f:
         np.savez(f, x=np.array([{"a": 1}], dtype=object))
     return root
@@ -288,3 +361,10 @@ def test_cli_monitor_scores_logs_and_exits_on_drift(saved):
     assert bad.returncode == 2 and "no pickles" in bad.stderr
     missing = _cli(*base, "--input", str(saved / "nothing.npz"))
     assert missing.returncode == 2 and "existing .npz" in missing.stderr
+    npy = _cli(*base, "--input", str(saved / "plain.npy"))
+    assert npy.returncode == 2 and "numeric arrays" in npy.stderr
+    words = _cli(*base, "--input", str(saved / "words.npz"))
+    assert words.returncode == 2 and "numeric array" in words.stderr
+    wrong = _cli("monitor", "--model", str(saved / "m.keras"), "--monitor", str(saved),
+                 "--input", str(saved / "clean.npz"))
+    assert wrong.returncode == 2 and "monitor.json and monitor.npz" in wrong.stderr

@@ -384,6 +384,7 @@ def test_cli_runs_the_monitoring_notebook(tmp_path):
     assert (tmp_path / "model.keras").is_file()
     lines = [json.loads(x) for x in
              (tmp_path / "monitor.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert [x["batch_id"] for x in lines] == ["clean", "noise", "blur"]
-    assert lines[2]["drift"] is True  # blurred digits are a different distribution
+    assert [x["batch_id"] for x in lines] == ["clean", "noise", "contrast"]
+    assert lines[0]["drift"] is False  # unseen clean digits, not the calibration ones
+    assert lines[2]["drift"] is True  # low-contrast digits are a different distribution
     assert "adaptive" in (tmp_path / "monitoring.html").read_text(encoding="utf-8")
