@@ -875,17 +875,24 @@ def _claim_check(detector: str, epsilon: float, plain: DefendedAccuracy,
     acc = (f"robust accuracy with the detector {100 * plain.defended_accuracy:.1f}% against "
            f"PGD, {100 * adaptive.defended_accuracy:.1f}% against adaptive PGD (model alone "
            f"{100 * base:.1f}%)")
-    surrogate = f" (attacked through {adaptive.surrogate})" \
-        if adaptive.surrogate and adaptive.surrogate != detector else ""
-    head = f"{detector}{surrogate} at ε={epsilon:g}: " + "; ".join(p for p in (aucs, acc) if p)
+    still_gaining = False
     if first_pass is not None and escalated is not None and escalated != first_pass[0]:
         values.update(steps=first_pass[0], escalated_steps=escalated,
                       defended_accuracy_first_pass=first_pass[1])
-        if first_pass[1] - adaptive.defended_accuracy > NO_CLAIM:
-            acc += (f" (after {first_pass[0]} steps it was still {100 * first_pass[1]:.1f}%: "
-                    f"the attack had not converged then, and may not have at {escalated})")
+        still_gaining = first_pass[1] - adaptive.defended_accuracy > NO_CLAIM
+        if still_gaining:
+            acc += (f"; after {first_pass[0]} steps it was still {100 * first_pass[1]:.1f}%, "
+                    f"so the attack had not converged then and may not have at {escalated}")
+    values["still_gaining"] = still_gaining
+    surrogate = f" (attacked through {adaptive.surrogate})" \
+        if adaptive.surrogate and adaptive.surrogate != detector else ""
+    head = f"{detector}{surrogate} at ε={epsilon:g}: " + "; ".join(p for p in (aucs, acc) if p)
     if gain < NO_CLAIM:
         status, verdict = Status.SKIP, " — it adds no robustness against PGD to begin with."
+    elif left >= KEPT_PASS * gain and still_gaining:
+        status, verdict = Status.WARN, (" — it survives this attack, but the attack was still "
+                                        "gaining with more steps: treat the number as an upper "
+                                        "bound.")
     elif left >= KEPT_PASS * gain:
         status, verdict = Status.PASS, " — the claim survives the adaptive attack."
     elif left >= COLLAPSED * gain:

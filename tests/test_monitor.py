@@ -305,6 +305,14 @@ def test_claim_check_measures_both_gains_from_one_baseline():
     none = _claim_check("knn", 0.3, row("pgd", 0.1, 0.11), row("adaptive", 0.1, 0.1), None,
                         None)
     assert none.status is Status.SKIP
+    # a longer attack still gaining: a pass becomes a warning, and the text says why
+    held = _claim_check("knn", 0.3, row("pgd", 0.0, 0.9), row("adaptive", 0.0, 0.88), None,
+                        None, first_pass=(40, 0.95), escalated=200)
+    assert held.status is Status.WARN and "had not converged" in held.evidence
+    assert held.values["still_gaining"] and held.values["escalated_steps"] == 200
+    steady = _claim_check("knn", 0.3, row("pgd", 0.0, 0.9), row("adaptive", 0.0, 0.88), None,
+                          None, first_pass=(40, 0.89), escalated=200)
+    assert steady.status is Status.PASS and "converged" not in steady.evidence
 
 
 def test_evaluate_monitor_refuses_bad_arguments(setup):
