@@ -881,8 +881,10 @@ def _claim_check(detector: str, epsilon: float, plain: DefendedAccuracy,
                       defended_accuracy_first_pass=first_pass[1])
         still_gaining = first_pass[1] - adaptive.defended_accuracy > NO_CLAIM
         if still_gaining:
-            acc += (f"; after {first_pass[0]} steps it was still {100 * first_pass[1]:.1f}%, "
-                    f"so the attack had not converged then and may not have at {escalated}")
+            acc += (f"; after {first_pass[0]} steps it was still {100 * first_pass[1]:.1f}%"
+                    + (f", so the attack had not converged then and may not have at "
+                       f"{escalated}" if left > NO_CLAIM else
+                       f": it took {escalated} steps"))
     values["still_gaining"] = still_gaining
     surrogate = f" (attacked through {adaptive.surrogate})" \
         if adaptive.surrogate and adaptive.surrogate != detector else ""
