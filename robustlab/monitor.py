@@ -488,22 +488,7 @@ class Monitor:
         """
         start = time.perf_counter()
         x = _inputs(self.model, x, "x")
-        size = int(self.settings["batch_size"])
-        parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
-        for i in range(0, len(x), size):
-            f, _, part = self._forward(x[i:i + size])
-            parts.append((np.asarray(f), {k: np.asarray(v) for k, v in part.items()}))
-        feats = np.concatenate([p[0] for p in parts]) if parts else \
-            np.zeros((0, self._arrays["bank"].shape[1]), np.float32)
-        scores: dict[str, np.ndarray] = {}
-        for kind in self.detectors:
-            if kind is Detector.IFOREST:
-                scores[kind.value] = -self._forest.score_samples(feats) if len(feats) \
-                    else np.zeros(0)
-            else:
-                scores[kind.value] = np.concatenate(
-                    [p[1][kind.value] for p in parts]).astype(np.float64) if parts \
-                    else np.zeros(0)
+        scores, feats, _ = self._measure(x)
         test = self._drift(feats) if drift and len(x) >= 2 else None
         out = BatchScores(scores=scores,
                           thresholds={k.value: v for k, v in self.thresholds.items()},
@@ -513,6 +498,27 @@ class Monitor:
             log.info("monitor.batch", extra={FIELDS_KEY: {**self.identity(), **out.summary(),
                                                           **(fields or {})}})
         return out
+
+    def _measure(self, x: np.ndarray
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """One forward pass over validated inputs: ``(scores per detector (N,), features
+        (N, D), logits (N, K))``."""
+        size = int(self.settings["batch_size"])
+        parts = [self._forward(x[i:i + size]) for i in range(0, len(x), size)]
+        feats = np.concatenate([np.asarray(p[0]) for p in parts]) if parts else \
+            np.zeros((0, self._arrays["bank"].shape[1]), np.float32)
+        logits = np.concatenate([np.asarray(p[1]) for p in parts]) if parts else \
+            np.zeros((0, num_outputs(self.model)), np.float32)
+        scores: dict[str, np.ndarray] = {}
+        for kind in self.detectors:
+            if not parts:
+                scores[kind.value] = np.zeros(0)
+            elif kind is Detector.IFOREST:
+                scores[kind.value] = -self._forest.score_samples(feats)
+            else:
+                scores[kind.value] = np.concatenate(
+                    [np.asarray(p[2][kind.value]) for p in parts]).astype(np.float64)
+        return scores, feats, logits
 
     def drift_test(self, x: Any) -> DriftTest:
         """The drift test of a batch ``(N, ...)``, N >= 2 (see :class:`DriftTest`)."""
@@ -921,8 +927,7 @@ def _ranked_targets(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _confident(monitor: Monitor, x: np.ndarray, ranked: np.ndarray, *, epsilon: float,
-               steps: int, restarts: int, targets: int, seed: int
-               ) -> list[tuple[np.ndarray, np.ndarray, BatchScores]]:
+               steps: int, restarts: int, targets: int, seed: int) -> list[Candidate]:
     """The detector-agnostic half of the adaptive attacker: targeted cross-entropy PGD on the
     model alone towards each of the ``targets`` likeliest wrong classes, using the whole
     budget (no stop at the first fooling iterate), so the model is fooled *with high
@@ -935,8 +940,8 @@ def _confident(monitor: Monitor, x: np.ndarray, ranked: np.ndarray, *, epsilon: 
         cand = pgd(monitor.model, x, ranked[:, j], epsilon=epsilon, steps=steps,
                    restarts=restarts, targeted=True, loss="ce", seed=seed + j,
                    keep_best=False, early_stop=False)
-        scores = monitor.score(cand, drift=False, log_batch=False)
-        out.append((cand, monitor.features(cand)[1].argmax(axis=1), scores))
+        scores, _, logits = monitor._measure(cand)
+        out.append((cand, logits.argmax(axis=1), scores))
     return out
 
 
@@ -944,7 +949,8 @@ def _confident(monitor: Monitor, x: np.ndarray, ranked: np.ndarray, *, epsilon: 
 # iterate it keeps is not flagged by a float round-off of the deployed graph.
 ADAPTIVE_MARGIN = 0.1
 
-Candidate = tuple[np.ndarray, np.ndarray, BatchScores]  # (x_adv, predictions, scores)
+# (x_adv, predictions (N,), scores per detector (N,))
+Candidate = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
 
 
 def _adaptive(monitor: Monitor, detector: Detector, x: np.ndarray, y: np.ndarray,
@@ -980,7 +986,7 @@ def _adaptive(monitor: Monitor, detector: Detector, x: np.ndarray, y: np.ndarray
 
     everyone = np.arange(len(x))
     for cand, pred, scores in candidates:
-        take(everyone, cand, pred, scores.scores[detector.value])
+        take(everyone, cand, pred, scores[detector.value])
     defended = monitor.defended(detector, margin=ADAPTIVE_MARGIN)
     first = success
     for budget in dict.fromkeys((steps, steps * escalate)):  # distinct, in order
@@ -994,9 +1000,8 @@ def _adaptive(monitor: Monitor, detector: Detector, x: np.ndarray, y: np.ndarray
                 cand = pgd(defended, x[todo], ranked[todo, j], epsilon=epsilon,
                            steps=budget, restarts=runs, random_start=random_start,
                            targeted=True, loss="margin", seed=seed + j, ids=todo)
-                scores = monitor.score(cand, drift=False, log_batch=False)
-                take(todo, cand, monitor.features(cand)[1].argmax(axis=1),
-                     scores.scores[detector.value])
+                scores, _, logits = monitor._measure(cand)
+                take(todo, cand, logits.argmax(axis=1), scores[detector.value])
         if budget == steps:
             first = success.copy()
     return out, success, first
@@ -1068,15 +1073,14 @@ def evaluate_monitor(monitor: Monitor, x: Any, y: Any, *, attacks: Any = "fgsm, 
                                   f"it (or pass adaptive=False)")
     thresholds = {d.value: monitor.thresholds[d] for d in monitor.detectors}
 
-    clean = monitor.score(x, drift=False, log_batch=False)
-    feats, logits = monitor.features(x)
+    clean, feats, logits = monitor._measure(x)
     pred = logits.argmax(axis=1)
     correct = pred == y
     detections: list[Detection] = []
     defended: list[DefendedAccuracy] = []
     checks: list[Check] = []
-    samples: dict[str, dict[str, np.ndarray]] = {"clean": dict(clean.scores)}
-    flagged_clean = {d: float(np.mean(clean.scores[d] > thresholds[d])) for d in kinds}
+    samples: dict[str, dict[str, np.ndarray]] = {"clean": dict(clean)}
+    flagged_clean = {d: float(np.mean(clean[d] > thresholds[d])) for d in kinds}
     conditions: dict[str, np.ndarray] = {}  # condition -> features, for the drift test
 
     for attack in names:
@@ -1088,21 +1092,20 @@ def evaluate_monitor(monitor: Monitor, x: Any, y: Any, *, attacks: Any = "fgsm, 
             extra: dict[str, Any] = {} if attack == "fgsm" else {
                 "steps": steps, "restarts": restarts, "keep_best": False, "early_stop": False}
             x_adv = fn(model, x, y, epsilon=eps, seed=seed, **extra)
-            adv = monitor.score(x_adv, drift=False, log_batch=False)
-            adv_feats, adv_logits = monitor.features(x_adv)
+            adv, adv_feats, adv_logits = monitor._measure(x_adv)
             fooled = adv_logits.argmax(axis=1) != y
             hit = fooled & correct
             for d in kinds:
-                detections.append(_detection(attack, "attack", eps, d, adv.scores[d][hit],
-                                             clean.scores[d], thresholds[d]))
+                detections.append(_detection(attack, "attack", eps, d, adv[d][hit],
+                                             clean[d], thresholds[d]))
             if eps == max(eps_list):
-                samples[attack] = {d: v[hit] for d, v in adv.scores.items()}
+                samples[attack] = {d: v[hit] for d, v in adv.items()}
                 conditions[attack] = adv_feats
             if attack != "pgd":
                 continue
             plain_wins: dict[str, np.ndarray] = {}
             for d in kinds:
-                wins = fooled & ~(adv.scores[d] > thresholds[d])
+                wins = fooled & ~(adv[d] > thresholds[d])
                 plain_wins[d] = wins
                 defended.append(_accuracy(d, "pgd", eps, fooled, wins))
             if not adaptive:
@@ -1117,13 +1120,13 @@ def evaluate_monitor(monitor: Monitor, x: Any, y: Any, *, attacks: Any = "fgsm, 
                 cand, wins, early = _adaptive(monitor, det, x, y, ranked, candidates,
                                               epsilon=eps, steps=steps, restarts=restarts,
                                               targets=targets, seed=seed, escalate=escalate)
-                scored = monitor.score(cand, drift=False, log_batch=False)
-                cand_fooled = monitor.features(cand)[1].argmax(axis=1) != y
+                scored, _, cand_logits = monitor._measure(cand)
+                cand_fooled = cand_logits.argmax(axis=1) != y
                 either = wins | plain_wins[d]
                 row = _accuracy(d, "adaptive", eps, fooled | cand_fooled, either, surrogate)
                 defended.append(row)
                 after = _detection("adaptive", "adaptive", eps, d,
-                                   scored.scores[d][cand_fooled & correct], clean.scores[d],
+                                   scored[d][cand_fooled & correct], clean[d],
                                    thresholds[d])
                 detections.append(after)
                 before = next(r for r in detections if r.condition == "pgd"
@@ -1136,19 +1139,19 @@ def evaluate_monitor(monitor: Monitor, x: Any, y: Any, *, attacks: Any = "fgsm, 
                                            escalated=steps * escalate))
                 if eps == max(eps_list):
                     samples.setdefault("adaptive", {})[d] = \
-                        scored.scores[d][cand_fooled & correct]
+                        scored[d][cand_fooled & correct]
 
     shifted: list[tuple[str, np.ndarray]] = [
         (s, shift(x, s, bounds=_bounds(x), seed=seed)) for s in shift_names]
     if ood_x is not None:
         shifted.append((ood_name, ood_x))
     for name, xs in shifted:
-        scored = monitor.score(xs, drift=False, log_batch=False)
+        scored, shifted_feats, _ = monitor._measure(xs)
         for d in kinds:
-            detections.append(_detection(name, "shift", None, d, scored.scores[d],
-                                         clean.scores[d], thresholds[d]))
-        samples[name] = dict(scored.scores)
-        conditions[name] = monitor.features(xs)[0]
+            detections.append(_detection(name, "shift", None, d, scored[d],
+                                         clean[d], thresholds[d]))
+        samples[name] = dict(scored)
+        conditions[name] = shifted_feats
 
     drift: list[DriftRate] = []
     if drift_batches:
