@@ -368,6 +368,7 @@ class Monitor:
         if not 0 < significance < 1:
             raise ValidationError(f"expected significance in (0, 1), got {significance}")
         seed = check_seed(seed)
+        batch_size = check_int("batch_size", batch_size, low=1)
         num_outputs(model)
         x = _inputs(model, x, "x")
         cal = _inputs(model, calibration, "calibration")
@@ -390,6 +391,9 @@ class Monitor:
             raise ValidationError(f"expected y to hold one label per input of x ({len(x)}), "
                                   f"got shape {np.asarray(y).shape}")
         k_classes = logits.shape[1]
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValidationError(f"expected y to hold integer class labels, got dtype "
+                                  f"{labels.dtype}")
         if labels.min() < 0 or labels.max() >= k_classes:
             raise ValidationError(f"expected y in [0, {k_classes - 1}], got values "
                                   f"{int(labels.min())}..{int(labels.max())}")

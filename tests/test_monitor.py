@@ -77,6 +77,10 @@ def test_fit_refuses_bad_settings(setup):
         Monitor.fit(model, x, y, cal, fpr=0.7)
     with pytest.raises(ValidationError, match="one label per input"):
         Monitor.fit(model, x, y[:5], cal)
+    with pytest.raises(ValidationError, match="integer class labels"):
+        Monitor.fit(model, x, y + 0.5, cal)
+    with pytest.raises(ValidationError, match="batch_size"):
+        Monitor.fit(model, x, y, cal, batch_size=0)
     with pytest.raises(ValidationError, match="input shape"):
         Monitor.fit(model, x.reshape(len(x), -1), y, cal)
     with pytest.raises(ValidationError, match="finite"):
