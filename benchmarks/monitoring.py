@@ -28,6 +28,14 @@ evaluation images (digits: all 180), the monitor's own detector (mahalanobis) al
 adaptive evaluation at ε as above, without its escalation, with (steps, targets) = (40, 3),
 (200, 3), (200, 9), (1000, 3): the robust accuracy of model + detector should stop falling.
 
+Peer (section ``peer``): ART 1.20's unsupervised adversarial detector,
+``SubsetScanningDetector`` (Speakman et al. 2018, https://arxiv.org/abs/1810.08676;
+individual scan, Berk-Jones, 1,000 training images as background), on each hidden layer our
+``mahalanobis`` reads, next to our detectors on the same inputs: the first 200 MNIST (180
+digits) evaluation images, clean vs their successful PGD examples (same PGD as above) and
+clean vs Gaussian noise σ 0.1. ART's scan has no gradient, so no adaptive test applies: by
+the report's rule its claim is untested against an adaptive attacker.
+
 Cost (section ``cost``): median wall time of scoring one batch of 200 images with
 ``Monitor.score`` (every detector and the drift test; then the monitor's own detector alone
 with and without drift) vs the model's own compiled forward pass on the same batch, 30 runs
@@ -55,7 +63,10 @@ from bench import MNIST_DIR, machine, merged, median_time, section_args, write_r
 
 log = logging.getLogger("benchmarks.monitoring")
 
-SECTIONS = ("evaluation", "strength", "cost")
+SECTIONS = ("evaluation", "strength", "peer", "cost")
+# ART's unsupervised detector, side by side: inputs scanned per dataset (its scan is slow)
+PEER_N = {"digits": 180, "mnist-8k": 200}
+PEER_BACKGROUND = 1000
 # the adaptive attack's strength on the monitor's own detector: (steps, targets), on the
 # first STRENGTH_N evaluation images
 STRENGTH = ((40, 3), (200, 3), (200, 9), (1000, 3))
@@ -127,7 +138,7 @@ def strength_section(name: str, s: dict[str, Any], quick: bool) -> list[dict[str
     only = _alone(s["monitor"])
     n = 40 if quick else STRENGTH_N
     rows = []
-    for steps, targets in ((5, 1), (10, 2)) if quick else STRENGTH:
+    for steps, targets in ((5, 1),) if quick else STRENGTH:
         start = time.perf_counter()
         ev = evaluate_monitor(only, s["x"][:n], s["y"][:n], attacks="pgd",
                               epsilons=[EPSILON[name]], shifts="", steps=steps,
@@ -142,6 +153,48 @@ def strength_section(name: str, s: dict[str, Any], quick: bool) -> list[dict[str
                      "status": ev.checks[0].status.value,
                      "seconds": time.perf_counter() - start})
     return rows
+
+
+def peer_section(name: str, data: Any, s: dict[str, Any], quick: bool) -> dict[str, Any]:
+    import warnings
+
+    import keras
+    from art.defences.detector.evasion import SubsetScanningDetector
+
+    from robustlab.attacks import art_classifier, pgd
+    from robustlab.monitor import hidden_layers, shift
+    from robustlab.stats import roc_auc
+
+    model, monitor = s["model"], s["monitor"]
+    n = 20 if quick else PEER_N[name]
+    x, y = s["x"][:n], s["y"][:n]
+    adv = pgd(model, x, y, epsilon=EPSILON[name], steps=5 if quick else 40, keep_best=False,
+              early_stop=False, seed=0)
+    noisy = shift(x, "noise", seed=0)
+    logits = np.asarray(model(x, training=False))
+    hit = (np.asarray(model(adv, training=False)).argmax(axis=1) != y) \
+        & (logits.argmax(axis=1) == y)
+    ours = {}
+    clean = monitor.score(x, drift=False, log_batch=False).scores
+    for cond, xs, mask in (("pgd", adv, hit), ("noise", noisy, np.ones(n, bool))):
+        got = monitor.score(xs, drift=False, log_batch=False).scores
+        ours[cond] = {d: roc_auc(got[d][mask], clean[d]) for d in got}
+    seq = keras.Sequential([keras.Input(data.input_shape), *[  # ART reads Sequential only
+        layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]])
+    clf = art_classifier(seq, data.input_shape, data.bounds)
+    art: dict[str, Any] = {}
+    for layer in hidden_layers(model):
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The structure of `inputs`")
+            det = SubsetScanningDetector(clf, data.x_train[:PEER_BACKGROUND], layer=layer,
+                                         verbose=False)
+            clean_s, adv_s, _ = det.scan(x, adv[hit])
+            _, noise_s, _ = det.scan(x[:2], noisy)
+        art[layer] = {"pgd": roc_auc(np.asarray(adv_s), np.asarray(clean_s)),
+                      "noise": roc_auc(np.asarray(noise_s), np.asarray(clean_s)),
+                      "seconds": time.perf_counter() - start}
+    return {"n": n, "adversarial": int(hit.sum()), "ours": ours, "art_subset_scanning": art}
 
 
 def cost_section(s: dict[str, Any], quick: bool) -> dict[str, Any]:
@@ -249,6 +302,15 @@ def markdown(res: dict[str, Any]) -> str:
                          f"{100 * r['model_accuracy']:.1f} % | {100 * r['defended_pgd']:.1f} % | "
                          f"{100 * r['defended_adaptive']:.1f} % [{100 * r['interval'][0]:.1f}, "
                          f"{100 * r['interval'][1]:.1f}] | {r['status']} | {r['seconds']:.0f} |")
+    for name, peer in res.get("peer", {}).items():
+        lines += ["", f"## {name}: next to ART's SubsetScanningDetector (AUROC, "
+                  f"{peer['n']} clean inputs, {peer['adversarial']} successful PGD examples)",
+                  "", "| detector | PGD | noise σ 0.1 | s |", "|---|---|---|---|"]
+        for d, v in peer["ours"]["pgd"].items():
+            lines.append(f"| robustlab {d} | {v:.3f} | {peer['ours']['noise'][d]:.3f} | |")
+        for layer, v in peer["art_subset_scanning"].items():
+            lines.append(f"| ART subset scanning, layer {layer} | {v['pgd']:.3f} | "
+                         f"{v['noise']:.3f} | {v['seconds']:.0f} |")
     for name, cost in res.get("cost", {}).items():
         lines += ["", f"## {name}: scoring cost (batch {cost['batch']}, median)", "",
                   "| what | ms | × forward |", "|---|---|---|"]
@@ -277,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                         args.quick, data)
         if "strength" in want:
             res.setdefault("strength", {})[name] = strength_section(name, s, args.quick)
+        if "peer" in want:
+            res.setdefault("peer", {})[name] = peer_section(name, d, s, args.quick)
         if "cost" in want:
             res.setdefault("cost", {})[name] = cost_section(s, args.quick)
     res["seconds"] = time.perf_counter() - started

@@ -585,8 +585,12 @@ class Monitor:
             raise ValidationError(f"expected detector to be one of the monitor's "
                                   f"{', '.join(d.value for d in self.detectors)}, got "
                                   f"{attacked.value!r}")
-        graph, tau, scale = self._graph, self.thresholds[attacked], self.scales[attacked]
         offset = check_float("margin", margin, low=0.0)
+        # one model per setting: the attacks compile their functions once per model
+        cache = self.__dict__.setdefault("_defended", {})
+        if (attacked, offset) in cache:
+            return cache[(attacked, offset)]
+        graph, tau, scale = self._graph, self.thresholds[attacked], self.scales[attacked]
 
         class RejectLogit(keras.layers.Layer):
             def call(self, feats: Any, logits: Any, hidden: list[Any]) -> Any:
@@ -599,7 +603,8 @@ class Monitor:
         inputs = keras.Input(self.model.input_shape[1:])
         feats, logits, *hidden = self._extractor(inputs)
         out = RejectLogit(name=f"reject_{attacked.value}")(feats, logits, list(hidden))
-        return keras.Model(inputs, out, name=f"defended_{attacked.value}")
+        cache[(attacked, offset)] = keras.Model(inputs, out, name=f"defended_{attacked.value}")
+        return cache[(attacked, offset)]
 
     # ---------------------------------------------------------------- saving
 

@@ -256,7 +256,8 @@ def test_resize_images_gives_the_model_shape():
 def test_adaptive_attack_is_at_least_as_strong_and_checks_claims(setup):
     _, _, monitor, held, y = setup
     ev = evaluate_monitor(monitor, held[:120], y[:120], epsilons="0.1, 0.25", steps=10,
-                          targets=2, drift_batch=60, drift_batches=10, ood=None, seed=0)
+                          targets=2, escalate=3, drift_batch=60, drift_batches=10, ood=None,
+                          seed=0)
     for eps in (0.1, 0.25):
         for d in ev.detectors:
             plain = next(r for r in ev.defended if r.attack == "pgd" and r.detector == d
@@ -273,8 +274,8 @@ def test_adaptive_attack_is_at_least_as_strong_and_checks_claims(setup):
     assert maha["adaptive"].defended_accuracy < maha["pgd"].defended_accuracy - 0.3
     check = next(c for c in ev.checks if c.name == "adaptive-mahalanobis"
                  and c.values["epsilon"] == 0.25)
-    # the escalated pass (5 × 10 steps) never does worse than the first 10 steps
-    assert check.values["steps"] == 10 and check.values["escalated_steps"] == 50
+    # the escalated pass (3 × 10 steps) never does worse than the first 10 steps
+    assert check.values["steps"] == 10 and check.values["escalated_steps"] == 30
     assert check.values["defended_accuracy_first_pass"] >= maha["adaptive"].defended_accuracy
     statuses = {c.name: c.status for c in ev.checks if c.values["epsilon"] == 0.25}
     assert set(statuses) == {f"adaptive-{d}" for d in ev.detectors}
@@ -355,6 +356,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_cli_monitor_scores_logs_and_exits_on_drift(saved):
+    """The real command line (a new process), on a clean and a drifted batch."""
     base = ["monitor", "--model", str(saved / "m.keras"), "--monitor", str(saved / "mon")]
     log = saved / "batches.jsonl"
     ok = _cli(*base, "--input", str(saved / "clean.npz"), "--log", str(log),
@@ -369,14 +371,22 @@ def test_cli_monitor_scores_logs_and_exits_on_drift(saved):
     assert drifted.returncode == 1 and "drift" in drifted.stderr
     logged = [json.loads(x) for x in log.read_text().splitlines()]
     assert [x["drift"] for x in logged] == [False, True]
-    bad = _cli(*base, "--input", str(saved / "pickle.npz"))
-    assert bad.returncode == 2 and "no pickles" in bad.stderr
-    missing = _cli(*base, "--input", str(saved / "nothing.npz"))
-    assert missing.returncode == 2 and "existing .npz" in missing.stderr
-    npy = _cli(*base, "--input", str(saved / "plain.npy"))
-    assert npy.returncode == 2 and "numeric arrays" in npy.stderr
-    words = _cli(*base, "--input", str(saved / "words.npz"))
-    assert words.returncode == 2 and "numeric array" in words.stderr
-    wrong = _cli("monitor", "--model", str(saved / "m.keras"), "--monitor", str(saved),
-                 "--input", str(saved / "clean.npz"))
-    assert wrong.returncode == 2 and "monitor.json and monitor.npz" in wrong.stderr
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("pickle.npz", "no pickles"), ("nothing.npz", "existing .npz"),
+    ("plain.npy", "numeric arrays"), ("words.npz", "numeric array")])
+def test_cli_monitor_refuses_bad_batches_with_exit_2(saved, capsys, name, says):
+    from robustlab.cli import main
+
+    status = main(["monitor", "--model", str(saved / "m.keras"), "--monitor",
+                   str(saved / "mon"), "--input", str(saved / name)])
+    assert status == 2 and says in capsys.readouterr().err
+
+
+def test_cli_monitor_refuses_a_folder_that_is_not_a_monitor(saved, capsys):
+    from robustlab.cli import main
+
+    status = main(["monitor", "--model", str(saved / "m.keras"), "--monitor", str(saved),
+                   "--input", str(saved / "clean.npz")])
+    assert status == 2 and "monitor.json and monitor.npz" in capsys.readouterr().err
