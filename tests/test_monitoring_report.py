@@ -389,28 +389,3 @@ def test_report_gets_the_monitoring_section_and_json(digits_result, tmp_path):
     assert not (tmp_path / "new").exists()  # refused before anything was written
     with pytest.raises(ValidationError, match="only with an EvaluationResult"):
         render_html(ev, monitoring=ev)
-
-
-@pytest.mark.slow
-def test_a_real_monitor_evaluation_renders(tmp_path):
-    import robustlab as rl
-    from robustlab.monitor import Monitor, evaluate_monitor
-
-    data = rl.load("digits")
-    model = rl.build_model(data.input_shape, data.num_classes, seed=0)
-    rl.train(model, data, epochs=3, batch_size=32, seed=0)
-    mon = Monitor.fit(model, data.x_train, data.y_train, data.x_test[:150])
-    ev = evaluate_monitor(mon, data.x_test[150:250], data.y_test[150:250], epsilons="0.2",
-                          steps=5, targets=1, drift_batch=40, drift_batches=5)
-    lines = monitoring_sentences(ev)
-    assert len([c for c in ev.checks if c.name.startswith("adaptive-")]) == len(ev.detectors)
-    for d in ev.detectors:  # every detector's claim, each with its adaptive outcome
-        line = _line(lines, f"{d} against PGD at ε = 0.2")
-        assert "against adaptive PGD" in line and " — " in line
-    for d in ev.collapsed():
-        assert "do not rely on it" in _line(lines, f"{d} against PGD at ε = 0.2")
-    paths = write_monitoring(ev, tmp_path)
-    html = paths["html"].read_text()
-    assert "monitoring detection" in html and "monitoring defended" in html
-    assert "histograms of detector scores per condition" in html
-    assert json.loads(paths["json"].read_text())["n"] == 100

@@ -387,4 +387,9 @@ def test_cli_runs_the_monitoring_notebook(tmp_path):
     assert [x["batch_id"] for x in lines] == ["clean", "noise", "contrast"]
     assert lines[0]["drift"] is False  # unseen clean digits, not the calibration ones
     assert lines[2]["drift"] is True  # low-contrast digits are a different distribution
-    assert "adaptive" in (tmp_path / "monitoring.html").read_text(encoding="utf-8")
+    html = (tmp_path / "monitoring.html").read_text(encoding="utf-8")
+    for d in ("mahalanobis", "msp"):  # every claim beside its adaptive outcome
+        line = next(x for x in html.split("<li>") if f"{d} against PGD at ε = 0.2" in x)
+        assert "against adaptive PGD" in line
+    assert "monitoring detection" in html and "monitoring defended" in html
+    assert "histograms of detector scores per condition" in html
