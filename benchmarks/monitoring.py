@@ -61,8 +61,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench import MNIST_DIR, machine, merged, median_time, section_args, write_results  # noqa: E402,I001
 
-log = logging.getLogger("benchmarks.monitoring")
-
 SECTIONS = ("evaluation", "strength", "peer", "cost")
 # ART's unsupervised detector, side by side: inputs scanned per dataset (its scan is slow)
 PEER_N = {"digits": 180, "mnist-8k": 200}
@@ -158,10 +156,9 @@ def strength_section(name: str, s: dict[str, Any], quick: bool) -> list[dict[str
 def peer_section(name: str, data: Any, s: dict[str, Any], quick: bool) -> dict[str, Any]:
     import warnings
 
-    import keras
     from art.defences.detector.evasion import SubsetScanningDetector
 
-    from robustlab.attacks import art_classifier, pgd
+    from robustlab.attacks import art_classifier, pgd, sequential_copy
     from robustlab.monitor import hidden_layers, shift
     from robustlab.stats import roc_auc
 
@@ -179,9 +176,8 @@ def peer_section(name: str, data: Any, s: dict[str, Any], quick: bool) -> dict[s
     for cond, xs, mask in (("pgd", adv, hit), ("noise", noisy, np.ones(n, bool))):
         got = monitor.score(xs, drift=False, log_batch=False).scores
         ours[cond] = {d: roc_auc(got[d][mask], clean[d]) for d in got}
-    seq = keras.Sequential([keras.Input(data.input_shape), *[  # ART reads Sequential only
-        layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]])
-    clf = art_classifier(seq, data.input_shape, data.bounds)
+    clf = art_classifier(sequential_copy(model, data.input_shape), data.input_shape,
+                         data.bounds)  # ART reads the activations of Sequential models only
     art: dict[str, Any] = {}
     for layer in hidden_layers(model):
         start = time.perf_counter()

@@ -533,19 +533,13 @@ def _art_inspection(kind: Detector, model: Any, data: Dataset, rate: float,
     score is 1 for a flagged example and 0 otherwise (ART reports flags only)."""
     import warnings
 
-    import keras
     from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
 
-    from robustlab.attacks import art_classifier
+    from robustlab.attacks import art_classifier, sequential_copy
 
-    if not isinstance(model, keras.Sequential):  # ART reads activations of Sequential only
-        try:
-            model = keras.Sequential([keras.Input(data.input_shape), *[
-                layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]])
-        except (ValueError, TypeError) as exc:
-            raise InputTypeError(f"expected a model whose layers form a chain for ART's "
-                                 f"detectors, got {type(model).__name__} ({exc})") from None
-    classifier = art_classifier(model, data.input_shape, data.bounds)
+    # ART reads activations of Sequential models only
+    classifier = art_classifier(sequential_copy(model, data.input_shape), data.input_shape,
+                                data.bounds)
     onehot = np.eye(data.num_classes, dtype=np.float32)[data.y_train]
     with warnings.catch_warnings(), seeded_globals(seed):  # ART's k-means: global NumPy
         # Keras warns: ART calls the model with a list of inputs

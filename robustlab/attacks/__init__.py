@@ -23,7 +23,7 @@ from robustlab.attacks._core import (
 from robustlab.attacks.apgd import apgd
 from robustlab.attacks.catalogue import auto_attack, carlini_wagner_l2, deepfool
 from robustlab.attacks.fgsm import fgsm
-from robustlab.attacks.peers import art_classifier
+from robustlab.attacks.peers import art_classifier, sequential_copy
 from robustlab.attacks.pgd import pgd
 from robustlab.attacks.spec import (
     ATTACKS,
@@ -40,7 +40,7 @@ from robustlab.attacks.square import square, square_queries
 from robustlab.types import Backend, Constraints, Loss, Norm, ThreatModel, parse_norm
 
 __all__ = ["fgsm", "pgd", "apgd", "square", "square_queries", "carlini_wagner_l2", "deepfool",
-           "auto_attack", "art_classifier",
+           "auto_attack", "art_classifier", "sequential_copy",
            "AttackSpec", "AttackKind", "parse_attacks", "kind_of", "ATTACKS", "SUITES",
            "fitting", "input_gradient", "per_example_loss", "ascent_steps",
            "enforce_threat_model", "random_start", "threat_tensors", "Constraints", "Norm",

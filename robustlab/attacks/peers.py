@@ -81,6 +81,27 @@ def art_classifier(model: Any, input_shape: tuple[int, ...], clip: tuple[Any, An
         clip_values=clip)
 
 
+def sequential_copy(model: Any, input_shape: tuple[int, ...]) -> Any:
+    """``model`` as a ``keras.Sequential`` sharing its layers (ART reads the activations of
+    Sequential models only); ``model`` itself if it already is one.
+
+    Raises:
+        InputTypeError: the model's layers do not form a chain.
+    """
+    import keras
+
+    from robustlab.errors import InputTypeError
+
+    if isinstance(model, keras.Sequential):
+        return model
+    try:
+        return keras.Sequential([keras.Input(tuple(input_shape)), *[
+            layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]])
+    except (ValueError, TypeError) as exc:
+        raise InputTypeError(f"expected a model whose layers form a chain for ART's "
+                             f"detectors, got {type(model).__name__} ({exc})") from None
+
+
 def _art_classifier(model: Any, x: np.ndarray, clip: tuple[Any, Any]) -> Any:
     return art_classifier(model, x.shape[1:], clip)
 
