@@ -9,6 +9,7 @@ arrays and typed specs (:meth:`~robustlab.attacks.AttackSpec.run`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from robustlab import distribute
 from robustlab._env import default_jit_compile, determinism_info, device_info, package_versions
 from robustlab._validate import (
     check_int,
@@ -100,7 +102,8 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
              parameters: dict[str, Any] | None = None, reuse: bool = True,
              cascade: bool | None = None, checks: bool = True, n_check: int = 200,
              callback: Callable[[int, int], None] | None = None,
-             constraints: Constraints | None = None) -> EvaluationResult:
+             constraints: Constraints | None = None, strategy: Any = None
+             ) -> EvaluationResult:
     """Measure clean and robust accuracy of ``model`` on the test split of ``data``.
 
     An example counts as robust at ε if it is classified correctly, clean and after the
@@ -154,6 +157,14 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
             result and re-checked on every attack's output.
         callback: called as ``callback(done, total)`` after each (attack, ε), e.g. to
             drive a progress widget.
+        strategy: spread the attacks' and predictions' batches over the replicas of a
+            ``tf.distribute`` strategy (a strategy, or ``"auto"``, ``"mirrored"``,
+            ``"multiworker"``: :func:`robustlab.distribute.make_strategy`). Every example
+            gets exactly the result one device gives it (its own random starts, its batch);
+            with ``MultiWorkerMirroredStrategy`` every worker runs this same call and gets
+            the whole result, and only the chief should write it (the report writers
+            do so). None: the strategy of the current
+            :func:`robustlab.distribute.across` block, else one device.
 
     Returns:
         :class:`EvaluationResult`.
@@ -163,6 +174,27 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
         >>> result.worst_case.accuracy_at(0.3) <= result.clean_accuracy
         True
     """
+    scope = distribute.across(strategy) if strategy is not None else \
+        contextlib.nullcontext(distribute.current())
+    with scope as replicas:
+        result = _evaluate(model, data, attacks, epsilons, norm=norm, n=n, seed=seed,
+                           batch_size=batch_size, bounds=bounds, n_show=n_show,
+                           jit_compile=jit_compile, progress=progress, parameters=parameters,
+                           reuse=reuse, cascade=cascade, checks=checks, n_check=n_check,
+                           callback=callback, constraints=constraints)
+    if replicas.strategy is None:
+        return result
+    return dataclasses.replace(result, device={**result.device, **replicas.describe()})
+
+
+def _evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any, epsilons: Any, *,
+              norm: Any, n: int | None, seed: int, batch_size: int | None,
+              bounds: tuple[float, float] | None, n_show: int, jit_compile: bool | None,
+              progress: bool | None, parameters: dict[str, Any] | None, reuse: bool,
+              cascade: bool | None, checks: bool, n_check: int,
+              callback: Callable[[int, int], None] | None,
+              constraints: Constraints | None) -> EvaluationResult:
+    """:func:`evaluate` on the current replicas."""
     start_time = time.perf_counter()
     seed = check_seed(seed)
     eps_list = parse_epsilons(epsilons)

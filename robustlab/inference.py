@@ -14,6 +14,7 @@ import numpy as np
 
 from robustlab._env import device_info
 from robustlab._validate import check_int, check_optional_int
+from robustlab.distribute import map_batches
 from robustlab.errors import InputTypeError, ValidationError
 
 __all__ = ["GraphSafeNames", "graph_scope_name", "num_outputs", "batched_logits",
@@ -61,10 +62,17 @@ def check_input_shape(model: Any, x: np.ndarray, *, name: str = "x") -> None:
 
 def batched_logits(model: Any, x: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE
                    ) -> np.ndarray:
-    """The model's logits for ``x`` in inference mode, batched; shape ``(N, K)`` float32."""
-    return np.concatenate([np.asarray(model(x[i:i + batch_size], training=False),
-                                      dtype=np.float32)
-                           for i in range(0, len(x), batch_size)])
+    """The model's logits for ``x`` in inference mode, batched; shape ``(N, K)`` float32.
+    The batches go to the current replicas (:func:`robustlab.distribute.across`)."""
+
+    def work(replica: Any, rows: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(replica(x[rows[0]:rows[-1] + 1], training=False), np.float32)]
+
+    shape = getattr(model, "output_shape", None)
+    classes = int(shape[-1]) if isinstance(shape, tuple) and shape and shape[-1] else \
+        int(np.shape(model(x[:1], training=False))[-1]) if len(x) else 0
+    return map_batches(work, model, np.arange(len(x)), batch_size,
+                       [((classes,), np.float32)])[0]
 
 
 def feature_model(model: Any, layers: Any = ()) -> Any:

@@ -15,6 +15,7 @@ import numpy as np
 from robustlab._env import default_jit_compile
 from robustlab._validate import check_int, check_seed, parse_enum, validate_arrays
 from robustlab.attacks._core import enforce_threat_model, score_fn
+from robustlab.distribute import map_batches
 from robustlab.errors import ValidationError
 from robustlab.inference import (
     GraphSafeNames,
@@ -155,19 +156,21 @@ def run_attack(impl: BatchAttack, model: Any, given: AttackInput, *, targeted: b
 
 def _attack_split_on_oom(impl: BatchAttack, model: Any, x: np.ndarray, y: np.ndarray,
                          ids: np.ndarray, state: dict[str, int], **kwargs: Any) -> np.ndarray:
-    """Run ``impl``; if the device runs out of memory, halve the batch size (for every later
-    batch too, via ``state["batch_size"]``) and run the batch in parts of that size."""
+    """Run ``impl`` on the batch; if the device runs out of memory, halve the batch size (for
+    every later batch too, via ``state["batch_size"]``) and run the batch in parts of that
+    size (a batch longer than an earlier halving left it runs in parts at once)."""
     import tensorflow as tf
 
-    try:
-        with GraphSafeNames(model):  # CleverHans and ART trace the model too
-            return impl(model, x, y, ids=ids, **kwargs)
-    except tf.errors.ResourceExhaustedError:
-        if len(x) == 1:
-            raise
-        state["batch_size"] = max(1, min(state["batch_size"], len(x) // 2))
-        log.warning("out of device memory with a batch of %d; retrying with %d", len(x),
-                    state["batch_size"])
+    if len(x) <= state["batch_size"]:
+        try:
+            with GraphSafeNames(model):  # CleverHans and ART trace the model too
+                return impl(model, x, y, ids=ids, **kwargs)
+        except tf.errors.ResourceExhaustedError:
+            if len(x) == 1:
+                raise
+            state["batch_size"] = max(1, min(state["batch_size"], len(x) // 2))
+            log.warning("out of device memory with a batch of %d; retrying with %d", len(x),
+                        state["batch_size"])
     parts, start = [], 0
     while start < len(x):  # re-read the size: a part may halve it again
         sl = slice(start, start + state["batch_size"])
@@ -206,30 +209,38 @@ def attack_arrays(impl: BatchAttack, model: Any, x: np.ndarray, y: np.ndarray, *
     if threat.epsilon == 0.0:
         return x.copy()
     state = {"batch_size": batch_size}
-    score = score_fn(model, loss, targeted, jit)
     out = x.copy()
     fooled = np.zeros(len(x), bool)
     objective = np.full(len(x), -np.inf, np.float32)
+    outputs: list[tuple[tuple[int, ...], Any]] = [(x.shape[1:], np.float32)]
+    if restarts > 1:
+        outputs += [((), np.bool_), ((), np.float32)]
     for restart in range(restarts):
         todo = np.flatnonzero(~fooled)
-        start = 0
-        while start < len(todo):
-            rows = todo[start:start + state["batch_size"]]
-            start += len(rows)
+
+        def work(replica: Any, rows: np.ndarray, restart: int = restart) -> list[np.ndarray]:
             xb = x[rows]
             cand = _attack_split_on_oom(
-                impl, model, xb, y[rows], ids[rows], state, threat=threat,
+                impl, replica, xb, y[rows], ids[rows], state, threat=threat,
                 targeted=targeted, loss=loss, seed=seed, restart=restart,
                 random_start=random_start, jit=jit, **params)
             cand = enforce_threat_model(_finite(np.asarray(cand, dtype=np.float32), xb),
                                         xb, threat)
             if restarts == 1:
-                out[rows] = cand
-                continue
-            success, obj, _ = (np.asarray(t) for t in score(cand, y[rows]))
-            # every row here is unfooled so far: a success, or a higher loss, is better
-            better = success | (obj > objective[rows])
-            out[rows[better]] = cand[better]
-            fooled[rows] |= success
-            objective[rows] = np.where(better, obj, objective[rows])
+                return [cand]
+            success, obj, _ = score_fn(replica, loss, targeted, jit)(cand, y[rows])
+            return [cand, np.asarray(success), np.asarray(obj)]
+
+        # the batches go to the current replicas (robustlab.distribute; one device unless a
+        # strategy is current): every example's result depends on itself alone
+        found = map_batches(work, model, todo, state["batch_size"], outputs)
+        if restarts == 1:
+            out[todo] = found[0]
+            continue
+        cand, success, obj = found
+        # every row here is unfooled so far: a success, or a higher loss, is better
+        better = success | (obj > objective[todo])
+        out[todo[better]] = cand[better]
+        fooled[todo] |= success
+        objective[todo] = np.where(better, obj, objective[todo])
     return out

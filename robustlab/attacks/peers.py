@@ -9,6 +9,7 @@ support the cross-entropy loss only.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,10 @@ from robustlab._env import seeded_globals
 from robustlab.attacks._core import batch_seed
 from robustlab.errors import ValidationError
 from robustlab.types import Loss, Norm, ThreatModel
+
+# The global generators are one per process: replicas running peer attacks in their own
+# threads (robustlab.distribute) take turns, so each batch sees exactly its own seed.
+GLOBAL_RNG = threading.Lock()
 
 
 def _ce_only(loss: Loss, backend: str) -> None:
@@ -60,7 +65,7 @@ def cleverhans_pgd(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatMo
     _ce_only(loss, "cleverhans")
     _plain_only(threat, "cleverhans")
     low, high = threat.bounds
-    with seeded_globals(batch_seed(seed, restart, ids), tensorflow=True):
+    with GLOBAL_RNG, seeded_globals(batch_seed(seed, restart, ids), tensorflow=True):
         out = projected_gradient_descent(
             model, x, threat.epsilon, step_size, steps, numpy_norm(threat.norm), clip_min=low,
             clip_max=high, y=y, targeted=targeted, rand_init=random_start,
@@ -195,7 +200,8 @@ def art_batch(make: Callable[..., Any], *, masks: bool = False) -> Callable[...,
 
     def run(model: Any, x: np.ndarray, y: np.ndarray, *, threat: ThreatModel, targeted: bool,
             seed: int, restart: int, ids: np.ndarray, **params: Any) -> np.ndarray:
-        with seeded_globals(batch_seed(seed, restart, ids)):  # ART uses NumPy's global RNG
+        # ART uses NumPy's global RNG
+        with GLOBAL_RNG, seeded_globals(batch_seed(seed, restart, ids)):
             view = _ArtView.of(model, x, threat)
             clf = _art_classifier(view.model, view.x, view.clip)
             attack = make(clf, threat, len(x), **params)

@@ -1,0 +1,380 @@
+"""Examples spread over the replicas of a ``tf.distribute`` strategy: several devices of one
+machine (``MirroredStrategy``) or several machines (``MultiWorkerMirroredStrategy``, set up
+by ``TF_CONFIG``), with results identical to one device's.
+
+Evaluation is data-parallel over examples and needs no communication but its results: every
+worker runs the same call, the work comes in batches of ``batch_size`` examples (the very
+batches one device would run, so every example is computed exactly as it would be there),
+batch ``i`` goes to replica ``i mod R`` (each replica runs on its own device, with its own
+copy of the model), and the results are gathered to every worker with the strategy's
+all-gather (``strategy.gather``). Only the chief (:func:`is_chief`) writes reports and
+manifests. Adversarial training uses Keras ``fit`` under the strategy's scope, each global
+batch split by example over the replicas (:func:`replica_slices`).
+
+The scope is explicit: :func:`across` makes a strategy current for robustlab's batched work
+(:func:`map_batches`); without one everything runs on the default device, in this thread,
+exactly as before. ``evaluate(..., strategy=)`` and ``train_adversarial(..., strategy=)``
+open it for their call.
+
+TensorFlow's guide: https://www.tensorflow.org/guide/distributed_training and
+https://www.tensorflow.org/tutorials/distribute/multi_worker_with_keras.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from robustlab._validate import check_int
+from robustlab.errors import InputTypeError, ValidationError
+
+__all__ = ["make_strategy", "split_cpu", "across", "current", "map_batches", "Replicas",
+           "Placement", "is_chief", "task", "replica_slices", "STRATEGIES"]
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("none", "auto", "mirrored", "multiworker")
+
+# (trailing shape, dtype) of one output of a batch function: what a replica with no batch
+# contributes to the gather (an empty array of this kind)
+OutputSpec = tuple[tuple[int, ...], Any]
+# work(model, rows) -> one array per output, each with len(rows) leading rows
+BatchWork = Callable[[Any, np.ndarray], Sequence[np.ndarray]]
+
+
+# ---------------------------------------------------------------------------------------------
+# the cluster: TF_CONFIG
+
+
+def task(environ: Mapping[str, str] | None = None) -> tuple[str, int, int] | None:
+    """``(task type, task index, number of workers incl. the chief)`` from ``TF_CONFIG``, or
+    None when it is unset (one process). Raises :class:`ValidationError` naming TF_CONFIG
+    and what is wrong with it."""
+    raw = (os.environ if environ is None else environ).get("TF_CONFIG", "").strip()
+    if not raw:
+        return None
+    try:
+        config = json.loads(raw)
+    except ValueError as exc:
+        raise ValidationError(f"expected TF_CONFIG to be JSON, got {raw[:80]!r} ({exc})") \
+            from None
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
+        raise ValidationError("expected TF_CONFIG to hold a 'cluster' object, e.g. "
+                              '{"cluster": {"worker": ["host0:port", "host1:port"]}, '
+                              '"task": {"type": "worker", "index": 0}}')
+    cluster = config["cluster"]
+    sizes = {}
+    for kind in ("chief", "worker"):
+        hosts = cluster.get(kind, [])
+        if not isinstance(hosts, list) or not all(isinstance(h, str) and ":" in h
+                                                  for h in hosts):
+            raise ValidationError(f"expected TF_CONFIG cluster.{kind} to be a list of "
+                                  f"'host:port' strings, got {hosts!r}")
+        sizes[kind] = len(hosts)
+    if sizes["chief"] > 1 or sizes["chief"] + sizes["worker"] == 0:
+        raise ValidationError(f"expected TF_CONFIG to list at most one chief and at least one "
+                              f"worker in total, got {sizes['chief']} chief(s) and "
+                              f"{sizes['worker']} worker(s)")
+    me = config.get("task")
+    role = me.get("type") if isinstance(me, dict) else None
+    index = me.get("index") if isinstance(me, dict) else None
+    if role not in ("chief", "worker") or not isinstance(index, int) or isinstance(index, bool) \
+            or not 0 <= index < sizes[role]:
+        raise ValidationError(f"expected TF_CONFIG task to be {{'type': 'chief'|'worker', "
+                              f"'index': i}} naming one of the cluster's tasks, got {me!r}")
+    return role, index, sizes["chief"] + sizes["worker"]
+
+
+def is_chief(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this process writes the run's files: True without ``TF_CONFIG``; else the
+    ``chief`` task, or worker 0 of a cluster that has no chief (Keras' convention)."""
+    me = task(environ)
+    if me is None:
+        return True
+    kind, index, _ = me
+    if kind == "chief":
+        return True
+    raw = json.loads((os.environ if environ is None else environ)["TF_CONFIG"])
+    return index == 0 and not raw["cluster"].get("chief")
+
+
+# ---------------------------------------------------------------------------------------------
+# strategies
+
+
+def split_cpu(n: int) -> list[str]:
+    """Split the host CPU into ``n`` logical devices (to try ``MirroredStrategy`` without
+    GPUs, as the tests do) and return their names. Call it before TensorFlow runs anything:
+    devices cannot change once TensorFlow has started (the error then says so)."""
+    import tensorflow as tf
+
+    n = check_int("n", n, low=1)
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)])
+    except RuntimeError as exc:
+        have = len(tf.config.list_logical_devices("CPU"))
+        if have == n:
+            return [f"/cpu:{i}" for i in range(n)]
+        raise ValidationError(f"could not split the CPU into n={n} devices: TensorFlow has "
+                              f"started already with {have} ({exc}); call split_cpu first "
+                              f"thing in the process") from None
+    return [f"/cpu:{i}" for i in range(n)]
+
+
+def make_strategy(strategy: Any = "auto") -> Any:
+    """A ``tf.distribute`` strategy (or None: one device) from a name or a strategy.
+
+    - ``None`` / ``"none"``: None.
+    - ``"auto"``: ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` is set; else
+      ``MirroredStrategy`` over the local GPUs when there are several, or over the logical
+      CPUs when the CPU was split (:func:`split_cpu`); else None.
+    - ``"mirrored"``: ``MirroredStrategy`` over all local GPUs (else the logical CPUs).
+    - ``"multiworker"``: ``MultiWorkerMirroredStrategy`` (``TF_CONFIG`` must be set and valid).
+    - a ``tf.distribute.Strategy``: itself.
+    """
+    import tensorflow as tf
+
+    if strategy is None or isinstance(strategy, tf.distribute.Strategy):
+        return strategy
+    if not isinstance(strategy, str):
+        raise InputTypeError(f"expected strategy to be one of {list(STRATEGIES)}, a "
+                             f"tf.distribute.Strategy or None, got {type(strategy).__name__}")
+    name = strategy.strip().lower().replace("-", "").replace("_", "")
+    if name not in STRATEGIES:
+        raise ValidationError(f"expected strategy to be one of {list(STRATEGIES)}, got "
+                              f"{strategy!r}")
+    if name == "none":
+        return None
+    if name == "multiworker" or (name == "auto" and task() is not None):
+        if task() is None:
+            raise ValidationError("expected TF_CONFIG to describe the cluster for "
+                                  "strategy='multiworker' (see `robustlab worker --help`), "
+                                  "but it is unset")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    local = _local_devices()
+    if name == "auto" and len(local) < 2:
+        return None
+    return tf.distribute.MirroredStrategy(local)
+
+
+def _local_devices() -> list[str]:
+    """The GPUs, else the logical CPUs, of this process."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    chosen = gpus or tf.config.list_logical_devices("CPU")
+    return [d.name for d in chosen]
+
+
+# ---------------------------------------------------------------------------------------------
+# where this process stands, and its replicas
+
+
+@dataclass(frozen=True)
+class Placement:
+    """This process's share of a strategy: ``replicas`` in sync over all workers, this
+    process's ``devices`` and the global ids of their replicas (``ids``, the order of the
+    strategy's gather), the number of ``workers`` and whether this one is the chief."""
+
+    replicas: int
+    devices: tuple[str, ...]
+    ids: tuple[int, ...]
+    workers: int
+    chief: bool
+
+
+class Replicas:
+    """A strategy's replicas as robustlab's batched work sees them (see the module doc).
+
+    ``strategy=None`` is one replica on the default device, run in the caller's thread
+    without any copy or gather: the plain path."""
+
+    def __init__(self, strategy: Any = None) -> None:
+        self.strategy = strategy
+        if strategy is None:
+            self.placement = Placement(1, ("",), (0,), 1, True)
+        else:
+            import tensorflow as tf
+
+            ids: list[int] = []
+
+            def record(ctx: Any) -> Any:
+                ids.append(int(ctx.replica_id_in_sync_group))
+                return tf.constant(0)
+
+            strategy.experimental_distribute_values_from_function(record)
+            devices = tuple(str(d) for d in strategy.extended.worker_devices)
+            replicas = int(strategy.num_replicas_in_sync)
+            self.placement = Placement(replicas, devices, tuple(ids),
+                                       max(1, replicas // max(1, len(devices))), is_chief())
+        self._models: dict[int, tuple[Any, list[Any]]] = {}
+        self._lock = threading.Lock()
+
+    def describe(self) -> dict[str, Any]:
+        """What a result records: the strategy's class, replicas and workers."""
+        p = self.placement
+        name = None if self.strategy is None else type(self.strategy).__name__
+        if name == "CollectiveAllReduceStrategy":  # TensorFlow's class for the public name
+            name = "MultiWorkerMirroredStrategy"
+        return {"strategy": name,
+                "replicas": p.replicas, "workers": p.workers}
+
+    def models(self, model: Any) -> list[Any]:
+        """``model`` for each local replica: the model itself on the first, a copy with the
+        same weights on each other device (``keras.models.clone_model``), so no replica
+        reads its weights across devices. A model that cannot be cloned (a subclassed one
+        without ``get_config``) is shared, with a warning: correct, but every step then
+        reads the weights from the first device."""
+        devices = self.placement.devices
+        if len(devices) == 1:
+            return [model]
+        with self._lock:
+            known = self._models.get(id(model))
+            if known is not None and known[0] is model:
+                return known[1]
+            copies = [model]
+            try:
+                import keras
+                import tensorflow as tf
+
+                for device in devices[1:]:
+                    with tf.device(device):
+                        clone = keras.models.clone_model(model)
+                        clone.set_weights(model.get_weights())
+                    copies.append(clone)
+            except Exception as exc:  # noqa: BLE001 - Keras raises many types for clone_model
+                log.warning("could not copy model %r to each device (%s: %s); the replicas "
+                            "share it", getattr(model, "name", "?"), type(exc).__name__, exc)
+                copies = [model] * len(devices)
+            self._models[id(model)] = (model, copies)
+            return copies
+
+    def map_batches(self, work: BatchWork, model: Any, rows: np.ndarray, batch_size: int,
+                    outputs: Sequence[OutputSpec]) -> list[np.ndarray]:
+        """``work(model, rows[batch])`` over the batches of ``batch_size`` consecutive
+        entries of ``rows``, batch ``i`` on replica ``i mod R``; returns each output for all
+        of ``rows``, in order, on every worker. ``outputs`` gives each output's trailing shape
+        and dtype (what a replica with no batch sends)."""
+        rows = np.asarray(rows, np.int64)
+        batch_size = check_int("batch_size", batch_size, low=1)
+        starts = range(0, len(rows), batch_size)
+        batches = [rows[s:s + batch_size] for s in starts]
+        if not batches:
+            return [np.empty((0, *shape), dtype) for shape, dtype in outputs]
+        p = self.placement
+        if self.strategy is None:
+            return _stack([work(model, b) for b in batches], outputs)
+        copies = self.models(model)
+        mine = {rid: [i for i in range(len(batches)) if i % p.replicas == rid] for rid in p.ids}
+        done: dict[int, Sequence[np.ndarray]] = {}
+
+        def run(local: int) -> None:
+            import tensorflow as tf
+
+            with tf.device(p.devices[local]):
+                for i in mine[p.ids[local]]:
+                    done[i] = work(copies[local], batches[i])
+
+        if len(p.devices) == 1:
+            run(0)
+        else:  # one thread per local device, as MirroredStrategy runs its replicas
+            with ThreadPoolExecutor(len(p.devices), thread_name_prefix="replica") as pool:
+                for future in [pool.submit(run, j) for j in range(len(p.devices))]:
+                    future.result()
+        if p.workers == 1:
+            return _stack([done[i] for i in range(len(batches))], outputs)
+        return self._gather(done, batches, outputs)
+
+    def _gather(self, done: dict[int, Sequence[np.ndarray]], batches: list[np.ndarray],
+                outputs: Sequence[OutputSpec]) -> list[np.ndarray]:
+        """All-gather each output over the workers (``strategy.gather``): each replica sends
+        its batches' rows, padded to the longest replica's; every worker knows who ran what."""
+        import tensorflow as tf
+
+        p = self.placement
+        owned = [[i for i in range(len(batches)) if i % p.replicas == rid]
+                 for rid in range(p.replicas)]
+        counts = [sum(len(batches[i]) for i in own) for own in owned]
+        pad = max(counts)
+        result = []
+        for k, (shape, dtype) in enumerate(outputs):
+            wire = np.int32 if np.dtype(dtype) == np.bool_ else dtype
+            local = {}
+            for rid in p.ids:
+                parts = [np.asarray(done[i][k]).astype(wire, copy=False) for i in owned[rid]]
+                block = np.concatenate(parts) if parts else np.empty((0, *shape), wire)
+                local[rid] = np.concatenate([block, np.zeros((pad - len(block), *shape), wire)])
+            value = self.strategy.experimental_distribute_values_from_function(
+                lambda ctx, local=local: tf.constant(local[ctx.replica_id_in_sync_group]))
+            every = np.asarray(self.strategy.gather(value, axis=0))
+            pieces: dict[int, np.ndarray] = {}
+            for rid, own in enumerate(owned):
+                block, at = every[rid * pad:(rid + 1) * pad], 0
+                for i in own:
+                    pieces[i] = block[at:at + len(batches[i])]
+                    at += len(batches[i])
+            result.append(np.concatenate([pieces[i] for i in range(len(batches))])
+                          .astype(dtype, copy=False))
+        return result
+
+
+def _stack(parts: list[Sequence[np.ndarray]], outputs: Sequence[OutputSpec]
+           ) -> list[np.ndarray]:
+    """Concatenate the batches' outputs, output by output."""
+    return [np.concatenate([np.asarray(part[k]) for part in parts]).astype(dtype, copy=False)
+            for k, (_, dtype) in enumerate(outputs)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the current replicas
+
+
+_PLAIN = Replicas(None)
+_CURRENT: contextvars.ContextVar[Replicas] = contextvars.ContextVar("robustlab_replicas",
+                                                                   default=_PLAIN)
+
+
+@contextlib.contextmanager
+def across(strategy: Any) -> Iterator[Replicas]:
+    """Make ``strategy`` (a name or a strategy, :func:`make_strategy`; None: one device)
+    current for robustlab's batched work in this block; yields its :class:`Replicas`.
+    The replicas' threads run without it: work inside a replica stays on its device."""
+    replicas = Replicas(make_strategy(strategy))
+    token = _CURRENT.set(replicas)
+    try:
+        yield replicas
+    finally:
+        _CURRENT.reset(token)
+
+
+def current() -> Replicas:
+    """The replicas of the current :func:`across` block (one device outside any)."""
+    return _CURRENT.get()
+
+
+def map_batches(work: BatchWork, model: Any, rows: np.ndarray, batch_size: int,
+                outputs: Sequence[OutputSpec]) -> list[np.ndarray]:
+    """:meth:`Replicas.map_batches` on the current replicas."""
+    return current().map_batches(work, model, rows, batch_size, outputs)
+
+
+def replica_slices(n: int, replicas: int) -> list[slice]:
+    """How a global batch of ``n`` examples splits over ``replicas``: consecutive slices
+    whose sizes differ by at most one (the first ``n mod replicas`` one longer), so every
+    example goes to exactly one replica."""
+    n, replicas = check_int("n", n, low=0), check_int("replicas", replicas, low=1)
+    base, extra = divmod(n, replicas)
+    bounds = np.cumsum([0] + [base + (r < extra) for r in range(replicas)])
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
