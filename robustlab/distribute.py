@@ -39,7 +39,8 @@ from robustlab._validate import check_int
 from robustlab.errors import InputTypeError, ValidationError
 
 __all__ = ["make_strategy", "split_cpu", "across", "current", "map_batches", "Replicas",
-           "Placement", "is_chief", "task", "replica_slices", "STRATEGIES"]
+           "Placement", "is_chief", "task", "replica_slices", "worker_values", "any_worker",
+           "STRATEGIES"]
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +369,25 @@ def map_batches(work: BatchWork, model: Any, rows: np.ndarray, batch_size: int,
                 outputs: Sequence[OutputSpec]) -> list[np.ndarray]:
     """:meth:`Replicas.map_batches` on the current replicas."""
     return current().map_batches(work, model, rows, batch_size, outputs)
+
+
+def worker_values(strategy: Any, value: int) -> list[int]:
+    """``value`` as each replica of ``strategy`` holds it on its worker (a collective every
+    worker must call: one all-gather); ``[value]`` without a strategy."""
+    if strategy is None:
+        return [int(value)]
+    import tensorflow as tf
+
+    if Replicas(strategy).placement.workers == 1:
+        return [int(value)] * int(strategy.num_replicas_in_sync)
+    gathered = strategy.gather(strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant([int(value)], tf.int64)), axis=0)
+    return [int(v) for v in np.asarray(gathered)]
+
+
+def any_worker(strategy: Any, flag: bool) -> bool:
+    """True on every worker when ``flag`` is True on any (every worker must call it)."""
+    return any(worker_values(strategy, int(bool(flag))))
 
 
 def replica_slices(n: int, replicas: int) -> list[slice]:

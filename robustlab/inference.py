@@ -8,6 +8,7 @@ Models are Keras classifiers mapping inputs ``(N, ...)`` to logits ``(N, K)``.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -190,7 +191,9 @@ def resolve_batch_size(batch_size: Any, model: Any, image_shape: tuple[int, ...]
 # model names inside traced code
 
 _GRAPH_SCOPE_NAME = r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*"
-_LOCKS: dict[str, Any] = {}
+# layers renamed by open GraphSafeNames: id -> [own name, openings holding it]
+_RENAMED: dict[int, list[Any]] = {}
+_RENAMED_LOCK = threading.Lock()
 
 
 def graph_scope_name(name: str) -> str:
@@ -221,37 +224,48 @@ class GraphSafeNames:
 
     TensorFlow reads the names only while it traces, so a caller may open this around every
     call of a compiled function (as :func:`compiled` does) or only inside the traced code (as
-    adversarial training's steps do). Opening it again while open (same thread) changes
-    nothing, and a process-wide lock keeps two threads from swapping names at once.
+    adversarial training's steps do). Openings nest and overlap, across threads too: each
+    renamed layer counts the openings that hold it and gets its name back when the last one
+    closes. No lock is held while open, so the replicas of a ``tf.distribute`` strategy can
+    trace the same model at once in their own threads and meet in its collectives.
     """
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        self._renamed: list[tuple[Any, str]] = []
+        self._held: list[Any] = []
 
     def __enter__(self) -> GraphSafeNames:
-        import threading
-
-        self._lock = _LOCKS.setdefault("graph_names", threading.RLock())
-        self._lock.acquire()
-        try:
-            flatten = getattr(self.model, "_flatten_layers", None)  # Keras 3: all sublayers
-            for layer in flatten(include_self=True, recursive=True) if flatten else [self.model]:
-                name = getattr(layer, "name", None)
-                # Input layers are never called (so never open a scope) and name the inputs.
-                if (isinstance(name, str) and graph_scope_name(name) != name
-                        and type(layer).__name__ != "InputLayer"):
-                    self._renamed.append((layer, name))
-                    layer.name = graph_scope_name(name)
-        except BaseException:
-            self.__exit__()
-            raise
+        with _RENAMED_LOCK:
+            try:
+                flatten = getattr(self.model, "_flatten_layers", None)  # Keras 3: sublayers
+                for layer in flatten(include_self=True, recursive=True) if flatten \
+                        else [self.model]:
+                    entry = _RENAMED.get(id(layer))
+                    if entry is not None:
+                        entry[1] += 1
+                        self._held.append(layer)
+                        continue
+                    name = getattr(layer, "name", None)
+                    # Input layers are never called (so never open a scope) and name the inputs
+                    if (isinstance(name, str) and graph_scope_name(name) != name
+                            and type(layer).__name__ != "InputLayer"):
+                        _RENAMED[id(layer)] = [name, 1]
+                        self._held.append(layer)
+                        layer.name = graph_scope_name(name)
+            except BaseException:
+                self._release()
+                raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        try:
-            for layer, name in reversed(self._renamed):
-                layer.name = name
-            self._renamed.clear()
-        finally:
-            self._lock.release()
+        with _RENAMED_LOCK:
+            self._release()
+
+    def _release(self) -> None:
+        for layer in reversed(self._held):
+            entry = _RENAMED[id(layer)]
+            entry[1] -= 1
+            if entry[1] == 0:
+                layer.name = entry[0]
+                del _RENAMED[id(layer)]
+        self._held.clear()

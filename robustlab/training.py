@@ -32,6 +32,7 @@ atomically.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -51,7 +52,7 @@ from typing import Any, ParamSpec, TypeVar
 import keras
 import numpy as np
 
-from robustlab import audit, crypto
+from robustlab import audit, crypto, distribute
 from robustlab._env import default_jit_compile, device_info, seeded_globals
 from robustlab._validate import check_float, check_int, check_seed, parse_enum, validate_arrays
 from robustlab.attacks import ascent_steps, per_example_loss, pgd, threat_tensors
@@ -70,8 +71,8 @@ from robustlab.types import Constraints, Loss, Norm, ThreatModel, parse_norm
 
 __all__ = ["Method", "TrainingConfig", "AdversarialModel", "OverfitGuard", "EpochLogger",
            "EpochProgress", "Checkpoint", "TimeBudget", "TrainingResult", "PrivacyLog",
-           "train_adversarial", "training_dataset", "private_dataset", "epoch_order", "train",
-           "default_epochs"]
+           "train_adversarial", "training_dataset", "distributed_dataset", "private_dataset",
+           "epoch_order", "train", "default_epochs"]
 
 log = logging.getLogger(__name__)
 
@@ -462,20 +463,23 @@ class AdversarialModel(keras.Model):
                     "sampling; feed robustlab.training.private_dataset(...) to fit, or use "
                     "train_adversarial(..., dp=...)")
             return self._private_update(x, x_adv, y, data[2], clean_logits)
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         with tf.GradientTape() as tape:
             adv_logits = self.model(x_adv, training=True)
             if cfg.method is Method.TRADES:
                 train_clean = self.model(x, training=True)
                 kl = per_example_loss(adv_logits, train_clean, Loss.KL, False)
-                loss = tf.reduce_mean(per_example_loss(train_clean, y, Loss.CE, False)) \
-                    + cfg.beta * tf.reduce_mean(kl)
+                loss = _global_mean(per_example_loss(train_clean, y, Loss.CE, False)) \
+                    + cfg.beta * _global_mean(kl)
             else:
-                loss = tf.reduce_mean(per_example_loss(adv_logits, y, Loss.CE, False))
+                loss = _global_mean(per_example_loss(adv_logits, y, Loss.CE, False))
             scaled = self.optimizer.scale_loss(loss)
         variables = self.model.trainable_variables
         grads = tape.gradient(scaled, variables)
-        self.optimizer.apply(grads, variables)
-        self.loss_tracker.update_state(loss)
+        self.optimizer.apply(grads, variables)  # Keras sums the replicas' gradients
+        # this replica's share of the global mean, times the replicas: the metric averages
+        # the replicas' values, so it reports the global batch's mean loss
+        self.loss_tracker.update_state(loss * replicas)
         self.clean_accuracy.update_state(y, adv_logits if standard else clean_logits)
         if standard:
             return {m.name: m.result() for m in self.metrics[:2]}
@@ -532,6 +536,20 @@ class AdversarialModel(keras.Model):
             tf.reduce_mean(per_example_loss(logits, y, Loss.CE, False)))
         self.clean_accuracy.update_state(y, logits)
         return {m.name: m.result() for m in self.metrics[:2]}
+
+
+def _global_mean(values: Any) -> Any:
+    """This replica's share of the mean of the per-example ``values`` ``(B,)`` over the
+    whole global batch: its sum divided by the global batch's size. Keras sums the
+    replicas' gradients, so the update is exactly the one-device update on the global batch
+    however it was split (with one replica: the plain mean)."""
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return tf.reduce_mean(values)
+    size = ctx.all_reduce("sum", tf.cast(tf.shape(values)[0], tf.float32))
+    return tf.reduce_sum(values) / tf.maximum(size, 1.0)
 
 
 class _EpsilonSchedule(keras.callbacks.Callback):
@@ -624,7 +642,9 @@ class TimeBudget(keras.callbacks.Callback):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if time.perf_counter() - self._start >= self.seconds:
+        spent = time.perf_counter() - self._start >= self.seconds
+        # with several workers, all stop when the first one's budget is spent
+        if distribute.any_worker(getattr(self.model, "distribute_strategy", None), spent):
             self.stopped_epoch = epoch
             self.model.stop_training = True
             log.info("time budget of %.0f s used up after epoch %d", self.seconds, epoch + 1)
@@ -727,8 +747,8 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
                       seed: int = 0, checkpoint_dir: str | os.PathLike[str] | None = None,
                       save_to: str | os.PathLike[str] | None = None, guard: bool | None = None,
                       guard_size: int = 256, max_seconds: float | None = None,
-                      dp: DPConfig | None = None,
-                      callbacks: list[Any] | None = None) -> tuple[Any, TrainingResult]:
+                      dp: DPConfig | None = None, callbacks: list[Any] | None = None,
+                      strategy: Any = None) -> tuple[Any, TrainingResult]:
     """Adversarially train ``model`` on ``data.x_train`` (in place) and return it.
 
     Args:
@@ -767,6 +787,18 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
             accuracies) are computed on the private batches without noise: do not publish
             them with the model. ``clean_fraction`` must be 0 with DP.
         callbacks: more Keras callbacks.
+        strategy: train data-parallel under a ``tf.distribute`` strategy (a strategy, or
+            ``"auto"``, ``"mirrored"``, ``"multiworker"``:
+            :func:`robustlab.distribute.make_strategy`; None: the strategy of the current
+            :func:`robustlab.distribute.across` block, else one device). Each global batch
+            of ``batch_size`` (the batches of a one-device run) is split by example over the
+            replicas and the update is the global batch's mean gradient (batch-norm
+            statistics are per replica). With ``MultiWorkerMirroredStrategy`` every worker
+            runs this same call; the chief alone writes the checkpoints and ``save_to``, and
+            every worker resumes from ``checkpoint_dir``, which must be storage they all read
+            (as for Keras ``BackupAndRestore``): after a worker dies, restart them all with
+            the same command. Not with ``dp``. The trained weights are copied back into
+            ``model``.
 
     Returns:
         ``(model, TrainingResult)``.
@@ -782,6 +814,17 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
     epochs = check_int("epochs", epochs, low=1)
     batch_size = check_int("batch_size", batch_size, low=1)
     learning_rate = check_float("learning_rate", learning_rate, low=0.0, low_open=True)
+    strategy = distribute.current().strategy if strategy is None else \
+        distribute.make_strategy(strategy)
+    replicas = 1 if strategy is None else int(strategy.num_replicas_in_sync)
+    if replicas > 1 and dp is not None:
+        raise ValidationError(f"expected strategy=None with dp (DP-SGD's noise and its "
+                              f"accounting are for one device), got a strategy of {replicas} "
+                              f"replicas")
+    if batch_size < replicas:
+        raise ValidationError(f"expected batch_size >= {replicas} (the strategy's replicas: "
+                              f"each needs examples), got {batch_size}")
+    chief = strategy is None or distribute.is_chief()
     x, y = data.x_train, data.y_train
     use_guard = (cfg.method is Method.FGSM_RS) if guard is None else bool(guard)
     extra: list[Any] = []
@@ -815,8 +858,17 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
                          plan.epsilon_after(within[-1] + 1), dp.target_epsilon)
             fit_epochs = within[-1]
         extra.append(PrivacyLog(plan))
-    trainer = AdversarialModel(model, cfg, dp=plan)
-    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    def scope() -> Any:
+        return contextlib.nullcontext() if strategy is None else strategy.scope()
+
+    inner = model
+    if strategy is not None and getattr(model, "distribute_strategy", None) is not strategy:
+        with scope():  # the weights as the strategy's variables (one copy per replica)
+            inner = keras.models.clone_model(model)
+            inner.set_weights(model.get_weights())
+    with scope():
+        trainer = AdversarialModel(inner, cfg, dp=plan)
+        trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
     start_epoch, checkpoint = 0, None
     if checkpoint_dir is not None:
         # what a resumed run must share with the checkpoint (not epochs: a rerun may extend)
@@ -827,11 +879,19 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
         if plan is not None:  # not the epochs: a rerun may extend a run of fixed σ
             settings["dp"] = {k: v for k, v in plan.to_dict().items()
                               if k not in ("epochs", "steps", "epsilon")}
-        start_epoch = Checkpoint.restore(checkpoint_dir, trainer, settings, epochs=epochs)
+        with scope():  # every worker restores the chief's checkpoint
+            start_epoch = Checkpoint.restore(checkpoint_dir, trainer, settings, epochs=epochs,
+                                             tidy=chief)
+        seen = distribute.worker_values(strategy, start_epoch)
+        if len(set(seen)) > 1:
+            raise CheckpointError(f"expected every worker to see the same checkpoint in "
+                                  f"{str(checkpoint_dir)!r}, but they found {seen} completed "
+                                  f"epochs: checkpoint_dir must be storage every worker "
+                                  f"reads (a shared volume)")
         if start_epoch:
             log.info("resuming from %s after epoch %d of %d", checkpoint_dir, start_epoch,
                      epochs)
-        checkpoint = Checkpoint(checkpoint_dir, settings)
+        checkpoint = Checkpoint(checkpoint_dir, settings) if chief else None
     budget = TimeBudget(max_seconds) if max_seconds is not None else None
     if budget is not None:
         extra.append(budget)
@@ -847,7 +907,12 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
         # Keras and third-party callbacks may draw from the global generators: seeded for
         # this call only (the batches' order and the random starts draw from their own)
         with seeded_globals(cfg.seed, tensorflow=True):
-            if plan is None:
+            steps_per_epoch = math.ceil(len(x) / batch_size)
+            if replicas > 1:
+                batches, steps_per_epoch = distributed_dataset(
+                    strategy, x, y, batch_size, seed=cfg.seed, epochs=epochs,
+                    initial_epoch=start_epoch)
+            elif plan is None:
                 batches = training_dataset(x, y, batch_size, seed=cfg.seed, epochs=epochs,
                                            initial_epoch=start_epoch)
             else:
@@ -855,9 +920,13 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
                                           initial_epoch=start_epoch)
             history = trainer.fit(
                 batches, epochs=fit_epochs, initial_epoch=start_epoch, verbose=0, shuffle=False,
-                steps_per_epoch=math.ceil(len(x) / batch_size), callbacks=extra).history
+                steps_per_epoch=steps_per_epoch, callbacks=extra).history
     seconds = time.perf_counter() - start
-    path = str(save_model(model, save_to)) if save_to else None
+    if inner is not model:
+        model.set_weights(inner.get_weights())
+    path = None
+    if save_to:  # the chief writes it; the other workers report where
+        path = str(save_model(model, save_to)) if chief else str(save_to)
     stopped_early = budget is not None and budget.stopped_epoch is not None
     privacy = None
     if plan is not None:
@@ -866,7 +935,7 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
         privacy = {**plan.to_dict(), "epochs_trained": trained,
                    "steps": trained * plan.steps_per_epoch,
                    "epsilon": None if math.isinf(spent) else spent}
-    if checkpoint_dir is not None:
+    if checkpoint_dir is not None and chief:
         if path is not None and not stopped_early:  # in save_to: nothing left to resume
             _remove_checkpoint(Path(checkpoint_dir))
         elif stopped_early:
@@ -918,6 +987,42 @@ def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int
     batches = [order[begin:begin + batch_size] for e in range(initial_epoch, epochs)
                for order in [epoch_order(n, seed, e)] for begin in offsets]
     return _index_dataset(x, y, batches)
+
+
+def distributed_dataset(strategy: Any, x: np.ndarray, y: np.ndarray, batch_size: int, *,
+                        seed: int = 0, epochs: int = 1, initial_epoch: int = 0
+                        ) -> tuple[Any, int]:
+    """:func:`training_dataset`'s global batches for a ``tf.distribute`` strategy, each split
+    by example over its replicas (consecutive slices of the batch,
+    :func:`robustlab.distribute.replica_slices`): every worker builds the same batches from
+    the seed and the epoch and keeps its own replicas' slices. A last batch with fewer
+    examples than replicas joins the batch before it (every replica needs an example: the
+    batch-norm statistics of an empty batch are NaN). Returns the distributed dataset and
+    its steps per epoch."""
+    batch_size = check_int("batch_size", batch_size, low=1)
+    epochs = check_int("epochs", epochs, low=1)
+    initial_epoch = check_int("initial_epoch", initial_epoch, low=0, high=epochs)
+    replicas, n = int(strategy.num_replicas_in_sync), len(x)
+    if n < replicas or len(y) != n:
+        raise ValidationError(f"expected x and y to hold the same number (>= {replicas}, the "
+                              f"replicas) of examples, got {n} and {len(y)}")
+    offsets = list(range(0, n, batch_size))
+    if len(offsets) > 1 and n - offsets[-1] < replicas:
+        offsets.pop()
+    ends = [*offsets[1:], n]
+
+    def per_worker(ctx: Any) -> Any:
+        local = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+        first = ctx.input_pipeline_id * local
+        parts = []
+        for epoch in range(initial_epoch, epochs):
+            order = epoch_order(n, seed, epoch)
+            for begin, end in zip(offsets, ends, strict=True):
+                cut = distribute.replica_slices(end - begin, replicas)
+                parts += [order[begin:end][cut[first + j]] for j in range(local)]
+        return _index_dataset(x, y, parts)
+
+    return strategy.distribute_datasets_from_function(per_worker), len(offsets)
 
 
 def private_dataset(x: np.ndarray, y: np.ndarray, plan: DPPlan, *, seed: int = 0,
@@ -1055,10 +1160,12 @@ class Checkpoint(keras.callbacks.Callback):
 
     @classmethod
     def restore(cls, directory: str | os.PathLike[str] | None, trainer: Any,
-                config: dict[str, Any], *, epochs: int | None = None) -> int:
+                config: dict[str, Any], *, epochs: int | None = None,
+                tidy: bool = True) -> int:
         """Load the checkpoint in ``directory`` into ``trainer``; returns the number of
         completed epochs (0 when there is none). First deletes the temporary files a crash
-        during a write left in ``directory`` (see the class doc).
+        during a write left in ``directory`` (see the class doc), unless ``tidy`` is False
+        (a worker that is not the chief only reads the chief's checkpoint).
 
         Raises:
             CheckpointError: the checkpoint was made with other settings (``config``; the
@@ -1068,10 +1175,11 @@ class Checkpoint(keras.callbacks.Callback):
         """
         if directory is None:
             return 0
-        return cls(directory, config)._restore(trainer, epochs)
+        return cls(directory, config)._restore(trainer, epochs, tidy)
 
-    def _restore(self, trainer: Any, epochs: int | None) -> int:
-        _remove_temporary_files(self.directory)
+    def _restore(self, trainer: Any, epochs: int | None, tidy: bool = True) -> int:
+        if tidy:
+            _remove_temporary_files(self.directory)
         record = self._read_record()
         if record is None:
             return 0
