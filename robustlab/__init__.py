@@ -59,6 +59,8 @@ _EXPORTS = {
     "monitoring_study": "robustlab.workflow",
     "run_notebook": "robustlab.runner", "verify": "robustlab.manifest",
     "enable_determinism": "robustlab._env",
+    "make_strategy": "robustlab.distribute", "use_strategy": "robustlab.distribute",
+    "is_chief": "robustlab.distribute", "split_cpu": "robustlab.distribute",
     "RobustlabError": "robustlab.errors", "ValidationError": "robustlab.errors",
 }
 

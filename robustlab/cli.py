@@ -44,6 +44,13 @@ file's sha256 and the input's path) and appends it to ``--log FILE`` (JSON Lines
 1 when the drift test fires (``--fail-on flagged`` also fails on any flagged input), 2 for
 unreadable input (a missing file, a pickle, a monitor of another model).
 
+``robustlab worker --hosts H0:P,H1:P --index I -- COMMAND ...`` runs COMMAND as worker I of
+a ``MultiWorkerMirroredStrategy`` cluster (it sets ``TF_CONFIG``; ``--index`` defaults to a
+Kubernetes indexed Job's ``JOB_COMPLETION_INDEX``) and exits with COMMAND's status;
+``robustlab worker --local N -- COMMAND ...`` starts N such workers on this machine (ports
+from the OS) and stops all of them when one fails (exit 0 when all succeed). Exit 2 for a bad
+cluster description (:mod:`robustlab.distribute`).
+
 ``robustlab audit verify [LOG]`` checks the audit log's hash chain (exit 0 intact, 1 naming
 the first broken record, 2 unreadable); ``robustlab audit show [LOG]`` prints it. ``run``,
 ``gate``, ``verify``, ``verify-blessing`` and ``signing-keygen`` each append one record
@@ -96,7 +103,35 @@ def _parser() -> argparse.ArgumentParser:
     _add_crypto_commands(sub)
     _add_signing_commands(sub)
     _add_monitor_command(sub)
+    _add_worker_command(sub)
     return parser
+
+
+def _add_worker_command(sub: argparse._SubParsersAction) -> None:
+    worker = sub.add_parser(
+        "worker", help="run a command as a tf.distribute worker (TF_CONFIG)",
+        description="Run COMMAND as one worker of a MultiWorkerMirroredStrategy cluster: "
+                    "with --hosts and --index it sets TF_CONFIG and runs COMMAND (one per "
+                    "machine, e.g. a Kubernetes pod: see deploy/); with --local N it starts "
+                    "N workers of COMMAND on this machine (ports from the OS) and waits, "
+                    "stopping all when one fails. COMMAND then calls evaluate / "
+                    "train_adversarial with strategy='auto' (the notebooks' default): every "
+                    "worker runs the same call and only worker 0, the chief, writes files.")
+    where = worker.add_mutually_exclusive_group(required=True)
+    where.add_argument("--local", type=int, metavar="N", help="start N workers here")
+    where.add_argument("--hosts", metavar="HOST:PORT,...",
+                       help="every worker's address, in order (worker 0 is the chief)")
+    worker.add_argument("--index", default=None,
+                        help="this worker's place in --hosts (default: the environment's "
+                             "JOB_COMPLETION_INDEX, as a Kubernetes indexed Job sets it)")
+    worker.add_argument("--timeout", type=float, default=None,
+                        help="with --local: stop all workers after this many seconds")
+    worker.add_argument("--logs", default=None,
+                        help="with --local: write worker-<i>.log files here (default: this "
+                             "terminal)")
+    worker.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
+                        help="what each worker runs, e.g. robustlab run notebooks/"
+                             "robustness_report.ipynb --out out/run")
 
 
 def _add_monitor_command(sub: argparse._SubParsersAction) -> None:
@@ -452,6 +487,48 @@ def _monitor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    """``robustlab worker``: exit 2 on a bad cluster description, else the command's exit
+    status (with --local: 0 when every worker succeeded, else the first failure's)."""
+    import os
+    import subprocess
+
+    from robustlab.distribute import LocalCluster, tf_config
+
+    command = list(args.cmd)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    try:
+        if not command:
+            raise ValidationError("expected a command after --, e.g. robustlab worker "
+                                  "--local 2 -- robustlab run notebooks/"
+                                  "robustness_report.ipynb --out out/run")
+        if args.local is not None:
+            if args.index is not None:
+                raise ValidationError("expected --index only with --hosts")
+            with LocalCluster(command, args.local, log_dir=args.logs) as cluster:
+                codes = cluster.wait(args.timeout)
+            for index, code in enumerate(codes):
+                print(f"robustlab worker: worker {index} exited with {code}", file=sys.stderr)
+            failed = [c for c in codes if c != 0]
+            return 0 if not failed else (failed[0] if failed[0] > 0 else 128 - failed[0])
+        given = args.index if args.index is not None else \
+            os.environ.get("JOB_COMPLETION_INDEX")
+        if given is None or not str(given).strip().isdigit():
+            raise ValidationError(f"expected --index (or JOB_COMPLETION_INDEX) to be a worker "
+                                  f"number, got {given!r}")
+        config = tf_config(args.hosts.split(","), int(given))
+    except RobustlabError as exc:
+        print(f"robustlab worker: {exc}", file=sys.stderr)
+        return 2
+    env = {**os.environ, "TF_CONFIG": config}
+    try:
+        return subprocess.call(command, env=env)  # noqa: S603 - the user's own command
+    except OSError as exc:
+        print(f"robustlab worker: could not start {command[0]!r}: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in _AUDITED:  # one audit record, once the outcome is known
@@ -468,6 +545,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _audit_command(args)
     if args.command == "monitor":
         return _monitor(args)
+    if args.command == "worker":
+        return _worker(args)
     if args.command in ("keygen", "encrypt", "decrypt", "rewrap"):
         return _crypto(args)
     if args.command == "gate":

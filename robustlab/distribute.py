@@ -40,7 +40,7 @@ from robustlab.errors import InputTypeError, ValidationError
 
 __all__ = ["make_strategy", "split_cpu", "across", "current", "map_batches", "Replicas",
            "Placement", "is_chief", "task", "replica_slices", "worker_values", "any_worker",
-           "STRATEGIES"]
+           "use_strategy", "free_ports", "tf_config", "LocalCluster", "STRATEGIES"]
 
 log = logging.getLogger(__name__)
 
@@ -343,8 +343,25 @@ def _stack(parts: list[Sequence[np.ndarray]], outputs: Sequence[OutputSpec]
 
 
 _PLAIN = Replicas(None)
-_CURRENT: contextvars.ContextVar[Replicas] = contextvars.ContextVar("robustlab_replicas",
-                                                                   default=_PLAIN)
+_DEFAULT = [_PLAIN]  # what use_strategy() set: current() outside any across() block
+_CURRENT: contextvars.ContextVar[Replicas | None] = contextvars.ContextVar(
+    "robustlab_replicas", default=None)
+
+
+def use_strategy(strategy: Any) -> Replicas:
+    """Make ``strategy`` (a name or a strategy, :func:`make_strategy`; None: one device)
+    current for the rest of the process, outside any :func:`across` block: a notebook's
+    first cell, so every later ``evaluate`` and ``train_adversarial`` runs on it. With
+    ``TF_CONFIG`` set, call it before anything else runs TensorFlow (a
+    ``MultiWorkerMirroredStrategy`` must be made at the program's start). Returns its
+    :class:`Replicas`."""
+    made = make_strategy(strategy)
+    if made is _DEFAULT[0].strategy:
+        return _DEFAULT[0]
+    _DEFAULT[0] = Replicas(made)
+    if made is not None:
+        log.info("distributing over %s", _DEFAULT[0].describe())
+    return _DEFAULT[0]
 
 
 @contextlib.contextmanager
@@ -361,8 +378,10 @@ def across(strategy: Any) -> Iterator[Replicas]:
 
 
 def current() -> Replicas:
-    """The replicas of the current :func:`across` block (one device outside any)."""
-    return _CURRENT.get()
+    """The replicas of the current :func:`across` block, else those :func:`use_strategy`
+    set, else one device."""
+    active = _CURRENT.get()
+    return _DEFAULT[0] if active is None else active
 
 
 def map_batches(work: BatchWork, model: Any, rows: np.ndarray, batch_size: int,
@@ -388,6 +407,131 @@ def worker_values(strategy: Any, value: int) -> list[int]:
 def any_worker(strategy: Any, flag: bool) -> bool:
     """True on every worker when ``flag`` is True on any (every worker must call it)."""
     return any(worker_values(strategy, int(bool(flag))))
+
+
+# ---------------------------------------------------------------------------------------------
+# starting the workers
+
+
+def free_ports(n: int, host: str = "localhost") -> list[int]:
+    """``n`` TCP ports the OS reports free on ``host`` now (bound to port 0, then released)."""
+    import socket
+
+    sockets, ports = [], []
+    try:
+        for _ in range(check_int("n", n, low=1)):
+            sock = socket.socket()
+            sock.bind((host, 0))
+            sockets.append(sock)
+            ports.append(int(sock.getsockname()[1]))
+    finally:
+        for sock in sockets:
+            sock.close()
+    return ports
+
+
+def tf_config(hosts: Sequence[str], index: int) -> str:
+    """The ``TF_CONFIG`` of worker ``index`` of a cluster of ``hosts`` (``"host:port"``
+    each; worker 0 is the chief), as JSON."""
+    hosts = [str(h).strip() for h in hosts]
+    if not hosts or not all(":" in h and h.rsplit(":", 1)[1].isdigit() for h in hosts):
+        raise ValidationError(f"expected hosts to be 'host:port' entries, got {list(hosts)}")
+    index = check_int("index", index, low=0, high=len(hosts) - 1)
+    return json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
+
+
+class LocalCluster:
+    """``workers`` processes of ``command`` on this host, each with the ``TF_CONFIG`` of its
+    index (ports from the OS): a ``MultiWorkerMirroredStrategy`` cluster on one machine, for
+    trying a multi-machine run (and for the tests). Each process leads its own process
+    group, so stopping it stops what it started (a notebook's kernel too).
+
+    Use it as a context manager: leaving the block stops every process still running.
+    """
+
+    def __init__(self, command: Sequence[str], workers: int, *,
+                 env: Mapping[str, str] | None = None,
+                 log_dir: str | os.PathLike[str] | None = None) -> None:
+        self.command = [str(c) for c in command]
+        if not self.command:
+            raise ValidationError("expected a command to run on each worker, got none")
+        self.workers = check_int("workers", workers, low=1)
+        self.env = dict(os.environ if env is None else env)
+        self.log_dir = log_dir
+        self.processes: list[Any] = []
+        self._logs: list[Any] = []
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the workers (worker 0, the chief, first)."""
+        import subprocess
+        from pathlib import Path
+
+        hosts = [f"localhost:{port}" for port in free_ports(self.workers)]
+        for index in range(self.workers):
+            env = {**self.env, "TF_CONFIG": tf_config(hosts, index)}
+            out = None
+            if self.log_dir is not None:
+                Path(self.log_dir).mkdir(parents=True, exist_ok=True)
+                out = open(Path(self.log_dir) / f"worker-{index}.log", "ab")  # noqa: SIM115
+                self._logs.append(out)
+            self.processes.append(subprocess.Popen(  # noqa: S603 - the user's own command
+                self.command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+                start_new_session=True))
+        log.info("started %d workers on localhost (%s)", self.workers, ", ".join(hosts))
+
+    def kill(self, index: int, sig: int | None = None) -> None:
+        """Send ``sig`` (default SIGKILL) to worker ``index``'s process group."""
+        import signal
+
+        process = self.processes[index]
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL if sig is None else sig)
+
+    def wait(self, timeout: float | None = None) -> list[int]:
+        """Wait for every worker; the moment one fails (a non-zero exit, or killed), stop
+        the others, as a job restarts all its workers (the others cannot go on without
+        it); after ``timeout`` seconds stop all. Returns the exit codes (negative: the
+        signal that ended it)."""
+        import signal
+        import time
+
+        end = None if timeout is None else time.monotonic() + timeout
+        while any(p.poll() is None for p in self.processes):
+            failed = [i for i, p in enumerate(self.processes) if p.poll() not in (None, 0)]
+            late = end is not None and time.monotonic() > end
+            if failed or late:
+                why = "timed out" if late else f"worker {failed[0]} failed"
+                log.warning("%s: stopping the other workers", why)
+                self.stop(signal.SIGTERM)
+                break
+            time.sleep(0.2)
+        return [int(p.wait()) for p in self.processes]
+
+    def stop(self, sig: int | None = None, grace: float = 10.0) -> None:
+        """Stop every worker still running (``sig``, default SIGTERM, then SIGKILL after
+        ``grace`` seconds) and close the logs."""
+        import signal
+        import subprocess
+
+        for index in range(len(self.processes)):
+            self.kill(index, signal.SIGTERM if sig is None else sig)
+        for index, process in enumerate(self.processes):
+            try:
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.kill(index)
+                process.wait()
+        for out in self._logs:
+            out.close()
+        self._logs.clear()
 
 
 def replica_slices(n: int, replicas: int) -> list[slice]:

@@ -40,6 +40,7 @@ from typing import Any
 
 from robustlab import crypto
 from robustlab._io import folder_lock, recover_directory, replace_directory, staging_path
+from robustlab.distribute import is_chief
 from robustlab.errors import InputTypeError, NotebookExecutionError, ValidationError
 from robustlab.manifest import (
     MANIFEST,
@@ -416,7 +417,10 @@ def run_notebook(notebook: str | Path, out_dir: str | Path,
     process's terminal instead.
 
     On success ``out_dir/manifest.json`` lists every file with its SHA-256 and the run id
-    (see :mod:`robustlab.manifest`). Returns the path of the executed notebook. Raises
+    (see :mod:`robustlab.manifest`). On a worker of a ``TF_CONFIG`` cluster that is not the
+    chief (:func:`robustlab.distribute.is_chief`) the notebook runs in full, as every worker
+    must, into a scratch folder that is then deleted: the chief alone writes ``out_dir``.
+    Returns the path of the executed notebook. Raises
     NotebookExecutionError when the notebook fails (the executed notebook is kept as
     ``<out_dir>.failed.ipynb``), ValidationError when another run holds ``out_dir``, and
     :class:`RunInterrupted` on SIGINT / SIGTERM (when called from the main thread).
@@ -425,6 +429,22 @@ def run_notebook(notebook: str | Path, out_dir: str | Path,
     if not notebook.is_file() or notebook.suffix != ".ipynb":
         raise ValidationError(f"expected notebook to be an existing .ipynb file, "
                               f"got {str(notebook)!r}")
+    if not is_chief():  # a worker of a cluster: it runs every cell, the chief keeps the files
+        with tempfile.TemporaryDirectory(prefix="robustlab-worker-") as scratch:
+            log.info("not the chief of the TF_CONFIG cluster: running %s with its outputs in "
+                     "a scratch folder; the chief writes %s", notebook.name, out_dir)
+            _run_notebook(notebook, Path(scratch) / "out", parameters,
+                          kernel_name=kernel_name, output_param=output_param, timeout=timeout,
+                          verbose=verbose)
+        return Path(out_dir).resolve() / notebook.name
+    return _run_notebook(notebook, out_dir, parameters, kernel_name=kernel_name,
+                         output_param=output_param, timeout=timeout, verbose=verbose)
+
+
+def _run_notebook(notebook: Path, out_dir: str | Path, parameters: dict[str, Any] | None, *,
+                  kernel_name: str | None, output_param: str, timeout: float | None,
+                  verbose: bool) -> Path:
+    """:func:`run_notebook` once the notebook is known to exist."""
     params = dict(parameters or {})
     declared = check_parameters(notebook, params)
     out = Path(out_dir).resolve()

@@ -35,6 +35,7 @@ from robustlab.attacks import AttackSpec, parse_attacks
 from robustlab.checks import check_logits
 from robustlab.crossval import cross_validate
 from robustlab.data import Dataset, check_name, load
+from robustlab.distribute import STRATEGIES
 from robustlab.errors import InputTypeError, ModelNotFoundError, ValidationError
 from robustlab.evaluate import compare, evaluate
 from robustlab.inference import num_outputs, predict_labels
@@ -160,10 +161,12 @@ class ReportConfig:
     immutable: str | list[Any] = ""
     cv_folds: int = 0
     seed: int = 0
+    strategy: str = "auto"
     output_dir: str = "out/report"
 
-    # where the run's files go: not a parameter of the result
-    _NOT_RECORDED = ("output_dir",)
+    # where the run's files go, and how the work was spread (which changes no number; the
+    # result's device records it): not parameters of the result
+    _NOT_RECORDED = ("output_dir", "strategy")
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -193,6 +196,7 @@ class ReportConfig:
         if self.cv_folds == 1:
             raise ValidationError("expected cv_folds 0 (off) or >= 2, got 1")
         put("seed", check_seed(self.seed))
+        put("strategy", _check_strategy(self.strategy))
         put("output_dir", _check_text("output_dir", self.output_dir))
         if not self.output_dir.strip():
             raise ValidationError("expected output_dir to name a folder, got ''")
@@ -267,6 +271,16 @@ class ReportConfig:
         result = self.evaluate(self.load_model(data), data)
         write_report(result, self.output_dir, crossval=self.cross_validate(data))
         return result
+
+
+def _check_strategy(value: Any) -> str:
+    """A strategy name of :data:`robustlab.distribute.STRATEGIES` (made later, by
+    :func:`~robustlab.distribute.use_strategy`, before anything runs TensorFlow)."""
+    text = _check_text("strategy", value).strip().lower().replace("-", "").replace("_", "")
+    if text not in STRATEGIES:
+        raise ValidationError(f"expected strategy to be one of {list(STRATEGIES)}, got "
+                              f"{value!r}")
+    return text
 
 
 def _check_names(name: str, value: Any) -> list[str]:

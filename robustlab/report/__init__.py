@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from markupsafe import Markup
 
 from robustlab import crypto
 from robustlab._display import register_html
+from robustlab.distribute import is_chief
 from robustlab.errors import InputTypeError, ValidationError
 from robustlab.manifest import update_manifest
 from robustlab.report.plots import (
@@ -68,6 +70,8 @@ from robustlab.results import (
     Status,
 )
 from robustlab.stats import wilson_interval
+
+log = logging.getLogger(__name__)
 
 __all__ = ["render_html", "render_summary_html", "write_report", "render_comparison_html",
            "render_comparison_summary_html", "write_comparison", "render_crossval_html",
@@ -395,9 +399,13 @@ def write_report(result: Any, out_dir: str | Path, *, key: crypto.Key | None = N
     the Monitoring section and ``monitoring.json``.
 
     Returns ``{"json": path, "html": path, "manifest": path}`` (and ``"crossval"``,
-    ``"privacy"``, ``"poisoning"``, ``"monitoring"``).
+    ``"privacy"``, ``"poisoning"``, ``"monitoring"``). On a worker of a ``TF_CONFIG``
+    cluster that is not the chief (:func:`robustlab.distribute.is_chief`; every worker holds
+    the same result) nothing is written: the chief writes, and the paths say where.
     """
     _check_sections(crossval, privacy, poisoning, monitoring)
+    if not is_chief():
+        return _not_the_chief(out_dir, "report")
     out = _output_dir(out_dir, ("report.html", "report.json"))
     provider = crypto.resolve_key(key)
     paths = {"json": crypto.write_json(out / "report.json", result.to_dict(), provider),
@@ -1387,11 +1395,23 @@ def write_crossval(cv: CrossValidationResult, out_dir: str | Path, *,
                        parameters=dict(cv.training), seed=cv.seed)
 
 
+def _not_the_chief(out_dir: str | Path, stem: str) -> dict[str, Path]:
+    """Where the chief writes ``<stem>.json`` / ``.html``, said in the log, written by none."""
+    log.info("not the chief of the TF_CONFIG cluster: the chief writes %s.html in %s", stem,
+             out_dir)
+    out = Path(out_dir)
+    return {"json": out / f"{stem}.json", "html": out / f"{stem}.html",
+            "manifest": out / "manifest.json"}
+
+
 def _write_page(out_dir: str | Path, stem: str, record: dict[str, Any], html: str,
                 key: crypto.Key | None, *, parameters: dict[str, Any], seed: int
                 ) -> dict[str, Path]:
     """Write ``<stem>.json`` and ``<stem>.html`` into ``out_dir`` (refusing a file, as
-    :func:`write_report` does; encrypted with a key) and update its ``manifest.json``."""
+    :func:`write_report` does; encrypted with a key) and update its ``manifest.json``; the
+    chief alone writes (see :func:`write_report`)."""
+    if not is_chief():
+        return _not_the_chief(out_dir, stem)
     out = _output_dir(out_dir, (f"{stem}.html", f"{stem}.json"))
     provider = crypto.resolve_key(key)
     paths = {"json": crypto.write_json(out / f"{stem}.json", record, provider),
