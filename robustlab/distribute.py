@@ -170,6 +170,15 @@ def make_strategy(strategy: Any = "auto") -> Any:
     return tf.distribute.MirroredStrategy(local)
 
 
+def _is_default(strategy: Any) -> bool:
+    """Whether ``strategy`` is TensorFlow's default (no distribution): what
+    ``tf.distribute.get_strategy()`` and a Keras model's ``distribute_strategy`` give
+    outside any scope."""
+    import tensorflow as tf
+
+    return strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
+
+
 def _local_devices() -> list[str]:
     """The GPUs, else the logical CPUs, of this process."""
     import tensorflow as tf
@@ -203,6 +212,8 @@ class Replicas:
     without any copy or gather: the plain path."""
 
     def __init__(self, strategy: Any = None) -> None:
+        if strategy is not None and _is_default(strategy):
+            strategy = None
         self.strategy = strategy
         if strategy is None:
             self.placement = Placement(1, ("",), (0,), 1, True)
@@ -270,6 +281,8 @@ class Replicas:
         and dtype (what a replica with no batch sends)."""
         rows = np.asarray(rows, np.int64)
         batch_size = check_int("batch_size", batch_size, low=1)
+        if self.placement.workers > 1:  # sized from each host's free memory: take the least
+            batch_size = min(worker_values(self.strategy, batch_size))
         starts = range(0, len(rows), batch_size)
         batches = [rows[s:s + batch_size] for s in starts]
         if not batches:
@@ -393,7 +406,7 @@ def map_batches(work: BatchWork, model: Any, rows: np.ndarray, batch_size: int,
 def worker_values(strategy: Any, value: int) -> list[int]:
     """``value`` as each replica of ``strategy`` holds it on its worker (a collective every
     worker must call: one all-gather); ``[value]`` without a strategy."""
-    if strategy is None:
+    if strategy is None or _is_default(strategy):
         return [int(value)]
     import tensorflow as tf
 

@@ -858,11 +858,14 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
                          plan.epsilon_after(within[-1] + 1), dp.target_epsilon)
             fit_epochs = within[-1]
         extra.append(PrivacyLog(plan))
+
     def scope() -> Any:
         return contextlib.nullcontext() if strategy is None else strategy.scope()
 
     inner = model
-    if strategy is not None and getattr(model, "distribute_strategy", None) is not strategy:
+    # a model made under the strategy's scope already holds its variables (Keras records
+    # the strategy it was made under; the public property falls back to the current one)
+    if strategy is not None and getattr(model, "_distribute_strategy", None) is not strategy:
         with scope():  # the weights as the strategy's variables (one copy per replica)
             inner = keras.models.clone_model(model)
             inner.set_weights(model.get_weights())
