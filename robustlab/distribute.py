@@ -244,17 +244,22 @@ class Replicas:
                 "replicas": p.replicas, "workers": p.workers}
 
     def models(self, model: Any) -> list[Any]:
-        """``model`` for each local replica: the model itself on the first, a copy with the
-        same weights on each other device (``keras.models.clone_model``), so no replica
-        reads its weights across devices. A model that cannot be cloned (a subclassed one
-        without ``get_config``) is shared, with a warning: correct, but every step then
-        reads the weights from the first device."""
+        """``model`` for each local replica: the model itself on the first, a copy on each
+        other device (``keras.models.clone_model``, made once) given the model's current
+        weights at every call, so no replica reads its weights across devices and none
+        holds stale ones. A model that cannot be cloned (a subclassed one without
+        ``get_config``) is shared, with a warning: correct, but every step then reads the
+        weights from the first device."""
         devices = self.placement.devices
         if len(devices) == 1:
             return [model]
         with self._lock:
             known = self._models.get(id(model))
             if known is not None and known[0] is model:
+                if known[1][1] is not model:
+                    weights = model.get_weights()
+                    for copy in known[1][1:]:
+                        copy.set_weights(weights)
                 return known[1]
             copies = [model]
             try:
@@ -504,9 +509,9 @@ class LocalCluster:
         import signal
 
         process = self.processes[index]
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL if sig is None else sig)
+        # the group outlives its leader when the worker started children (a kernel)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL if sig is None else sig)
 
     def wait(self, timeout: float | None = None) -> list[int]:
         """Wait for every worker; the moment one fails (a non-zero exit, or killed), stop

@@ -430,11 +430,27 @@ class AdversarialModel(keras.Model):
 
     def train_step(self, data: Any) -> dict[str, Any]:
         with GraphSafeNames(self):
-            return self._adversarial_train_step(data)
+            return _across_workers(self._adversarial_train_step(data))
 
     def test_step(self, data: Any) -> dict[str, Any]:
         with GraphSafeNames(self):
-            return self._adversarial_test_step(data)
+            return _across_workers(self._adversarial_test_step(data))
+
+    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
+        """Keras (3.15) builds a model made under a strategy from its first batch, which it
+        first reduces with a MEAN over the replicas; ``MultiWorkerMirroredStrategy`` cannot
+        reduce a nested batch. Only the shapes matter: this worker's first replica's batch
+        has them."""
+        import tensorflow as tf
+
+        if iterator is not None and self._distribute_strategy is not None:
+            strategy = self._distribute_strategy
+            for _, _, batches in iterator:
+                data_batch = keras.tree.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v, next(batches))
+                break
+        super()._maybe_symbolic_build(data_batch=data_batch)
 
     def predict_step(self, data: Any) -> Any:
         with GraphSafeNames(self):
@@ -536,6 +552,20 @@ class AdversarialModel(keras.Model):
             tf.reduce_mean(per_example_loss(logits, y, Loss.CE, False)))
         self.clean_accuracy.update_state(y, logits)
         return {m.name: m.result() for m in self.metrics[:2]}
+
+
+def _across_workers(logs: dict[str, Any]) -> dict[str, Any]:
+    """The step's metric values as Keras (3.15) can reduce them over the workers of a
+    ``MultiWorkerMirroredStrategy``: it takes their MEAN along axis 0, so each scalar goes
+    out as a vector of one (the values agree: the metrics are synchronised). Elsewhere, as
+    they are."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or \
+            strategy.num_replicas_in_sync == len(strategy.extended.worker_devices):
+        return logs
+    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
 
 
 def _global_mean(values: Any) -> Any:
