@@ -2,14 +2,15 @@
 # `make test` runs the whole test suite. Both create .venv and install what they need.
 # `make check` is the inner loop: lint, layer contract, types and the fast tests.
 # `make bench` measures speed and memory against CleverHans and ART (benchmarks/RESULTS.md),
-# tables (TABULAR.md), DP-SGD (PRIVACY.md), poisoning (POISONING.md) and monitoring (MONITORING.md).
+# tables (TABULAR.md), DP-SGD (PRIVACY.md), poisoning (POISONING.md), monitoring (MONITORING.md)
+# and tf.distribute (DISTRIBUTED.md). `make gpu-check` is the one-command GPU check (GPU.md).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 OUT ?= out/demo
 
-.PHONY: demo test check static lint bench clean browser audit audit-deps
+.PHONY: demo test check static lint bench clean browser audit audit-deps gpu-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +49,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/privacy.py
 	$(PY) benchmarks/poisoning.py
 	$(PY) benchmarks/monitoring.py
+	$(PY) benchmarks/distributed.py
+
+# on a machine with a GPU: XLA on/off, mixed precision, native vs CleverHans vs ART, PGD-AT
+gpu-check:
+	bash benchmarks/gpu_check.sh
 
 # Static security linting of our own code: ruff's flake8-bandit rules and bandit itself. Every
 # finding left in the code carries a `noqa`/`nosec` comment that says why it is safe.

@@ -37,6 +37,15 @@ ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = ROOT.parent / "shared" / "datasets" / "mnist-t10k"
 CURVE_EPSILONS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
 SECTIONS = ("engine", "curve", "fgsm", "scaling", "training", "budget", "memory")
+# where the other benchmark scripts write (RESULTS.md names them)
+OTHER_RESULTS = (
+    "Also: [DISTRIBUTED.md](DISTRIBUTED.md) (`benchmarks/distributed.py`: the tf.distribute "
+    "path's overhead on one device, its communication costs and the predicted scaling to N "
+    "GPUs or workers) and [GPU.md](GPU.md) (`bash benchmarks/gpu_check.sh` on a GPU: XLA on "
+    "and off, mixed precision, native vs CleverHans vs ART, one PGD-AT epoch; written only "
+    "where a GPU ran it), [AUTOATTACK.md](AUTOATTACK.md), [TABULAR.md](TABULAR.md), "
+    "[PRIVACY.md](PRIVACY.md), [POISONING.md](POISONING.md), "
+    "[MONITORING.md](MONITORING.md).")
 
 
 def step_size(eps: float, steps: int) -> float:
@@ -531,6 +540,7 @@ def markdown(res: dict[str, Any]) -> str:
              "- " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), ""]
     if res["device_note"]:
         lines += [f"**{res['device_note']}**", ""]
+    lines += [OTHER_RESULTS, ""]
     if res["mnist_missing"]:
         lines += [f"**MNIST rows skipped: {res['mnist_missing']}.**", ""]
     if res.get("per_step"):

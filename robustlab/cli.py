@@ -487,11 +487,17 @@ def _monitor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM to ``robustlab worker --local``: leave through the cluster's ``with`` block,
+    which stops every worker (they run in their own sessions and would outlive it)."""
+    raise SystemExit(128 + signum)
+
+
 def _worker(args: argparse.Namespace) -> int:
     """``robustlab worker``: exit 2 on a bad cluster description, else the command's exit
     status (with --local: 0 when every worker succeeded, else the first failure's)."""
     import os
-    import subprocess
+    import signal
 
     from robustlab.distribute import LocalCluster, tf_config
 
@@ -507,11 +513,17 @@ def _worker(args: argparse.Namespace) -> int:
             if args.index is not None:
                 raise ValidationError("expected --index only with --hosts")
             with LocalCluster(command, args.local, log_dir=args.logs) as cluster:
-                codes = cluster.wait(args.timeout)
+                previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+                try:
+                    codes = cluster.wait(args.timeout)
+                finally:
+                    signal.signal(signal.SIGTERM, previous)
             for index, code in enumerate(codes):
                 print(f"robustlab worker: worker {index} exited with {code}", file=sys.stderr)
-            failed = [c for c in codes if c != 0]
-            return 0 if not failed else (failed[0] if failed[0] > 0 else 128 - failed[0])
+            if cluster.first_failure is None:
+                return 0
+            code = codes[cluster.first_failure]  # the first to fail, not the ones stopped
+            return code if code > 0 else 128 - code
         given = args.index if args.index is not None else \
             os.environ.get("JOB_COMPLETION_INDEX")
         if given is None or not str(given).strip().isdigit():
@@ -522,11 +534,12 @@ def _worker(args: argparse.Namespace) -> int:
         print(f"robustlab worker: {exc}", file=sys.stderr)
         return 2
     env = {**os.environ, "TF_CONFIG": config}
-    try:
-        return subprocess.call(command, env=env)  # noqa: S603 - the user's own command
+    try:  # become the command: its exit status, and signals (a pod's SIGTERM) reach it
+        os.execvpe(command[0], command, env)  # noqa: S606 - the user's own command
     except OSError as exc:
         print(f"robustlab worker: could not start {command[0]!r}: {exc}", file=sys.stderr)
         return 2
+    return 0  # pragma: no cover - execvpe does not return
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,9 +37,10 @@ from typing import Any
 import numpy as np
 
 from robustlab._validate import check_int
-from robustlab.errors import InputTypeError, ValidationError
+from robustlab.errors import InputTypeError, RobustlabError, ValidationError
 
-__all__ = ["make_strategy", "split_cpu", "across", "current", "map_batches", "Replicas",
+__all__ = ["make_strategy", "split_cpu", "across", "current", "map_batches", "each_batch",
+           "Replicas",
            "Placement", "is_chief", "task", "replica_slices", "worker_values", "any_worker",
            "use_strategy", "free_ports", "tf_config", "LocalCluster", "STRATEGIES"]
 
@@ -51,6 +53,8 @@ STRATEGIES = ("none", "auto", "mirrored", "multiworker")
 OutputSpec = tuple[tuple[int, ...], Any]
 # work(model, rows) -> one array per output, each with len(rows) leading rows
 BatchWork = Callable[[Any, np.ndarray], Sequence[np.ndarray]]
+# sink(rows, outputs): takes one batch's outputs, in order
+Sink = Callable[[np.ndarray, Sequence[np.ndarray]], None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,8 +235,6 @@ class Replicas:
             replicas = int(strategy.num_replicas_in_sync)
             self.placement = Placement(replicas, devices, tuple(ids),
                                        max(1, replicas // max(1, len(devices))), is_chief())
-        self._models: dict[int, tuple[Any, list[Any]]] = {}
-        self._lock = threading.Lock()
 
     def describe(self) -> dict[str, Any]:
         """What a result records: the strategy's class, replicas and workers."""
@@ -245,120 +247,160 @@ class Replicas:
 
     def models(self, model: Any) -> list[Any]:
         """``model`` for each local replica: the model itself on the first, a copy on each
-        other device (``keras.models.clone_model``, made once) given the model's current
-        weights at every call, so no replica reads its weights across devices and none
-        holds stale ones. A model that cannot be cloned (a subclassed one without
-        ``get_config``) is shared, with a warning: correct, but every step then reads the
-        weights from the first device."""
+        other device (``keras.models.clone_model``, made once per model and device and
+        kept as long as the model lives) given the model's current weights at every call,
+        so no replica reads its weights across devices and none holds stale ones. A model
+        that cannot be cloned (a subclassed one without ``get_config``) is shared, with a
+        warning: correct, but every step then reads the weights from the first device."""
         devices = self.placement.devices
         if len(devices) == 1:
             return [model]
-        with self._lock:
-            known = self._models.get(id(model))
-            if known is not None and known[0] is model:
-                if known[1][1] is not model:
-                    weights = model.get_weights()
-                    for copy in known[1][1:]:
-                        copy.set_weights(weights)
-                return known[1]
-            copies = [model]
+        with _COPIES_LOCK:
+            try:
+                known = _COPIES.setdefault(model, {})
+            except TypeError:  # not weak-referenceable: copies for this call only
+                known = {}
             try:
                 import keras
                 import tensorflow as tf
 
-                for device in devices[1:]:
+                fresh = [d for d in devices[1:] if d not in known]
+                for device in fresh:
                     with tf.device(device):
-                        clone = keras.models.clone_model(model)
-                        clone.set_weights(model.get_weights())
-                    copies.append(clone)
+                        known[device] = keras.models.clone_model(model)
+                weights = model.get_weights()
+                for device in devices[1:]:
+                    known[device].set_weights(weights)
             except Exception as exc:  # noqa: BLE001 - Keras raises many types for clone_model
                 log.warning("could not copy model %r to each device (%s: %s); the replicas "
                             "share it", getattr(model, "name", "?"), type(exc).__name__, exc)
-                copies = [model] * len(devices)
-            self._models[id(model)] = (model, copies)
-            return copies
+                return [model] * len(devices)
+            return [model, *(known[d] for d in devices[1:])]
 
     def map_batches(self, work: BatchWork, model: Any, rows: np.ndarray, batch_size: int,
                     outputs: Sequence[OutputSpec]) -> list[np.ndarray]:
+        """:meth:`each_batch`, returning the outputs for all of ``rows`` (one array per
+        output, in order)."""
+        rows = np.asarray(rows, np.int64)
+        collected = [np.empty((len(rows), *shape), dtype) for shape, dtype in outputs]
+        filled = [0]  # the batches arrive in order
+
+        def keep(done: np.ndarray, values: Sequence[np.ndarray]) -> None:
+            at = filled[0]
+            for array, value in zip(collected, values, strict=True):
+                array[at:at + len(done)] = value
+            filled[0] = at + len(done)
+
+        self.each_batch(work, model, rows, batch_size, outputs, keep)
+        return collected
+
+    def each_batch(self, work: BatchWork, model: Any, rows: np.ndarray, batch_size: int,
+                   outputs: Sequence[OutputSpec], sink: Sink) -> None:
         """``work(model, rows[batch])`` over the batches of ``batch_size`` consecutive
-        entries of ``rows``, batch ``i`` on replica ``i mod R``; returns each output for all
-        of ``rows``, in order, on every worker. ``outputs`` gives each output's trailing shape
-        and dtype (what a replica with no batch sends)."""
+        entries of ``rows``, batch ``i`` on replica ``i mod R``, on every worker; each
+        batch's outputs go to ``sink(batch_rows, outputs)``, in order, on every worker.
+
+        The batches run in rounds of R (one per replica); after each round the results are
+        all-gathered over the workers (on the host), so memory holds a round, not the
+        whole set. ``outputs`` gives each output's trailing shape and dtype (what a replica
+        without a batch sends). Work inside a replica runs on its device with no strategy
+        current (a nested call stays there). An error on any worker is raised on every
+        worker before the next gather (none is left waiting in a collective)."""
         rows = np.asarray(rows, np.int64)
         batch_size = check_int("batch_size", batch_size, low=1)
-        if self.placement.workers > 1:  # sized from each host's free memory: take the least
-            batch_size = min(worker_values(self.strategy, batch_size))
-        starts = range(0, len(rows), batch_size)
-        batches = [rows[s:s + batch_size] for s in starts]
-        if not batches:
-            return [np.empty((0, *shape), dtype) for shape, dtype in outputs]
         p = self.placement
-        if self.strategy is None:
-            return _stack([work(model, b) for b in batches], outputs)
+        if p.workers > 1:  # sized from each host's free memory: take the least
+            batch_size = min(worker_values(self.strategy, batch_size))
+        batches = [rows[s:s + batch_size] for s in range(0, len(rows), batch_size)]
+        if self.strategy is None:  # the plain path: this thread, the default device
+            for batch in batches:
+                sink(batch, work(model, batch))
+            return
         copies = self.models(model)
-        mine = {rid: [i for i in range(len(batches)) if i % p.replicas == rid] for rid in p.ids}
-        done: dict[int, Sequence[np.ndarray]] = {}
+        pool = ThreadPoolExecutor(len(p.devices), thread_name_prefix="replica") \
+            if len(p.devices) > 1 else None
+        try:
+            for first in range(0, len(batches), p.replicas):
+                this = batches[first:first + p.replicas]  # batch j of the round: replica j
+                done: Mapping[int, Sequence[np.ndarray]] = self._round(work, copies, this, pool)
+                if p.workers > 1:
+                    done = self._gather(done, this, outputs)
+                for j, batch in enumerate(this):
+                    sink(batch, done[j])
+        finally:
+            if pool is not None:
+                pool.shutdown()
 
-        def run(local: int) -> None:
+    def _round(self, work: BatchWork, copies: list[Any], batches: list[np.ndarray],
+               pool: ThreadPoolExecutor | None) -> dict[int, Sequence[np.ndarray]]:
+        """This worker's replicas' batches of one round (replica ``j`` runs ``batches[j]``):
+        ``{j: outputs}``. With several workers, whether any failed is agreed first."""
+        p = self.placement
+
+        def run(local: int) -> tuple[int, Sequence[np.ndarray]] | None:
             import tensorflow as tf
 
-            with tf.device(p.devices[local]):
-                for i in mine[p.ids[local]]:
-                    done[i] = work(copies[local], batches[i])
+            rid = p.ids[local]
+            if rid >= len(batches):
+                return None
+            token = _CURRENT.set(_PLAIN)  # nested batched work stays on this replica
+            try:
+                with tf.device(p.devices[local]):
+                    return rid, work(copies[local], batches[rid])
+            finally:
+                _CURRENT.reset(token)
 
-        if len(p.devices) == 1:
-            run(0)
-        else:  # one thread per local device, as MirroredStrategy runs its replicas
-            with ThreadPoolExecutor(len(p.devices), thread_name_prefix="replica") as pool:
-                for future in [pool.submit(run, j) for j in range(len(p.devices))]:
-                    future.result()
-        if p.workers == 1:
-            return _stack([done[i] for i in range(len(batches))], outputs)
-        return self._gather(done, batches, outputs)
+        error: BaseException | None = None
+        done: dict[int, Sequence[np.ndarray]] = {}
+        futures = [pool.submit(run, j) for j in range(len(p.devices))] if pool else None
+        for j in range(len(p.devices)):
+            try:
+                got = futures[j].result() if futures else run(j)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after the agreement
+                error = error or exc
+                continue
+            if got is not None:
+                done[got[0]] = got[1]
+        if p.workers > 1 and any_worker(self.strategy, error is not None) and error is None:
+            raise RobustlabError("another worker failed in this batched work (see its log); "
+                                 "this worker stops too")
+        if error is not None:
+            raise error
+        return done
 
-    def _gather(self, done: dict[int, Sequence[np.ndarray]], batches: list[np.ndarray],
-                outputs: Sequence[OutputSpec]) -> list[np.ndarray]:
-        """All-gather each output over the workers (``strategy.gather``): each replica sends
-        its batches' rows, padded to the longest replica's; every worker knows who ran what."""
+    def _gather(self, done: Mapping[int, Sequence[np.ndarray]], batches: list[np.ndarray],
+                outputs: Sequence[OutputSpec]) -> dict[int, list[np.ndarray]]:
+        """All-gather one round's outputs over the workers (``strategy.gather``, on the
+        host): each replica sends its batch padded to the round's longest; every worker
+        knows which replica ran which batch."""
         import tensorflow as tf
 
         p = self.placement
-        owned = [[i for i in range(len(batches)) if i % p.replicas == rid]
-                 for rid in range(p.replicas)]
-        counts = [sum(len(batches[i]) for i in own) for own in owned]
-        pad = max(counts)
-        result = []
+        pad = max(len(b) for b in batches)
+        result: dict[int, list[np.ndarray]] = {j: [] for j in range(len(batches))}
         for k, (shape, dtype) in enumerate(outputs):
             wire = np.int32 if np.dtype(dtype) == np.bool_ else dtype
             local = {}
             for rid in p.ids:
-                parts = [np.asarray(done[i][k]).astype(wire, copy=False) for i in owned[rid]]
-                block = np.concatenate(parts) if parts else np.empty((0, *shape), wire)
+                block = np.asarray(done[rid][k]).astype(wire, copy=False) if rid in done \
+                    else np.empty((0, *shape), wire)
                 local[rid] = np.concatenate([block, np.zeros((pad - len(block), *shape), wire)])
-            value = self.strategy.experimental_distribute_values_from_function(
-                lambda ctx, local=local: tf.constant(local[ctx.replica_id_in_sync_group]))
-            every = np.asarray(self.strategy.gather(value, axis=0))
-            pieces: dict[int, np.ndarray] = {}
-            for rid, own in enumerate(owned):
-                block, at = every[rid * pad:(rid + 1) * pad], 0
-                for i in own:
-                    pieces[i] = block[at:at + len(batches[i])]
-                    at += len(batches[i])
-            result.append(np.concatenate([pieces[i] for i in range(len(batches))])
-                          .astype(dtype, copy=False))
+            with tf.device("/cpu:0"):
+                value = self.strategy.experimental_distribute_values_from_function(
+                    lambda ctx, local=local: tf.constant(local[ctx.replica_id_in_sync_group]))
+                every = np.asarray(self.strategy.gather(value, axis=0))
+            for j, batch in enumerate(batches):
+                result[j].append(every[j * pad:j * pad + len(batch)].astype(dtype, copy=False))
         return result
-
-
-def _stack(parts: list[Sequence[np.ndarray]], outputs: Sequence[OutputSpec]
-           ) -> list[np.ndarray]:
-    """Concatenate the batches' outputs, output by output."""
-    return [np.concatenate([np.asarray(part[k]) for part in parts]).astype(dtype, copy=False)
-            for k, (_, dtype) in enumerate(outputs)]
 
 
 # ---------------------------------------------------------------------------------------------
 # the current replicas
 
+
+# each model's copies on other devices, by device, for as long as the model lives
+_COPIES: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+_COPIES_LOCK = threading.Lock()
 
 _PLAIN = Replicas(None)
 _DEFAULT = [_PLAIN]  # what use_strategy() set: current() outside any across() block
@@ -406,6 +448,12 @@ def map_batches(work: BatchWork, model: Any, rows: np.ndarray, batch_size: int,
                 outputs: Sequence[OutputSpec]) -> list[np.ndarray]:
     """:meth:`Replicas.map_batches` on the current replicas."""
     return current().map_batches(work, model, rows, batch_size, outputs)
+
+
+def each_batch(work: BatchWork, model: Any, rows: np.ndarray, batch_size: int,
+               outputs: Sequence[OutputSpec], sink: Sink) -> None:
+    """:meth:`Replicas.each_batch` on the current replicas."""
+    current().each_batch(work, model, rows, batch_size, outputs, sink)
 
 
 def worker_values(strategy: Any, value: int) -> list[int]:
@@ -462,7 +510,8 @@ class LocalCluster:
     """``workers`` processes of ``command`` on this host, each with the ``TF_CONFIG`` of its
     index (ports from the OS): a ``MultiWorkerMirroredStrategy`` cluster on one machine, for
     trying a multi-machine run (and for the tests). Each process leads its own process
-    group, so stopping it stops what it started (a notebook's kernel too).
+    group, so stopping it stops what it started in that group (a notebook's kernel starts
+    its own session and ends when its parent does).
 
     Use it as a context manager: leaving the block stops every process still running.
     """
@@ -477,10 +526,15 @@ class LocalCluster:
         self.env = dict(os.environ if env is None else env)
         self.log_dir = log_dir
         self.processes: list[Any] = []
+        self.first_failure: int | None = None  # the index of the first worker seen failing
         self._logs: list[Any] = []
 
     def __enter__(self) -> LocalCluster:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -525,13 +579,18 @@ class LocalCluster:
         while any(p.poll() is None for p in self.processes):
             failed = [i for i, p in enumerate(self.processes) if p.poll() not in (None, 0)]
             late = end is not None and time.monotonic() > end
+            if failed and self.first_failure is None:
+                self.first_failure = failed[0]
             if failed or late:
                 why = "timed out" if late else f"worker {failed[0]} failed"
                 log.warning("%s: stopping the other workers", why)
                 self.stop(signal.SIGTERM)
                 break
             time.sleep(0.2)
-        return [int(p.wait()) for p in self.processes]
+        codes = [int(p.wait()) for p in self.processes]
+        if self.first_failure is None:
+            self.first_failure = next((i for i, c in enumerate(codes) if c != 0), None)
+        return codes
 
     def stop(self, sig: int | None = None, grace: float = 10.0) -> None:
         """Stop every worker still running (``sig``, default SIGTERM, then SIGKILL after

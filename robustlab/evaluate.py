@@ -40,6 +40,7 @@ from robustlab.inference import (
     num_outputs,
     resolve_batch_size,
     softmax,
+    weights_sha256,
 )
 from robustlab.results import (
     AttackCurve,
@@ -177,6 +178,7 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     scope = distribute.across(strategy) if strategy is not None else \
         contextlib.nullcontext(distribute.current())
     with scope as replicas:
+        _check_same_model(replicas, model)
         result = _evaluate(model, data, attacks, epsilons, norm=norm, n=n, seed=seed,
                            batch_size=batch_size, bounds=bounds, n_show=n_show,
                            jit_compile=jit_compile, progress=progress, parameters=parameters,
@@ -185,6 +187,20 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
     if replicas.strategy is None:
         return result
     return dataclasses.replace(result, device={**result.device, **replicas.describe()})
+
+
+def _check_same_model(replicas: distribute.Replicas, model: Any) -> None:
+    """Refuse to evaluate when the workers hold different weights (a model trained on each
+    worker apart, nondeterministically): each worker's batches would be judged by another
+    model. One all-gather of a digest of the weights; nothing without several workers."""
+    if replicas.placement.workers == 1:
+        return
+    digest = int(weights_sha256(model)[:15], 16)
+    seen = set(distribute.worker_values(replicas.strategy, digest))
+    if len(seen) > 1:
+        raise ValidationError(f"expected every worker to hold the same model, but their "
+                              f"weights differ ({len(seen)} different digests): load one "
+                              f"saved model on every worker, or train it under the strategy")
 
 
 def _evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any, epsilons: Any, *,

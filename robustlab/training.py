@@ -378,7 +378,7 @@ class AdversarialModel(keras.Model):
         step = eps * (cfg.step_size / cfg.epsilon)
         if cfg.method is Method.TRADES:
             target = tf.stop_gradient(self.model(x, training=False))
-            noise = TRADES_START_STD * keras.random.normal(tf.shape(x), seed=self.seed_generator)
+            noise = TRADES_START_STD * self._random("normal", tf.shape(x))
             start = x + (noise if weight is None else noise * weight)
             start = tf.clip_by_value(start, low, high)
             loss, steps = Loss.KL, cfg.steps
@@ -393,6 +393,25 @@ class AdversarialModel(keras.Model):
             x_adv = tf.where(weight > 0, x_adv, x)
         return tf.stop_gradient(x_adv)
 
+    def _random(self, kind: str, shape: Any, low: float = 0.0, high: float = 1.0) -> Any:
+        """A ``"uniform"`` (in ``[low, high)``) or standard ``"normal"`` draw of ``shape``
+        from the random starts' generator. Under a strategy of several replicas each
+        replica's draw is its own (the generator's state is the same on every replica, so
+        the replica's number goes into the seed); with one, Keras' draw as it always was."""
+        import tensorflow as tf
+
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None or ctx.num_replicas_in_sync == 1:
+            if kind == "normal":
+                return keras.random.normal(shape, seed=self.seed_generator)
+            return keras.random.uniform(shape, low, high, seed=self.seed_generator)
+        replica = tf.cast(ctx.replica_id_in_sync_group, tf.int64)
+        seed = tf.cast(self.seed_generator.next(), tf.int64) \
+            + tf.stack([tf.constant(0, tf.int64), replica + 1])
+        if kind == "normal":
+            return tf.random.stateless_normal(shape, seed=seed)
+        return tf.random.stateless_uniform(shape, seed=seed, minval=low, maxval=high)
+
     def _random_start(self, x: Any, eps: Any, low: Any, high: Any, weight: Any = None) -> Any:
         """Uniform point of the ε-ball (L∞ cube, or L2 ball), clipped to the bounds.
 
@@ -403,13 +422,13 @@ class AdversarialModel(keras.Model):
         import tensorflow as tf
 
         if self.config.norm is Norm.LINF:
-            delta = keras.random.uniform(tf.shape(x), -1.0, 1.0, seed=self.seed_generator)
+            delta = self._random("uniform", tf.shape(x), -1.0, 1.0)
             if weight is not None:
                 delta = delta * weight
             return tf.clip_by_value(x + eps * delta, low, high)
         rank = len(x.shape)
         axes = list(range(1, rank))
-        direction = keras.random.normal(tf.shape(x), seed=self.seed_generator)
+        direction = self._random("normal", tf.shape(x))
         if weight is None:
             dim = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
         else:
@@ -420,7 +439,7 @@ class AdversarialModel(keras.Model):
                              + 1e-12)
         if weight is not None:
             direction *= weight
-        radius = keras.random.uniform((tf.shape(x)[0],), seed=self.seed_generator) ** (1 / dim)
+        radius = self._random("uniform", (tf.shape(x)[0],)) ** (1 / dim)
         radius = tf.reshape(radius, [-1] + [1] * (rank - 1))
         return tf.clip_by_value(x + eps * radius * direction, low, high)
 
@@ -731,11 +750,16 @@ class OverfitGuard(keras.callbacks.Callback):
         acc = float(np.mean(predict_labels(model, x_adv) == self.y))
         if logs is not None:
             logs["guard_pgd_accuracy"] = acc
-        if acc > self.best_accuracy:
+        improved = acc > self.best_accuracy
+        # every worker of a strategy decides alike (one stopping alone would leave the others
+        # waiting in a collective): each one asks, on every path
+        collapsed = distribute.any_worker(getattr(self.model, "distribute_strategy", None),
+                                          not improved and acc < self.best_accuracy - self.drop)
+        if improved and not collapsed:
             self.best_accuracy, self.best_epoch = acc, epoch
             self._best_weights = [np.array(w) for w in model.get_weights()]
             return
-        if acc < self.best_accuracy - self.drop:
+        if collapsed:
             self.collapsed_epoch = epoch
             action = ""
             if self.restore_best and self._best_weights is not None:
@@ -754,7 +778,9 @@ class TrainingResult:
     seconds of training in this call, the first epoch it ran (> 0 after a resume), where the
     model was saved, the guard's verdict, and with DP-SGD the privacy record (the
     :class:`~robustlab.privacy.DPPlan` settings, ``epochs_trained`` and the ``epsilon``
-    spent by them at ``delta``)."""
+    spent by them at ``delta``), and under a strategy of several replicas its
+    ``distribution`` (strategy, replicas, workers: the numbers depend on it, through the
+    per-replica batch-norm statistics and dropout masks and random starts)."""
 
     config: dict[str, Any]
     history: dict[str, list[float]]
@@ -764,6 +790,7 @@ class TrainingResult:
     model_path: str | None
     collapsed_epoch: int | None = None
     privacy: dict[str, Any] | None = None
+    distribution: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -828,7 +855,8 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
             every worker resumes from ``checkpoint_dir``, which must be storage they all read
             (as for Keras ``BackupAndRestore``): after a worker dies, restart them all with
             the same command. Not with ``dp``. The trained weights are copied back into
-            ``model``.
+            ``model``. A strategy of one replica trains on the plain path (the same
+            computation), unless ``model`` was made under its scope.
 
     Returns:
         ``(model, TrainingResult)``.
@@ -854,6 +882,11 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
     if batch_size < replicas:
         raise ValidationError(f"expected batch_size >= {replicas} (the strategy's replicas: "
                               f"each needs examples), got {batch_size}")
+    if replicas == 1 and strategy is not None \
+            and getattr(model, "_distribute_strategy", None) is not strategy:
+        # one replica in sync is the plain computation: Keras' strategy machinery alone made
+        # PGD-10 steps 11% slower on a CPU (benchmarks/DISTRIBUTED.md)
+        strategy = None
     chief = strategy is None or distribute.is_chief()
     x, y = data.x_train, data.y_train
     use_guard = (cfg.method is Method.FGSM_RS) if guard is None else bool(guard)
@@ -912,10 +945,19 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
         if plan is not None:  # not the epochs: a rerun may extend a run of fixed σ
             settings["dp"] = {k: v for k, v in plan.to_dict().items()
                               if k not in ("epochs", "steps", "epsilon")}
-        with scope():  # every worker restores the chief's checkpoint
-            start_epoch = Checkpoint.restore(checkpoint_dir, trainer, settings, epochs=epochs,
-                                             tidy=chief)
+        failure: Exception | None = None
+        try:
+            with scope():  # every worker restores the chief's checkpoint
+                start_epoch = Checkpoint.restore(checkpoint_dir, trainer, settings,
+                                                 epochs=epochs, tidy=chief)
+        except Exception as exc:  # noqa: BLE001 - raised below, once every worker knows
+            failure, start_epoch = exc, -1
         seen = distribute.worker_values(strategy, start_epoch)
+        if failure is not None:
+            raise failure
+        if -1 in seen:
+            raise CheckpointError(f"another worker could not restore the checkpoint in "
+                                  f"{str(checkpoint_dir)!r} (see its log); this one stops too")
         if len(set(seen)) > 1:
             raise CheckpointError(f"expected every worker to see the same checkpoint in "
                                   f"{str(checkpoint_dir)!r}, but they found {seen} completed "
@@ -982,7 +1024,8 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
         config=cfg.to_dict(),
         history={k: [float(v) for v in vals] for k, vals in history.items()},
         seconds=seconds, initial_epoch=start_epoch, epochs=epochs, model_path=path,
-        collapsed_epoch=guard_cb.collapsed_epoch if guard_cb else None, privacy=privacy)
+        collapsed_epoch=guard_cb.collapsed_epoch if guard_cb else None, privacy=privacy,
+        distribution=None if strategy is None else distribute.Replicas(strategy).describe())
     return model, result
 
 

@@ -29,8 +29,10 @@ import numpy as np  # noqa: E402
 
 import robustlab as rl  # noqa: E402
 
-ATTACK = {"attacks": "fgsm, pgd", "epsilons": "0, 0.1, 0.2", "seed": 3, "batch_size": 40,
-          "checks": False}
+# APGD-T runs a batched prediction inside each replica's work (its target classes): 5
+# batches of 40 over 2 replicas puts 3 on one and 2 on the other
+ATTACK = {"attacks": ["fgsm", "pgd", {"name": "apgd-t", "steps": 10, "targets": 2}],
+          "epsilons": "0, 0.1, 0.2", "seed": 3, "batch_size": 40, "checks": False}
 
 
 def masks(result: object) -> dict[str, np.ndarray]:

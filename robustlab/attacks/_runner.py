@@ -6,7 +6,7 @@ out-of-memory fallback and the threat model enforced on every output, on validat
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy as np
 from robustlab._env import default_jit_compile
 from robustlab._validate import check_int, check_seed, parse_enum, validate_arrays
 from robustlab.attacks._core import enforce_threat_model, score_fn
-from robustlab.distribute import map_batches
+from robustlab.distribute import each_batch
 from robustlab.errors import ValidationError
 from robustlab.inference import (
     GraphSafeNames,
@@ -231,16 +231,18 @@ def attack_arrays(impl: BatchAttack, model: Any, x: np.ndarray, y: np.ndarray, *
             success, obj, _ = score_fn(replica, loss, targeted, jit)(cand, y[rows])
             return [cand, np.asarray(success), np.asarray(obj)]
 
+        def keep(rows: np.ndarray, found: Sequence[np.ndarray]) -> None:
+            if restarts == 1:
+                out[rows] = found[0]
+                return
+            cand, success, obj = found
+            # every row here is unfooled so far: a success, or a higher loss, is better
+            better = success | (obj > objective[rows])
+            out[rows[better]] = cand[better]
+            fooled[rows] |= success
+            objective[rows] = np.where(better, obj, objective[rows])
+
         # the batches go to the current replicas (robustlab.distribute; one device unless a
         # strategy is current): every example's result depends on itself alone
-        found = map_batches(work, model, todo, state["batch_size"], outputs)
-        if restarts == 1:
-            out[todo] = found[0]
-            continue
-        cand, success, obj = found
-        # every row here is unfooled so far: a success, or a higher loss, is better
-        better = success | (obj > objective[todo])
-        out[todo[better]] = cand[better]
-        fooled[todo] |= success
-        objective[todo] = np.where(better, obj, objective[todo])
+        each_batch(work, model, todo, state["batch_size"], outputs, keep)
     return out

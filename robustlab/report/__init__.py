@@ -1397,8 +1397,8 @@ def write_crossval(cv: CrossValidationResult, out_dir: str | Path, *,
 
 def _not_the_chief(out_dir: str | Path, stem: str) -> dict[str, Path]:
     """Where the chief writes ``<stem>.json`` / ``.html``, said in the log, written by none."""
-    log.info("not the chief of the TF_CONFIG cluster: the chief writes %s.html in %s", stem,
-             out_dir)
+    log.warning("not the chief of the TF_CONFIG cluster: %s.html is not written here (the "
+                "chief writes it in %s)", stem, out_dir)
     out = Path(out_dir)
     return {"json": out / f"{stem}.json", "html": out / f"{stem}.html",
             "manifest": out / "manifest.json"}
