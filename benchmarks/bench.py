@@ -471,9 +471,11 @@ def pct(value: float) -> str:
 def written_by(script: str, res: dict[str, Any]) -> str:
     """The first line under a results file's title: which script wrote it, when and where."""
     m = res["machine"]
+    device = m["device"]
+    shown = f"{device['type']} ({device['name']})" if isinstance(device, dict) else device
     return (f"Written by `benchmarks/{script}` on {m['date']} ({m['cpus']} CPUs, "
-            f"{m['processor'] or m['platform']}, device {m['device']}). "
-            f"{'Quick run (tiny sizes).' if res['quick'] else ''}")
+            f"{m['processor'] or m['platform']}, device {shown})."
+            f"{' Quick run (tiny sizes).' if res['quick'] else ''}")
 
 
 def section_args(description: str, sections: tuple[str, ...], out: Path,

@@ -884,8 +884,8 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
                               f"each needs examples), got {batch_size}")
     if replicas == 1 and strategy is not None \
             and getattr(model, "_distribute_strategy", None) is not strategy:
-        # one replica in sync is the plain computation: Keras' strategy machinery alone made
-        # PGD-10 steps 11% slower on a CPU (benchmarks/DISTRIBUTED.md)
+        # one replica in sync is the plain computation: train without Keras' strategy
+        # machinery (0.96x to 1.16x the plain epoch in runs on a CPU: benchmarks/DISTRIBUTED.md)
         strategy = None
     chief = strategy is None or distribute.is_chief()
     x, y = data.x_train, data.y_train
