@@ -165,7 +165,8 @@ def evaluate(model: Any, data: Dataset | tuple[Any, Any], attacks: Any = ("fgsm"
             with ``MultiWorkerMirroredStrategy`` every worker runs this same call and gets
             the whole result, and only the chief should write it (the report writers
             do so). None: the strategy of the current
-            :func:`robustlab.distribute.across` block, else one device.
+            :func:`robustlab.distribute.across` block, else the one
+            :func:`robustlab.distribute.use_strategy` set, else one device.
 
     Returns:
         :class:`EvaluationResult`.

@@ -575,9 +575,9 @@ class AdversarialModel(keras.Model):
 
 def _across_workers(logs: dict[str, Any]) -> dict[str, Any]:
     """The step's metric values as Keras (3.15) can reduce them over the workers of a
-    ``MultiWorkerMirroredStrategy``: it takes their MEAN along axis 0, so each scalar goes
-    out as a vector of one (the values agree: the metrics are synchronised). Elsewhere, as
-    they are."""
+    ``MultiWorkerMirroredStrategy``: it takes their MEAN along axis 0, so each replica's
+    scalar goes out as a vector of one (the per-step value is then the replicas' mean; the
+    epoch's logs are the metrics' own totals). Elsewhere, as they are."""
     import tensorflow as tf
 
     strategy = tf.distribute.get_strategy()
@@ -590,8 +590,9 @@ def _across_workers(logs: dict[str, Any]) -> dict[str, Any]:
 def _global_mean(values: Any) -> Any:
     """This replica's share of the mean of the per-example ``values`` ``(B,)`` over the
     whole global batch: its sum divided by the global batch's size. Keras sums the
-    replicas' gradients, so the update is exactly the one-device update on the global batch
-    however it was split (with one replica: the plain mean)."""
+    replicas' gradients, so the update is the gradient of the global batch's mean loss
+    however it was split (with one replica: the plain mean); what each example's loss is
+    (its random start, dropout mask, batch-norm statistics) is the replica's."""
     import tensorflow as tf
 
     ctx = tf.distribute.get_replica_context()
@@ -847,10 +848,14 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
         strategy: train data-parallel under a ``tf.distribute`` strategy (a strategy, or
             ``"auto"``, ``"mirrored"``, ``"multiworker"``:
             :func:`robustlab.distribute.make_strategy`; None: the strategy of the current
-            :func:`robustlab.distribute.across` block, else one device). Each global batch
-            of ``batch_size`` (the batches of a one-device run) is split by example over the
-            replicas and the update is the global batch's mean gradient (batch-norm
-            statistics are per replica). With ``MultiWorkerMirroredStrategy`` every worker
+            :func:`robustlab.distribute.across` block, else the one
+            :func:`robustlab.distribute.use_strategy` set, else one device). Each global
+            batch of ``batch_size`` (the batches of a one-device run, a last batch smaller
+            than the replica count joining the one before) is split by example over the
+            replicas and the update is the global batch's mean gradient; batch-norm
+            statistics, dropout masks and random starts are per replica, so the numbers
+            depend on the replica count (``TrainingResult.distribution`` records it).
+            With ``MultiWorkerMirroredStrategy`` every worker
             runs this same call; the chief alone writes the checkpoints and ``save_to``, and
             every worker resumes from ``checkpoint_dir``, which must be storage they all read
             (as for Keras ``BackupAndRestore``): after a worker dies, restart them all with
@@ -929,9 +934,15 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
     # a model made under the strategy's scope already holds its variables (Keras records
     # the strategy it was made under; the public property falls back to the current one)
     if strategy is not None and getattr(model, "_distribute_strategy", None) is not strategy:
-        with scope():  # the weights as the strategy's variables (one copy per replica)
-            inner = keras.models.clone_model(model)
-            inner.set_weights(model.get_weights())
+        try:
+            with scope():  # the weights as the strategy's variables (one copy per replica)
+                inner = keras.models.clone_model(model)
+                inner.set_weights(model.get_weights())
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            raise InputTypeError(f"expected a functional or sequential Keras model to train "
+                                 f"under a strategy (it is copied into the strategy's "
+                                 f"variables), got {type(model).__name__} ({exc}); or build "
+                                 f"the model under strategy.scope()") from None
     with scope():
         trainer = AdversarialModel(inner, cfg, dp=plan)
         trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
