@@ -200,13 +200,12 @@ def _local_devices() -> list[str]:
 class Placement:
     """This process's share of a strategy: ``replicas`` in sync over all workers, this
     process's ``devices`` and the global ids of their replicas (``ids``, the order of the
-    strategy's gather), the number of ``workers`` and whether this one is the chief."""
+    strategy's gather), and the number of ``workers``."""
 
     replicas: int
     devices: tuple[str, ...]
     ids: tuple[int, ...]
     workers: int
-    chief: bool
 
 
 class Replicas:
@@ -220,7 +219,7 @@ class Replicas:
             strategy = None
         self.strategy = strategy
         if strategy is None:
-            self.placement = Placement(1, ("",), (0,), 1, True)
+            self.placement = Placement(1, ("",), (0,), 1)
         else:
             import tensorflow as tf
 
@@ -234,7 +233,7 @@ class Replicas:
             devices = tuple(str(d) for d in strategy.extended.worker_devices)
             replicas = int(strategy.num_replicas_in_sync)
             self.placement = Placement(replicas, devices, tuple(ids),
-                                       max(1, replicas // max(1, len(devices))), is_chief())
+                                       max(1, replicas // max(1, len(devices))))
 
     def describe(self) -> dict[str, Any]:
         """What a result records: the strategy's class, replicas and workers."""
@@ -463,8 +462,9 @@ def worker_values(strategy: Any, value: int) -> list[int]:
         return [int(value)]
     import tensorflow as tf
 
-    if Replicas(strategy).placement.workers == 1:
-        return [int(value)] * int(strategy.num_replicas_in_sync)
+    replicas = int(strategy.num_replicas_in_sync)
+    if replicas == len(strategy.extended.worker_devices):  # one worker: nothing to ask
+        return [int(value)] * replicas
     gathered = strategy.gather(strategy.experimental_distribute_values_from_function(
         lambda ctx: tf.constant([int(value)], tf.int64)), axis=0)
     return [int(v) for v in np.asarray(gathered)]
