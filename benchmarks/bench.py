@@ -543,12 +543,38 @@ def markdown(res: dict[str, Any]) -> str:
     if res["device_note"]:
         lines += [f"**{res['device_note']}**", ""]
     lines += [OTHER_RESULTS, ""]
+    lines += distributed_summary(ROOT / "benchmarks" / "DISTRIBUTED.json")
     if res["mnist_missing"]:
         lines += [f"**MNIST rows skipped: {res['mnist_missing']}.**", ""]
     if res.get("per_step"):
         lines += _engine_lines(res["per_step"])
     lines += _rest_lines(res)
     return "\n".join(lines) + "\n"
+
+
+def distributed_summary(path: Path) -> list[str]:
+    """The headline of ``benchmarks/distributed.py``'s latest results (its file has the
+    method and the tables): the path's overhead on one device and the predicted scaling."""
+    if not path.exists():
+        return []
+    d = json.loads(path.read_text(encoding="utf-8"))
+    o, p = d.get("overhead"), d.get("prediction")
+    if not o or not p:
+        return []
+    train4 = next((row["speedup"] for row in p["training"] if row["replicas"] == 4), {})
+    return ["## tf.distribute (from DISTRIBUTED.md)", "",
+            f"- overhead of the distributed path on one device (target ≤ {o['target']:.2f}): "
+            f"`evaluate` {o['evaluate']['ratio']:.3f}×, a PGD-AT epoch "
+            f"{o['train']['ratio']:.3f}×; per-example outcomes identical: "
+            f"{'yes' if o['evaluate']['identical_outcomes'] else 'NO'} "
+            f"({d['machine']['date']})",
+            f"- evaluation scales with the attack batches of a call: N_max = {p['n_max']} for "
+            f"the measured workload, {p['imagenet']['n_max']} for a "
+            f"{p['imagenet']['n']:,}-image evaluation in batches of {p['imagenet']['batch']}",
+            "- training, 4 replicas at global batch 128 (predicted): "
+            + ", ".join(f"{k} {v:.1f}×" for k, v in train4.items())
+            + "; efficiency below 50 % at "
+            + ", ".join(f"{k} N = {v}" for k, v in p["half_efficiency_at"].items() if v), ""]
 
 
 def _engine_lines(per_step: list[dict[str, Any]]) -> list[str]:
