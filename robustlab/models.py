@@ -26,6 +26,7 @@ import numpy as np
 from robustlab import crypto
 from robustlab._io import atomic_path
 from robustlab._validate import check_int, check_seed, check_sha256
+from robustlab.distribute import is_chief
 from robustlab.errors import InputTypeError, ModelNotFoundError, UnsafeModelError, ValidationError
 
 __all__ = ["build_model", "build_small_cnn", "build_resnet", "build_mlp", "save_model",
@@ -260,11 +261,19 @@ def save_model(model: Any, path: str | os.PathLike[str], *,
     default: the configured one, see :mod:`robustlab.crypto`) the archive is built in memory
     and only its encryption reaches the disk; a model whose layers store assets (the
     vocabularies of StringLookup, TextVectorization) is then refused, as Keras writes those
-    to a temporary directory in plaintext."""
+    to a temporary directory in plaintext.
+
+    On a worker of a ``TF_CONFIG`` cluster that is not the chief
+    (:func:`robustlab.distribute.is_chief`; every worker holds the same model) nothing is
+    written: the chief writes ``path``, which is returned."""
     path = Path(path)
     if path.suffix != ".keras":
         raise ValidationError(f"expected path to end in .keras (the only format robustlab "
                               f"writes), got {str(path)!r}")
+    if not is_chief():
+        log.warning("not the chief of the TF_CONFIG cluster: %s is not written here (the "
+                    "chief writes it)", path)
+        return path
     provider = crypto.resolve_key(key)
     if provider is not None:
         crypto.write_bytes(path, _keras_bytes(model), provider)

@@ -1010,9 +1010,7 @@ def train_adversarial(model: Any, data: Dataset, *, method: Any = "pgd", epsilon
     seconds = time.perf_counter() - start
     if inner is not model:
         model.set_weights(inner.get_weights())
-    path = None
-    if save_to:  # the chief writes it; the other workers report where
-        path = str(save_model(model, save_to)) if chief else str(save_to)
+    path = str(save_model(model, save_to)) if save_to else None  # the chief writes it
     stopped_early = budget is not None and budget.stopped_epoch is not None
     privacy = None
     if plan is not None:

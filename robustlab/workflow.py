@@ -35,7 +35,7 @@ from robustlab.attacks import AttackSpec, parse_attacks
 from robustlab.checks import check_logits
 from robustlab.crossval import cross_validate
 from robustlab.data import Dataset, check_name, load
-from robustlab.distribute import STRATEGIES, is_chief
+from robustlab.distribute import STRATEGIES
 from robustlab.errors import InputTypeError, ModelNotFoundError, ValidationError
 from robustlab.evaluate import compare, evaluate
 from robustlab.inference import num_outputs, predict_labels
@@ -101,9 +101,7 @@ def load_or_train(model_path: str | os.PathLike[str] | None, data: Dataset, *,
     elif method is None:
         model = build_model(data.input_shape, data.num_classes, seed=seed, **_stats(data))
         fitted = train(model, data, epochs=epochs, seed=seed, **training)
-        path = None
-        if save_to:  # the chief of a TF_CONFIG cluster writes it; the others say where
-            path = str(save_model(model, save_to)) if is_chief() else str(save_to)
+        path = str(save_model(model, save_to)) if save_to else None
         info = TrainingResult(config={"method": "keras_fit", "seed": seed, **training},
                               history=fitted["history"], seconds=fitted["seconds"],
                               initial_epoch=0, epochs=len(fitted["history"].get("loss", [])),
@@ -406,8 +404,7 @@ def privacy_study(data: Dataset, *, models: str | list[str] = "standard, dp",
         fit = recipe(name)
         model, info = fit(data.x_train, data.y_train, seed)
         if output_dir is not None:
-            if is_chief():
-                save_model(model, Path(output_dir) / f"{name.replace('+', '_')}.keras")
+            save_model(model, Path(output_dir) / f"{name.replace('+', '_')}.keras")
         audit = membership_audit(model, data, shadows=shadows, max_examples=audit_examples,
                                  train_shadow=_first(fit), seed=seed)
         results[name] = evaluate(model, data, specs, epsilon_values, seed=seed,
@@ -628,7 +625,6 @@ def monitoring_study(data: Dataset, *, model_path: str | os.PathLike[str] | None
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         monitor.save(Path(output_dir) / "monitor")
         if not model_path:
-            if is_chief():
-                save_model(model, Path(output_dir) / "model.keras")
+            save_model(model, Path(output_dir) / "model.keras")
         write_monitoring(evaluation, Path(output_dir))
     return monitor, evaluation
